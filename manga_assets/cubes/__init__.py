@@ -1,0 +1,1 @@
+"""MAPS arrays to fixed-grid line-map cubes and per-galaxy features."""

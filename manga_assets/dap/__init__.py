@@ -1,0 +1,1 @@
+"""Reading MaNGA DAP products: MAPS files and the DRPall/DAPall catalogues."""

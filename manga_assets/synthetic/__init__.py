@@ -1,0 +1,1 @@
+"""Synthetic MaNGA releases in the real SAS layout and DAP file format, for tests and the demo."""
