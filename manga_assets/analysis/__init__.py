@@ -1,1 +1,1 @@
-"""Whole-sample analyses: UMAP, anomaly scores, latent neighbours, BPT/AGN classification, report."""
+"""Whole-sample analyses: UMAP, anomaly scores, latent neighbours, BPT/AGN classes, report."""

@@ -1,0 +1,50 @@
+# manga_assets: `make demo` and `make test` work on a fresh machine (they create .venv).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# On machines without CUDA the CPU wheel of this torch is installed. A GPU user installs the torch
+# build of their choice into .venv first (or sets TORCH_SPEC); torch is only installed when the
+# venv has none.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+
+export DAGSTER_HOME ?= $(CURDIR)/dagster_home
+export MANGA_DATA_DIR ?= $(CURDIR)/data
+
+.PHONY: install test lint demo dev bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	if ! $(PY) -c "import torch" 2>/dev/null; then \
+	  if command -v nvidia-smi >/dev/null 2>&1 && [ "$(TORCH_SPEC)" = "torch==2.13.0" ]; then \
+	    $(PY) -m pip install --quiet torch $(TORCH_PIP_ARGS); \
+	  else \
+	    $(PY) -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_PIP_ARGS); \
+	  fi; \
+	fi
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(PY) -m ruff check manga_assets manga_assets_tests benchmarks
+
+test: install lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+demo: install
+	$(VENV)/bin/manga-assets demo --dir demo
+
+dev: install
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+bench: install
+	$(PY) benchmarks/extraction.py
+	$(PY) benchmarks/download.py
+
+clean:
+	rm -rf $(VENV) demo data
+	find dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +

@@ -1,0 +1,164 @@
+"""The ``manga-assets`` command.
+
+    manga-assets run [--release DR17] [--limit N] [--plates P ...] [--epochs N]
+    manga-assets demo [--dir DIR] [--plates N]
+    manga-assets mirror build DIR [--release DR17] [--plates N] [--lean] [--faults]
+    manga-assets mirror serve DIR [--port P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from manga_assets.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    if getattr(args, "release", None):
+        settings = replace(settings, release=args.release.upper())
+    if getattr(args, "sas_url", None):
+        settings = replace(settings, sas_url=args.sas_url)
+    if getattr(args, "data_dir", None):
+        settings = replace(settings, data_dir=Path(args.data_dir).resolve())
+    return settings
+
+
+def _print_summary(summary) -> None:
+    print(
+        f"\n{summary.galaxies} galaxies on {len(summary.plates)} plates: "
+        f"{summary.downloaded} MAPS files downloaded, {summary.cubes} cubes "
+        f"({summary.extracted} extracted in this run)"
+    )
+    if len(summary.failed):
+        print(f"{len(summary.failed)} galaxies without a cube:")
+        for row in summary.failed.itertuples(index=False):
+            print(f"  {row.plateifu}: {row.status}: {row.reason}")
+    print(f"products: {summary.products}")
+    print(f"  catalogue  {summary.products / 'catalog.parquet'}")
+    print(f"  manifests  {summary.products / 'manifest'}/<plate>.parquet")
+    print(f"  cubes      {summary.products / 'cubes'}/<plate>/<plateifu>.npz")
+    print(f"  features   {summary.products / 'features'}/<plate>.parquet")
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from manga_assets.defs.runner import run_pipeline
+
+    settings = _settings(args)
+    try:
+        summary = run_pipeline(settings, plates=args.plates, limit=args.limit)
+    except RuntimeError as error:
+        print(f"manga-assets run failed: {error}", file=sys.stderr)
+        return 1
+    _print_summary(summary)
+    return 0
+
+
+def _build_mirror(directory: Path, args: argparse.Namespace):
+    from manga_assets.synthetic.release import SyntheticReleaseSpec, build_release
+    from tqdm import tqdm
+
+    spec = SyntheticReleaseSpec(
+        release=args.release.upper(),
+        n_plates=args.plates,
+        galaxies_per_plate=args.galaxies_per_plate,
+        seed=args.seed,
+        lean=args.lean,
+        faults=args.faults,
+    )
+    with tqdm(desc="writing synthetic release", unit="galaxy") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        return build_release(directory, spec, progress=progress)
+
+
+def command_mirror_build(args: argparse.Namespace) -> int:
+    summary = _build_mirror(Path(args.dir), args)
+    print(f"{summary.n_galaxies} galaxies on {len(summary.plates)} plates written to {args.dir}")
+    return 0
+
+
+def command_mirror_serve(args: argparse.Namespace) -> int:
+    from manga_assets.sas.mirror import serve_forever
+
+    serve_forever(Path(args.dir), port=args.port)
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    from manga_assets.defs.runner import run_pipeline
+    from manga_assets.sas.mirror import MirrorServer
+
+    directory = Path(args.dir).resolve()
+    mirror_dir = directory / "mirror"
+    if not (mirror_dir / "truth.parquet").exists():
+        _build_mirror(mirror_dir, args)
+    settings = replace(_settings(args), data_dir=directory / "data", release=args.release.upper())
+    with MirrorServer(mirror_dir) as server:
+        print(f"serving the synthetic {settings.release} release at {server.url}")
+        settings = replace(settings, sas_url=server.url)
+        try:
+            summary = run_pipeline(settings)
+        except RuntimeError as error:
+            print(f"demo failed: {error}", file=sys.stderr)
+            return 1
+    _print_summary(summary)
+    print(f"synthetic truth table: {mirror_dir / 'truth.parquet'}")
+    return 0
+
+
+def _add_release_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--release", default=os.environ.get("MANGA_RELEASE", "DR17"))
+    parser.add_argument("--plates", type=int, default=4, help="plates to write")
+    parser.add_argument("--galaxies-per-plate", type=int, default=9)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lean", action="store_true", help="write only the HDUs the pipeline reads")
+    parser.add_argument("--faults", action="store_true", help="plant broken files")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="manga-assets", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="materialise the whole graph against MANGA_SAS_URL")
+    run.add_argument("--release", help="MaNGA release (default MANGA_RELEASE or DR17)")
+    run.add_argument("--sas-url", help="SAS root (default MANGA_SAS_URL)")
+    run.add_argument("--data-dir", help="data directory (default MANGA_DATA_DIR or ./data)")
+    run.add_argument("--limit", type=int, help="at most N galaxies")
+    run.add_argument("--plates", type=int, nargs="+", help="only these plates")
+    run.add_argument("--epochs", type=int, help="training epochs per model")
+    run.set_defaults(handler=command_run)
+
+    demo = commands.add_parser("demo", help="build, serve and run a synthetic release")
+    demo.add_argument("--dir", default="demo", help="where the release and products go")
+    _add_release_options(demo)
+    demo.add_argument("--epochs", type=int, help="training epochs per model")
+    demo.set_defaults(handler=command_demo, faults=True)
+
+    mirror = commands.add_parser("mirror", help="synthetic releases and their loopback server")
+    mirror_commands = mirror.add_subparsers(dest="mirror_command", required=True)
+    build = mirror_commands.add_parser("build", help="write a synthetic release into DIR")
+    build.add_argument("dir")
+    _add_release_options(build)
+    build.set_defaults(handler=command_mirror_build)
+    serve = mirror_commands.add_parser("serve", help="serve DIR on 127.0.0.1 as a SAS")
+    serve.add_argument("dir")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.set_defaults(handler=command_mirror_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

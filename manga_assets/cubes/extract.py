@@ -1,0 +1,121 @@
+"""From a MAPS file to the fixed-grid cube file and the galaxy's features row."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from manga_assets.cubes.features import galaxy_features
+from manga_assets.cubes.resample import resample_maps
+from manga_assets.dap.datamodel import DEFAULT_INVALID_BITS, PROJECT_LINES
+from manga_assets.dap.maps import read_maps
+
+DEFAULT_GRID = 32
+# Bump when extraction changes what a cube holds: every cube is then extracted again.
+EXTRACTION_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """How MAPS files become cubes; part of the line_cubes code version."""
+
+    grid: int = DEFAULT_GRID
+    lines: tuple[str, ...] = PROJECT_LINES
+    invalid_bits: tuple[str, ...] = DEFAULT_INVALID_BITS
+    min_valid_fraction: float = 0.5
+
+    def key(self) -> str:
+        """A short digest of the settings and the extraction code version."""
+        text = f"{EXTRACTION_VERSION}|{self.grid}|{self.lines}|{self.invalid_bits}|"
+        return hashlib.sha256(f"{text}{self.min_valid_fraction}".encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Cube:
+    """One galaxy on the fixed grid (the contract of ``cubes/{plate}/{plateifu}.npz``).
+
+    Attributes
+    ----------
+    flux : ndarray, float32, (lines, grid, grid)
+        Mean flux per DAP spaxel (1E-17 erg/s/cm^2/spaxel) of the area each cell covers; 0 where
+        invalid.
+    ivar : ndarray, float32, (lines, grid, grid)
+        Inverse variance of ``flux``.
+    mask : ndarray of bool, (lines, grid, grid)
+        True where invalid: DAP-flagged, IVAR 0, or too little valid area in the cell.
+    lines : tuple of str
+        Line names in wavelength order.
+    """
+
+    flux: np.ndarray
+    ivar: np.ndarray
+    mask: np.ndarray
+    lines: tuple[str, ...]
+
+
+def write_cube(path: Path, cube: Cube) -> None:
+    """Write ``cube`` as an uncompressed NPZ, atomically (temporary name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(
+                stream, flux=cube.flux, ivar=cube.ivar, mask=cube.mask, lines=np.array(cube.lines)
+            )
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_cube(path: Path) -> Cube:
+    """Read a cube file written by :func:`write_cube` (no pickles are ever loaded)."""
+    with np.load(path, allow_pickle=False) as data:
+        return Cube(
+            flux=data["flux"],
+            ivar=data["ivar"],
+            mask=data["mask"],
+            lines=tuple(str(line) for line in data["lines"]),
+        )
+
+
+def extract_galaxy(
+    maps_path: Path,
+    cube_path: Path,
+    settings: ExtractionSettings,
+    *,
+    expected_dapver: str | None = None,
+    expected_daptype: str | None = None,
+) -> dict[str, float | int | str]:
+    """Read a MAPS file, write its cube, and return its features row.
+
+    Raises the typed errors of :func:`manga_assets.dap.maps.read_maps`; the caller decides how a
+    broken galaxy is recorded.
+    """
+    maps = read_maps(
+        maps_path,
+        lines=settings.lines,
+        invalid_bits=settings.invalid_bits,
+        expected_dapver=expected_dapver,
+        expected_daptype=expected_daptype,
+    )
+    flux, ivar, mask = resample_maps(
+        maps.flux, maps.ivar, maps.invalid, settings.grid,
+        min_valid_fraction=settings.min_valid_fraction,
+    )  # fmt: skip
+    write_cube(cube_path, Cube(flux, ivar, mask, maps.lines))
+    row: dict[str, float | int | str] = {
+        "map_ny": maps.flux.shape[1],
+        "map_nx": maps.flux.shape[2],
+        "redshift": maps.redshift,
+        "n_nonfinite": maps.n_nonfinite,
+        "valid_fraction": float((~mask).mean()),
+        "n_valid_pixels": int((~mask).sum()),
+    }
+    row.update(galaxy_features(maps.lines, maps.flux, maps.ivar, maps.invalid))
+    return row

@@ -1,0 +1,1 @@
+"""Asset modules, one per group of the asset graph."""

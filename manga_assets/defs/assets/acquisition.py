@@ -1,0 +1,298 @@
+"""Acquisition: the catalogue, the MAPS files of each plate, and the line-map cubes."""
+
+from __future__ import annotations
+
+import hashlib
+
+import dagster as dg
+import pandas as pd
+
+from manga_assets.cubes.extract import EXTRACTION_VERSION, ExtractionSettings
+from manga_assets.cubes.plate import extract_plate
+from manga_assets.dap.catalog import CATALOG_COLUMNS, read_dapall, read_drpall, select_cubes
+from manga_assets.defs.constants import (
+    ACQUISITION,
+    CATALOG_CODE_VERSION,
+    DOWNLOAD_POOL,
+    MAPS_FILES_CODE_VERSION,
+    MAX_FAILED_SHARE,
+    OWNER,
+    PLATES_PER_RUN,
+)
+from manga_assets.defs.io_managers import PRODUCT_PATH
+from manga_assets.defs.markdown import markdown_table
+from manga_assets.defs.partitions import plate_partitions
+from manga_assets.defs.resources import DataDirResource, SasResource
+from manga_assets.sas.paths import PlateIFU, dapall_location, drpall_location, maps_location
+from manga_assets.sas.transfer import DownloadResult
+
+DOWNLOAD_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
+MANIFEST_COLUMNS = ("plateifu", "status", "reason", "bytes", "sha256", "fetched", "location")
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+def _fail_if_unreachable(results: list[DownloadResult], sas: SasResource) -> None:
+    errors = [result for result in results if result.status == "error"]
+    if errors:
+        listed = "; ".join(f"{r.url}: {r.reason}" for r in errors[:5])
+        raise dg.Failure(
+            description=(
+                f"{len(errors)} download(s) failed after retries ({listed}). "
+                f"Check that MANGA_SAS_URL={sas.sas_url} is reachable and serves release "
+                f"{sas.release}; the run can be retried safely (finished files are kept)."
+            )
+        )
+
+
+class CatalogConfig(dg.Config):
+    """Which part of the release to work on (default: every selected cube)."""
+
+    plates: list[int] = []
+    max_galaxies: int = 0
+
+
+@dg.asset(
+    group_name=ACQUISITION,
+    code_version=CATALOG_CODE_VERSION,
+    owners=[OWNER],
+    kinds={"parquet"},
+    metadata={PRODUCT_PATH: "catalog.parquet"},
+    io_manager_key="products_io_manager",
+    retry_policy=DOWNLOAD_RETRY,
+)
+def catalog(
+    context: dg.AssetExecutionContext,
+    config: CatalogConfig,
+    sas: SasResource,
+    data_dir: DataDirResource,
+) -> dg.Output[pd.DataFrame]:
+    """DRPall + DAPall of the configured release: one row per selected data cube."""
+    release = sas.release_info()
+    layout = data_dir.layout
+    locations = [drpall_location(release), dapall_location(release)]
+    results = sas.downloader().fetch_many(
+        [(sas.url(location), layout.mirror / location) for location in locations]
+    )
+    _fail_if_unreachable(results, sas)
+    for result in results:
+        if result.status != "ok":
+            raise dg.Failure(
+                description=f"catalogue {result.url} could not be fetched ({result.status}): "
+                f"{result.reason}. Check MANGA_SAS_URL and MANGA_RELEASE={release.name}."
+            )
+    drpall = read_drpall(results[0].dest)
+    dapall = read_dapall(
+        results[1].dest, release.daptype, per_daptype_extensions=release.dapall_per_daptype
+    )
+    selection = select_cubes(drpall, dapall)
+    selected = selection.selected
+    if config.plates:
+        selected = selected[selected["plate"].isin(config.plates)]
+    if config.max_galaxies:
+        selected = selected.head(config.max_galaxies)
+    selected = selected.reset_index(drop=True)
+
+    reasons = selection.rejected["reason"].str.replace(r" \(kept .*\)|MaNGA-ID \S+", "", regex=True)
+    return dg.Output(
+        selected,
+        data_version=dg.DataVersion(
+            _digest(results[0].sha256, results[1].sha256, release.daptype, config.plates,
+                    config.max_galaxies)
+        ),  # fmt: skip
+        metadata={
+            "release": release.name,
+            "daptype": release.daptype,
+            "drpver": release.drpver,
+            "dapver": release.dapver,
+            "galaxies": len(selected),
+            "plates": int(selected["plate"].nunique()),
+            "rejected": len(selection.rejected),
+            "rejected_by_reason": dg.MetadataValue.json(reasons.value_counts().to_dict()),
+            "drpall_sha256": results[0].sha256 or "",
+            "dapall_sha256": results[1].sha256 or "",
+        },
+    )
+
+
+@dg.asset_check(asset=catalog, blocking=True)
+def catalog_schema(catalog: pd.DataFrame) -> dg.AssetCheckResult:
+    """The catalogue has every contract column, unique plate-IFUs, and at least one galaxy."""
+    missing = [column for column in CATALOG_COLUMNS if column not in catalog.columns]
+    duplicated = int(catalog["plateifu"].duplicated().sum()) if "plateifu" in catalog else -1
+    return dg.AssetCheckResult(
+        passed=not missing and duplicated == 0 and len(catalog) > 0,
+        metadata={
+            "missing_columns": ", ".join(missing) or "none",
+            "duplicated_plateifus": duplicated,
+            "rows": len(catalog),
+        },
+    )
+
+
+@dg.asset(
+    group_name=ACQUISITION,
+    code_version=MAPS_FILES_CODE_VERSION,
+    owners=[OWNER],
+    kinds={"parquet"},
+    partitions_def=plate_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(PLATES_PER_RUN),
+    pool=DOWNLOAD_POOL,
+    retry_policy=DOWNLOAD_RETRY,
+    metadata={PRODUCT_PATH: "manifest/{partition}.parquet"},
+    io_manager_key="products_io_manager",
+    check_specs=[dg.AssetCheckSpec("failed_share", asset="maps_files")],
+)
+def maps_files(
+    context: dg.AssetExecutionContext,
+    catalog: pd.DataFrame,
+    sas: SasResource,
+    data_dir: DataDirResource,
+):
+    """The plate's DAP MAPS files in the local SAS mirror, with a manifest row per galaxy."""
+    release = sas.release_info()
+    layout = data_dir.layout
+    plates = [int(key) for key in context.partition_keys]
+    galaxies = catalog[catalog["plate"].isin(plates)]
+    plateifus = [PlateIFU.parse(text) for text in galaxies["plateifu"]]
+    locations = [maps_location(release, plateifu) for plateifu in plateifus]
+    jobs = [(sas.url(location), layout.mirror / location) for location in locations]
+
+    step = max(1, len(jobs) // 10)
+
+    def report(event) -> None:
+        if event.done % step == 0 or event.done == event.total:
+            context.log.info(f"MAPS files {event.done}/{event.total}, {event.bytes / 1e6:.1f} MB")
+
+    results = sas.downloader().fetch_many(jobs, on_progress=report)
+    _fail_if_unreachable(results, sas)
+
+    manifest = pd.DataFrame(
+        {
+            "plateifu": [str(p) for p in plateifus],
+            "plate": [p.plate for p in plateifus],
+            "status": [r.status for r in results],
+            "reason": [r.reason for r in results],
+            "bytes": [r.bytes for r in results],
+            "sha256": [r.sha256 or "" for r in results],
+            "fetched": [r.fetched for r in results],
+            "location": locations,
+        }
+    )
+    by_plate = {str(plate): rows.drop(columns="plate") for plate, rows in manifest.groupby("plate")}
+    for plate in context.partition_keys:
+        by_plate.setdefault(plate, manifest.iloc[:0].drop(columns="plate"))
+        if not (by_plate[plate]["status"] == "ok").any():
+            reasons = by_plate[plate]["reason"].head(3).tolist() or ["no galaxy in the catalogue"]
+            raise dg.Failure(
+                description=f"plate {plate}: no MAPS file could be fetched ({'; '.join(reasons)})"
+            )
+
+    failed = manifest[manifest["status"] != "ok"]
+    share = len(failed) / max(len(manifest), 1)
+    yield dg.Output(
+        by_plate,
+        data_version=dg.DataVersionsByPartition(
+            {plate: _digest(*rows["sha256"]) for plate, rows in by_plate.items()}
+        ),
+        metadata={
+            "galaxies": len(manifest),
+            "ok": int((manifest["status"] == "ok").sum()),
+            "fetched": int(manifest["fetched"].sum()),
+            "bytes": int(manifest["bytes"].sum()),
+            "failed": dg.MetadataValue.md(
+markdown_table(failed[["plateifu", "status", "reason"]])),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="failed_share",
+        passed=share <= MAX_FAILED_SHARE,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"failed_share": share, "max_failed_share": MAX_FAILED_SHARE},
+    )
+
+
+@dg.asset(
+    group_name=ACQUISITION,
+    code_version=f"extraction-{EXTRACTION_VERSION}",
+    owners=[OWNER],
+    kinds={"numpy", "parquet"},
+    partitions_def=plate_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(PLATES_PER_RUN),
+    metadata={PRODUCT_PATH: "features/{partition}.parquet"},
+    io_manager_key="products_io_manager",
+    check_specs=[dg.AssetCheckSpec("cube_sanity", asset="line_cubes")],
+)
+def line_cubes(
+    context: dg.AssetExecutionContext,
+    catalog: pd.DataFrame,
+    maps_files: dict[str, pd.DataFrame],
+    sas: SasResource,
+    data_dir: DataDirResource,
+):
+    """Per galaxy, the 19 line maps with inverse variance and mask on a fixed grid, and features."""
+    release = sas.release_info()
+    settings = ExtractionSettings()
+    features = {}
+    for plate, manifest in maps_files.items():
+        rows = catalog[catalog["plate"] == int(plate)]
+        previous_path = data_dir.layout.product(f"features/{plate}.parquet")
+        previous = pd.read_parquet(previous_path) if previous_path.exists() else None
+        table = extract_plate(
+            manifest, rows, data_dir.layout, release, settings,
+            previous=previous, log=context.log.warning,
+        )  # fmt: skip
+        if not (table["status"] == "ok").any():
+            reasons = table["reason"].head(3).tolist()
+            raise dg.Failure(
+                description=f"plate {plate}: no galaxy could be extracted ({'; '.join(reasons)})"
+            )
+        features[plate] = table
+
+    every = pd.concat(features.values(), ignore_index=True)
+    ok = every[every["status"] == "ok"]
+    sanity = _cube_sanity(ok, settings, data_dir)
+    yield dg.Output(
+        features,
+        metadata={
+            "galaxies": len(every),
+            "cubes": len(ok),
+            "extracted": int((~ok["reused"].astype(bool)).sum()),
+            "invalid": int((every["status"] == "invalid").sum()),
+            "grid": settings.grid,
+            "lines": len(settings.lines),
+            "median_valid_fraction": float(ok["valid_fraction"].median()),
+        },
+    )
+    yield sanity
+
+
+def _cube_sanity(ok: pd.DataFrame, settings: ExtractionSettings, data_dir: DataDirResource):
+    from manga_assets.cubes.extract import read_cube
+
+    problems = []
+    for plateifu in ok["plateifu"]:
+        cube = read_cube(data_dir.layout.cube(PlateIFU.parse(plateifu)))
+        expected = (len(settings.lines), settings.grid, settings.grid)
+        if cube.flux.shape != expected or cube.mask.shape != expected:
+            problems.append(f"{plateifu}: shape {cube.flux.shape}, expected {expected}")
+        elif not (_finite(cube.flux) and _finite(cube.ivar)):
+            problems.append(f"{plateifu}: non-finite values")
+    empty = ok[ok["n_valid_pixels"] == 0]["plateifu"].tolist()
+    return dg.AssetCheckResult(
+        check_name="cube_sanity",
+        passed=not problems,
+        metadata={
+            "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+            "cubes_without_valid_pixels": ", ".join(empty) or "none",
+            "min_valid_fraction": float(ok["valid_fraction"].min()) if len(ok) else 0.0,
+        },
+    )
+
+
+def _finite(array) -> bool:
+    import numpy as np
+
+    return bool(np.isfinite(array).all())

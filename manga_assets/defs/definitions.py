@@ -1,0 +1,34 @@
+"""Assembles the code location from the modules of ``manga_assets.defs``."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from manga_assets.defs.assets import acquisition
+from manga_assets.defs.io_managers import ProductsIOManager
+from manga_assets.defs.jobs import catalog_job, plates_job
+from manga_assets.defs.resources import DataDirResource, SasResource
+from manga_assets.defs.sensors import new_plates_sensor
+from manga_assets.settings import Settings
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    """The resources of one deployment, all derived from one settings object."""
+    data_dir = str(settings.data_dir)
+    return {
+        "sas": SasResource(sas_url=settings.sas_url, release=settings.release),
+        "data_dir": DataDirResource(data_dir=data_dir),
+        "products_io_manager": ProductsIOManager(data_dir=data_dir),
+    }
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    """The code location for ``settings`` (default: from the environment)."""
+    settings = settings or Settings.from_env()
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules([acquisition]),
+        asset_checks=dg.load_asset_checks_from_modules([acquisition]),
+        jobs=[catalog_job, plates_job],
+        sensors=[new_plates_sensor],
+        resources=build_resources(settings),
+    )

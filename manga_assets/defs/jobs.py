@@ -1,0 +1,18 @@
+"""Jobs, selected by asset group or key so a new asset joins its job by where it lives."""
+
+import dagster as dg
+
+from manga_assets.defs.partitions import plate_partitions
+
+catalog_job = dg.define_asset_job(
+    "catalog_job",
+    selection=dg.AssetSelection.assets("catalog"),
+    description="Fetch the release's DRPall and DAPall and select the cubes to analyse.",
+)
+
+plates_job = dg.define_asset_job(
+    "plates_job",
+    selection=dg.AssetSelection.assets("maps_files", "line_cubes"),
+    partitions_def=plate_partitions,
+    description="Download the MAPS files of a batch of plates and extract their line cubes.",
+)

@@ -1,0 +1,47 @@
+"""Resources: the SAS to download from and the data directory to write to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from manga_assets.layout import DataLayout
+from manga_assets.sas.releases import Release, get_release
+from manga_assets.sas.transfer import Downloader
+
+
+class SasResource(dg.ConfigurableResource):
+    """The Science Archive Server (or a mirror of it) and how to download from it."""
+
+    sas_url: str
+    release: str
+    max_workers: int = 8
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    max_retries: int = 4
+
+    def release_info(self) -> Release:
+        return get_release(self.release)
+
+    def url(self, location: str) -> str:
+        """URL of a SAS-relative location ('dr17/manga/...')."""
+        return f"{self.sas_url.rstrip('/')}/{location}"
+
+    def downloader(self) -> Downloader:
+        return Downloader(
+            max_workers=self.max_workers,
+            connect_timeout=self.connect_timeout_s,
+            read_timeout=self.read_timeout_s,
+            max_retries=self.max_retries,
+        )
+
+
+class DataDirResource(dg.ConfigurableResource):
+    """``$MANGA_DATA_DIR``: the local SAS mirror and the products."""
+
+    data_dir: str
+
+    @property
+    def layout(self) -> DataLayout:
+        return DataLayout(Path(self.data_dir))

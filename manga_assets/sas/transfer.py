@@ -1,0 +1,806 @@
+"""Downloading thousands of SAS files robustly: bounded concurrency, retries, resume, validation.
+
+:class:`Downloader` fetches URLs into local paths. Each file streams into ``<name>.part`` in
+chunks (memory does not grow with file size or count), is resumed with a Range request after an
+interruption, is checked (size against the server's length, gzip integrity, FITS signature, see
+:mod:`manga_assets.sas.integrity`) and only then renamed into place. A ``<name>.meta.json``
+sidecar records the server's ETag and Last-Modified, so a later run asks with a conditional GET
+whether the file changed and downloads only what did (a reprocessed galaxy, for instance).
+
+Failures are data: every job gets a :class:`DownloadResult` whose ``status`` is ``ok``,
+``missing`` (HTTP 404), ``corrupt`` (content still wrong after retries) or ``error`` (network,
+server or permission failure) and whose ``reason`` says what to do. A server that cannot be
+reached at all is detected by :func:`check_server` before a run, and during a run it stops the
+remaining jobs early instead of retrying each of them in turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.client import IncompleteRead
+from pathlib import Path
+from queue import Empty, LifoQueue
+from types import TracebackType
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+import urllib3.exceptions
+
+from manga_assets.sas.integrity import ContentCheck
+from manga_assets.sas.sidecar import DownloadRecord, part_path, read_record, write_record
+
+logger = logging.getLogger(__name__)
+
+DownloadStatus = Literal["ok", "missing", "corrupt", "error"]
+
+USERNAME_ENV = "MANGA_SAS_USERNAME"
+PASSWORD_ENV = "MANGA_SAS_PASSWORD"
+SAS_URL_ENV = "MANGA_SAS_URL"
+# Bytes per read and write. An interrupted read loses its partial chunk (urllib3 reads a full
+# chunk or fails), so a resume restarts at most this far back; 256 KiB keeps that small while
+# keeping per-chunk overhead negligible.
+_CHUNK_BYTES = 256 * 1024
+_MAX_BACKOFF_S = 60.0
+_MAX_RETRY_AFTER_S = 120.0
+_USER_AGENT = "manga-assets (python-requests)"
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """The outcome of one download job.
+
+    Attributes
+    ----------
+    url : str
+        The URL asked for.
+    dest : Path
+        Where the file is (or would have been) stored.
+    status : {'ok', 'missing', 'corrupt', 'error'}
+        ``ok``: ``dest`` holds a validated, current copy. ``missing``: the server has no such
+        file (HTTP 404/410). ``corrupt``: the content failed validation on every attempt.
+        ``error``: gave up on network, server or permission failures.
+    reason : str
+        Empty when ok; otherwise what failed and what to check.
+    bytes : int
+        Size of the local file when ok, else 0.
+    sha256 : str or None
+        Hex SHA-256 of the local file when ok.
+    fetched : bool
+        True when the file was transferred in this call; False when the local copy was
+        already present and current.
+    """
+
+    url: str
+    dest: Path
+    status: DownloadStatus
+    reason: str
+    bytes: int
+    sha256: str | None
+    fetched: bool
+
+    @property
+    def ok(self) -> bool:
+        """Whether ``dest`` holds a validated copy."""
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Progress of :meth:`Downloader.fetch_many`, sent once per finished job.
+
+    Attributes
+    ----------
+    done, total : int
+        Jobs finished so far, and in all.
+    bytes_done : int
+        Sum of the sizes of the files finished ok (downloaded or already current).
+    fetched : int
+        Jobs that transferred their file (as opposed to finding it current).
+    failed : int
+        Jobs that finished with a status other than ok.
+    result : DownloadResult
+        The job that just finished.
+    """
+
+    done: int
+    total: int
+    bytes_done: int
+    fetched: int
+    failed: int
+    result: DownloadResult
+
+    def summary(self) -> str:
+        """One line for a log, e.g. '120/600 files (118 downloaded), 2.10 GB, 2 failed'."""
+        return (
+            f"{self.done}/{self.total} files ({self.fetched} downloaded), "
+            f"{_format_bytes(self.bytes_done)}, {self.failed} failed"
+        )
+
+
+class ServerUnreachable(ConnectionError):
+    """The SAS server does not accept connections (down, wrong address, or no network)."""
+
+
+def check_server(sas_url: str, *, timeout: float = 10.0) -> None:
+    """Make sure something answers HTTP at ``sas_url``; call it before a large download.
+
+    Any HTTP answer counts, even an error status: the question is whether the host is there.
+
+    Parameters
+    ----------
+    sas_url : str
+        The SAS root (``MANGA_SAS_URL``) or any URL under it.
+    timeout : float, optional
+        Seconds to wait for the connection and the answer.
+
+    Raises
+    ------
+    ServerUnreachable
+        If the connection is refused, times out, or the host name does not resolve. The message
+        names the URL and says what to check.
+    """
+    try:
+        with requests.Session() as session:
+            session.head(sas_url, timeout=timeout, allow_redirects=False)
+    except requests.RequestException as exc:
+        raise ServerUnreachable(
+            f"cannot reach the SAS at {_redact(sas_url)}: {_describe_network_error(exc)}. "
+            f"Check the network connection and {SAS_URL_ENV} (the SAS root URL, by default "
+            "https://data.sdss.org/sas; for a local mirror: is 'manga-assets mirror serve' "
+            "running?)"
+        ) from None
+
+
+class _Retry(Exception):
+    """An attempt failed in a way that another attempt may fix."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        corrupt: bool = False,
+        unreachable: bool = False,
+        wait: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.corrupt = corrupt
+        self.unreachable = unreachable
+        self.wait = wait
+        self.retry_after = retry_after
+        # ETag of the response whose body was cut short, for If-Range when resuming it.
+        self.part_etag: str | None = None
+
+
+class _RunControl:
+    """State shared by the jobs of one fetch_many call: is the server up, was the run cancelled.
+
+    The server counts as down once a job has used up its retries on connection failures while
+    no request of the run got any HTTP answer; the other jobs then stop instead of each
+    retrying against a dead host.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answers = 0
+        self._stop = threading.Event()
+        self.stop_reason = ""
+
+    def answered(self) -> None:
+        with self._lock:
+            self._answers += 1
+
+    def answers(self) -> int:
+        with self._lock:
+            return self._answers
+
+    def gave_up_unreachable(self, answers_before: int, reason: str) -> None:
+        with self._lock:
+            if self._answers == answers_before and not self._stop.is_set():
+                self.stop_reason = f"skipped: the server is unreachable ({reason})"
+                self._stop.set()
+
+    def cancel(self, reason: str) -> None:
+        with self._lock:
+            if not self._stop.is_set():
+                self.stop_reason = reason
+                self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True if the run was stopped meanwhile."""
+        return self._stop.wait(seconds)
+
+
+class _SessionPool:
+    """requests Sessions lent to one thread at a time (a Session is not guaranteed thread-safe).
+
+    Sessions and their keep-alive connections outlive a fetch_many call, so consecutive calls
+    reuse connections.
+    """
+
+    def __init__(self, auth: tuple[str, str] | None) -> None:
+        self._auth = auth
+        self._idle: LifoQueue[requests.Session] = LifoQueue()
+        self._all: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def session(self) -> Iterator[requests.Session]:
+        try:
+            session = self._idle.get_nowait()
+        except Empty:
+            session = self._new_session()
+        try:
+            yield session
+        finally:
+            self._idle.put(session)
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        # Retries are ours (with resume and validation); the adapter must not retry underneath.
+        adapter = requests.adapters.HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=4)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        # Ask for the stored bytes: a .gz file must arrive as the same .gz, never re-encoded.
+        session.headers.update({"Accept-Encoding": "identity", "User-Agent": _USER_AGENT})
+        if self._auth is not None:
+            session.auth = self._auth
+        # With no auth set, requests reads ~/.netrc itself (trust_env); it never prompts.
+        with self._lock:
+            self._all.append(session)
+        return session
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._all = self._all, []
+        for session in sessions:
+            session.close()
+
+
+class Downloader:
+    """Download SAS files concurrently, with retries, resume, validation and revalidation.
+
+    Parameters
+    ----------
+    max_workers : int, optional
+        Files downloaded at the same time by :meth:`fetch_many` (threads, each with its own HTTP
+        session). Default 8.
+    connect_timeout : float, optional
+        Seconds to wait for a TCP connection. Default 10.
+    read_timeout : float, optional
+        Seconds to wait for the next bytes of an answer (not for the whole file). Default 60.
+    max_retries : int, optional
+        Further attempts after the first one fails on a 5xx/429 answer, a timeout, a broken
+        connection or invalid content. Default 5.
+    backoff_s : float, optional
+        Wait before the first retry; doubled for each further one (capped at 60 s), multiplied
+        by a random factor in [0.5, 1.5) so that many workers do not retry in lockstep.
+        A server's Retry-After is honoured when longer. Default 0.5.
+    auth : tuple of (str, str), optional
+        HTTP Basic user and password. When None, ``MANGA_SAS_USERNAME`` and
+        ``MANGA_SAS_PASSWORD`` are used if both are set, else ``~/.netrc`` (through requests).
+        Nothing ever prompts, and credentials never appear in logs or results.
+    revalidate : bool, optional
+        True (default): a file already downloaded is checked with a conditional GET and
+        downloaded again only if the server's copy changed. False: it is kept without any
+        request as long as its size matches its sidecar record.
+
+    Examples
+    --------
+    >>> with Downloader(max_workers=16) as downloader:  # doctest: +SKIP
+    ...     results = downloader.fetch_many([(url, Path("data/sas/...")) for url in urls])
+    >>> [r.reason for r in results if not r.ok]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        max_workers: int = 8,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_retries: int = 5,
+        backoff_s: float = 0.5,
+        auth: tuple[str, str] | None = None,
+        revalidate: bool = True,
+    ) -> None:
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, not {max_workers}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
+        if connect_timeout <= 0 or read_timeout <= 0:
+            raise ValueError("connect_timeout and read_timeout must be positive")
+        self.max_workers = max_workers
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.revalidate = revalidate
+        self._sessions = _SessionPool(auth if auth is not None else _credentials_from_env())
+
+    def __repr__(self) -> str:
+        return (
+            f"Downloader(max_workers={self.max_workers}, timeout={self.timeout}, "
+            f"max_retries={self.max_retries}, revalidate={self.revalidate})"
+        )
+
+    def close(self) -> None:
+        """Close the HTTP sessions and their connections."""
+        self._sessions.close()
+
+    def __enter__(self) -> Downloader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def fetch(self, url: str, dest: Path) -> DownloadResult:
+        """Download ``url`` to ``dest`` (or confirm the local copy is current); never raises
+        for a failed download, which is reported in the result."""
+        return self._fetch_guarded(url, Path(dest), _RunControl())
+
+    def fetch_many(
+        self,
+        jobs: Sequence[tuple[str, Path]],
+        on_progress: Callable[[ProgressEvent], None] | None = None,
+    ) -> list[DownloadResult]:
+        """Download every ``(url, dest)`` job, ``max_workers`` at a time.
+
+        Parameters
+        ----------
+        jobs : sequence of (str, Path)
+            URLs and local destinations; destinations must be distinct.
+        on_progress : callable, optional
+            Called in the calling thread after each job finishes (see :func:`tqdm_progress`).
+
+        Returns
+        -------
+        list of DownloadResult
+            One per job, in the order of ``jobs``. A failed job never raises; if the server
+            turns out to be unreachable, the remaining jobs end quickly with status 'error'
+            and a reason that says so.
+
+        Raises
+        ------
+        ValueError
+            If two jobs share a destination.
+        """
+        jobs = [(url, Path(dest)) for url, dest in jobs]
+        seen: set[Path] = set()
+        for _, dest in jobs:
+            if dest in seen:
+                raise ValueError(f"two download jobs write to the same file {dest}")
+            seen.add(dest)
+        if not jobs:
+            return []
+
+        control = _RunControl()
+        results: list[DownloadResult | None] = [None] * len(jobs)
+        progress = _ProgressCounter(len(jobs))
+        workers = min(self.max_workers, len(jobs))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sas-download") as pool:
+            futures: dict[Future[DownloadResult], int] = {
+                pool.submit(self._fetch_guarded, url, dest, control): index
+                for index, (url, dest) in enumerate(jobs)
+            }
+            try:
+                for future in as_completed(futures):
+                    result = future.result()
+                    results[futures[future]] = result
+                    event = progress.add(result)
+                    if on_progress is not None:
+                        on_progress(event)
+            except BaseException:
+                # Ctrl-C or a failing progress callback: let running attempts end, start no more.
+                control.cancel("cancelled before it was downloaded")
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        done = [result for result in results if result is not None]
+        logger.info("SAS download finished: %s", progress.last_summary)
+        return done
+
+    # -- one job -------------------------------------------------------------------------------
+
+    def _fetch_guarded(self, url: str, dest: Path, control: _RunControl) -> DownloadResult:
+        try:
+            with self._sessions.session() as session:
+                result = self._fetch(session, url, dest, control)
+        except Exception as exc:  # a bug must cost one file, not the whole batch
+            logger.exception("unexpected error while downloading %s", _redact(url))
+            result = _result(url, dest, "error", f"unexpected error: {type(exc).__name__}: {exc}")
+        if not result.ok:
+            logger.warning(
+                "download of %s failed (%s): %s", _redact(url), result.status, result.reason
+            )
+        return result
+
+    def _fetch(
+        self, session: requests.Session, url: str, dest: Path, control: _RunControl
+    ) -> DownloadResult:
+        record = read_record(dest)
+        if record is not None and not self.revalidate:
+            return _current(url, dest, record)
+        if control.stopped:
+            return _result(url, dest, "error", control.stop_reason)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+
+        answers_before = control.answers()
+        attempts = self.max_retries + 1
+        part_etag: str | None = None  # validator of the .part, once this call has seen one
+        failure: _Retry | None = None
+        for attempt in range(1, attempts + 1):
+            if failure is not None and failure.wait:
+                delay = self._backoff_delay(attempt - 1, failure.retry_after)
+                logger.info(
+                    "retrying %s in %.1f s (attempt %d of %d): %s",
+                    _redact(url),
+                    delay,
+                    attempt,
+                    attempts,
+                    failure.reason,
+                )
+                if control.sleep(delay):
+                    return _result(url, dest, "error", control.stop_reason)
+            elif control.stopped:
+                return _result(url, dest, "error", control.stop_reason)
+            try:
+                return self._attempt(session, url, dest, record, part_etag, control)
+            except _Retry as retry:
+                failure = retry
+                part_etag = retry.part_etag or part_etag
+
+        assert failure is not None
+        if failure.unreachable:
+            control.gave_up_unreachable(answers_before, failure.reason)
+        if failure.corrupt:
+            part_path(dest).unlink(missing_ok=True)
+            return _result(
+                url,
+                dest,
+                "corrupt",
+                f"{failure.reason} (after {attempts} attempts; the server's copy may be damaged: "
+                "try again later, and report it if it persists)",
+            )
+        # A .part left by network failures is kept: the next run resumes it with a Range request.
+        return _result(url, dest, "error", f"{failure.reason} (gave up after {attempts} attempts)")
+
+    def _attempt(
+        self,
+        session: requests.Session,
+        url: str,
+        dest: Path,
+        record: DownloadRecord | None,
+        part_etag: str | None,
+        control: _RunControl,
+    ) -> DownloadResult:
+        """One request; returns a final result or raises :class:`_Retry`."""
+        part = part_path(dest)
+        resume_from = part.stat().st_size if part.exists() else 0
+        headers = {}
+        if record is not None:
+            if record.etag:
+                headers["If-None-Match"] = record.etag
+            if record.last_modified:
+                headers["If-Modified-Since"] = record.last_modified
+        if resume_from:
+            headers["Range"] = f"bytes={resume_from}-"
+            if part_etag:
+                # The server sends the whole (new) file instead if the .part is of another version.
+                headers["If-Range"] = part_etag
+
+        try:
+            response = session.get(url, headers=headers, stream=True, timeout=self.timeout)
+        except requests.RequestException as exc:
+            return self._request_failed(url, dest, exc)
+        with response:
+            control.answered()
+            return self._handle_response(url, dest, record, resume_from, response)
+
+    def _request_failed(
+        self, url: str, dest: Path, exc: requests.RequestException
+    ) -> DownloadResult:
+        """A final result for a request that got no answer, or :class:`_Retry`."""
+        description = _describe_network_error(exc)
+        if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):
+            return _result(url, dest, "error", f"invalid URL {_redact(url)}: {exc}")
+        if isinstance(exc, requests.exceptions.SSLError):
+            return _result(
+                url, dest, "error", f"TLS failure talking to {_host(url)}: {description}"
+            )
+        if isinstance(exc, requests.exceptions.TooManyRedirects):
+            return _result(url, dest, "error", f"too many redirects for {_redact(url)}")
+        if _is_connect_failure(exc):
+            raise _Retry(
+                f"cannot connect to {_host(url)} ({description}); check the network and "
+                f"{SAS_URL_ENV}",
+                unreachable=True,
+            )
+        raise _Retry(f"request to {_host(url)} failed: {description}")
+
+    def _handle_response(
+        self,
+        url: str,
+        dest: Path,
+        record: DownloadRecord | None,
+        resume_from: int,
+        response: requests.Response,
+    ) -> DownloadResult:
+        status = response.status_code
+        part = part_path(dest)
+        if status == 304 and record is not None:
+            part.unlink(missing_ok=True)  # an unfinished download of some other version
+            return _current(url, dest, record)
+        if status in (404, 410):
+            part.unlink(missing_ok=True)
+            return _result(
+                url, dest, "missing",
+                f"not on the server (HTTP {status}): {_redact(url)}; check the release and "
+                "that the file exists there",
+            )  # fmt: skip
+        if status in (401, 403):
+            return _result(
+                url, dest, "error",
+                f"HTTP {status} from {_host(url)}: access refused; check {USERNAME_ENV} and "
+                f"{PASSWORD_ENV}, or the ~/.netrc entry for {urlsplit(url).hostname}",
+            )  # fmt: skip
+        if status == 416:
+            # The .part is not a prefix of the server's file (it changed or shrank): start over.
+            part.unlink(missing_ok=True)
+            raise _Retry("the partial download no longer matches the server's file", wait=False)
+        if status == 429 or status >= 500:
+            raise _Retry(
+                f"HTTP {status} from {_host(url)}",
+                retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
+            )
+        if status not in (200, 206):
+            return _result(url, dest, "error", f"unexpected HTTP {status} for {_redact(url)}")
+
+        if status == 206:
+            span = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+            if span is None or int(span[1]) != resume_from:
+                part.unlink(missing_ok=True)
+                raise _Retry("the server resumed at the wrong offset", wait=False)
+            expected = None if span[3] == "*" else int(span[3])
+        else:
+            resume_from = 0
+            length = response.headers.get("Content-Length")
+            expected = int(length) if length and length.isdigit() else None
+
+        check = ContentCheck(dest.name)
+        try:
+            self._stream_to_part(response, part, resume_from, check)
+        except _Retry as retry:
+            retry.part_etag = response.headers.get("ETag")
+            raise
+
+        problem = None
+        if expected is not None and check.size != expected:
+            problem = f"received {check.size} bytes but the server announced {expected}"
+        problem = problem or check.problem()
+        if problem is not None:
+            part.unlink(missing_ok=True)
+            raise _Retry(f"invalid content: {problem}", corrupt=True)
+
+        os.replace(part, dest)
+        write_record(
+            dest,
+            DownloadRecord(
+                url=_redact(url),
+                bytes=check.size,
+                sha256=check.sha256,
+                etag=response.headers.get("ETag"),
+                last_modified=response.headers.get("Last-Modified"),
+            ),
+        )
+        logger.debug("downloaded %s (%d bytes)", _redact(url), check.size)
+        return DownloadResult(url, dest, "ok", "", check.size, check.sha256, fetched=True)
+
+    def _stream_to_part(
+        self, response: requests.Response, part: Path, resume_from: int, check: ContentCheck
+    ) -> None:
+        """Append the body to ``part`` (kept bytes first through ``check``), fsync it."""
+        if resume_from:
+            # The hash and the gzip check must cover the whole file, so replay the kept prefix.
+            with open(part, "rb") as kept:
+                while chunk := kept.read(_CHUNK_BYTES):
+                    check.update(chunk)
+        with open(part, "ab" if resume_from else "wb") as out:
+            body = response.raw.stream(_CHUNK_BYTES, decode_content=False)
+            while True:
+                try:
+                    chunk = next(body, None)
+                except urllib3.exceptions.ReadTimeoutError:
+                    stalled = f"no data for {self.timeout[1]:g} s (read timeout)"
+                    raise _Retry(f"{stalled} from {_host(response.url)}") from None
+                except urllib3.exceptions.ProtocolError as exc:
+                    if any(isinstance(arg, IncompleteRead) for arg in exc.args):
+                        # The server closed cleanly before the length it announced: what it sent
+                        # cannot be trusted as a prefix, so do not resume from it.
+                        out.close()
+                        part.unlink(missing_ok=True)
+                        raise _Retry(
+                            f"the server closed the connection after {check.size} bytes, "
+                            "short of the announced length",
+                            corrupt=True,
+                        ) from None
+                    raise _Retry(f"connection broken mid-transfer ({_innermost(exc)})") from None
+                except (urllib3.exceptions.HTTPError, OSError) as exc:
+                    raise _Retry(f"transfer failed ({_innermost(exc)})") from None
+                if chunk is None:
+                    break
+                out.write(chunk)
+                check.update(chunk)
+            out.flush()
+            # Durable before the rename, so a crash cannot leave a renamed but empty file.
+            os.fsync(out.fileno())
+
+    def _backoff_delay(self, retry_number: int, retry_after: float | None) -> float:
+        delay = min(_MAX_BACKOFF_S, self.backoff_s * 2 ** (retry_number - 1))
+        delay *= random.uniform(0.5, 1.5)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, _MAX_RETRY_AFTER_S))
+        return delay
+
+
+class _ProgressCounter:
+    """Running totals for ProgressEvent, updated in the calling thread."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = self.bytes_done = self.fetched = self.failed = 0
+        self.last_summary = f"0/{total} files"
+
+    def add(self, result: DownloadResult) -> ProgressEvent:
+        self.done += 1
+        if result.ok:
+            self.bytes_done += result.bytes
+            self.fetched += result.fetched
+        else:
+            self.failed += 1
+        event = ProgressEvent(
+            self.done, self.total, self.bytes_done, self.fetched, self.failed, result
+        )
+        self.last_summary = event.summary()
+        return event
+
+
+class TqdmProgress:
+    """A ``fetch_many`` progress callback that draws a tqdm bar; use it as a context manager."""
+
+    def __init__(self, total: int, desc: str = "SAS download") -> None:
+        from tqdm.auto import tqdm  # noqa: PLC0415 - only the command line draws bars
+
+        self._bar = tqdm(total=total, desc=desc, unit="file")
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self._bar.update(1)
+        self._bar.set_postfix_str(f"{_format_bytes(event.bytes_done)}, {event.failed} failed")
+
+    def close(self) -> None:
+        self._bar.close()
+
+    def __enter__(self) -> TqdmProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def tqdm_progress(total: int, desc: str = "SAS download") -> TqdmProgress:
+    """A progress bar for ``total`` files, to pass as ``on_progress`` to ``fetch_many``."""
+    return TqdmProgress(total, desc)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _result(url: str, dest: Path, status: DownloadStatus, reason: str) -> DownloadResult:
+    return DownloadResult(url, dest, status, reason, 0, None, fetched=False)
+
+
+def _current(url: str, dest: Path, record: DownloadRecord) -> DownloadResult:
+    return DownloadResult(url, dest, "ok", "", record.bytes, record.sha256, fetched=False)
+
+
+def _credentials_from_env() -> tuple[str, str] | None:
+    user, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+    if user and password:
+        return user, password
+    if user or password:
+        logger.warning(
+            "only one of %s and %s is set; ignoring it (falling back to ~/.netrc)",
+            USERNAME_ENV,
+            PASSWORD_ENV,
+        )
+    return None
+
+
+def _redact(url: str) -> str:
+    """``url`` without any user:password@ part."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+def _is_connect_failure(exc: requests.RequestException) -> bool:
+    """True when no connection could be made at all (refused, connect timeout, unknown host)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    # NewConnectionError and NameResolutionError derive from ConnectTimeoutError in urllib3 2.
+    return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
+
+
+def _describe_network_error(exc: BaseException) -> str:
+    """A short cause for a failed request, instead of requests' nested exception text."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "no answer before the read timeout"
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return "host name not found"
+    return _innermost(exc)
+
+
+def _innermost(exc: BaseException) -> str:
+    """The deepest OSError message in an exception chain, e.g. 'Connection refused'."""
+    seen: set[int] = set()
+    stack: list[object] = [exc]
+    best = f"{type(exc).__name__}"
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            best = current.strerror
+        stack.extend(
+            [
+                current.__cause__,
+                current.__context__,
+                getattr(current, "reason", None),
+                *current.args,
+            ]
+        )
+    return best
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if value and value.strip().isdigit():
+        return float(value.strip())
+    return None
+
+
+def _format_bytes(count: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.2f} {unit}"
+    return f"{count} B"

@@ -1,0 +1,34 @@
+"""The project's configuration, read from the environment in one place.
+
+``MANGA_SAS_URL``  root of the SAS tree (default https://data.sdss.org/sas)
+``MANGA_RELEASE``  DR17 (default) or DR15
+``MANGA_DATA_DIR`` local SAS mirror under ``sas/``, products under ``products/`` (default ./data)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_SAS_URL = "https://data.sdss.org/sas"
+DEFAULT_RELEASE = "DR17"
+DEFAULT_DATA_DIR = "./data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where data come from and where they go."""
+
+    sas_url: str = DEFAULT_SAS_URL
+    release: str = DEFAULT_RELEASE
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Settings from the ``MANGA_*`` environment variables, defaults where unset."""
+        return cls(
+            sas_url=os.environ.get("MANGA_SAS_URL", DEFAULT_SAS_URL),
+            release=os.environ.get("MANGA_RELEASE", DEFAULT_RELEASE).upper(),
+            data_dir=Path(os.environ.get("MANGA_DATA_DIR", DEFAULT_DATA_DIR)).resolve(),
+        )
