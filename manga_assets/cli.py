@@ -1,9 +1,9 @@
 """The ``manga-assets`` command.
 
-    manga-assets run [--release DR17] [--limit N] [--plates P ...] [--epochs N]
-    manga-assets demo [--dir DIR] [--plates N]
-    manga-assets mirror build DIR [--release DR17] [--plates N] [--lean] [--faults]
-    manga-assets mirror serve DIR [--port P]
+manga-assets run [--release DR17] [--limit N] [--plates P ...] [--epochs N]
+manga-assets demo [--dir DIR] [--plates N]
+manga-assets mirror build DIR [--release DR17] [--plates N] [--lean] [--faults]
+manga-assets mirror serve DIR [--port P]
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def _build_mirror(directory: Path, args: argparse.Namespace):
-    from manga_assets.synthetic.release import SyntheticReleaseSpec, build_release
     from tqdm import tqdm
+
+    from manga_assets.synthetic.release import SyntheticReleaseSpec, build_release
 
     spec = SyntheticReleaseSpec(
         release=args.release.upper(),
@@ -119,7 +120,9 @@ def _add_release_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plates", type=int, default=4, help="plates to write")
     parser.add_argument("--galaxies-per-plate", type=int, default=9)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lean", action="store_true", help="write only the HDUs the pipeline reads")
+    parser.add_argument(
+        "--lean", action="store_true", help="write only the HDUs the pipeline reads"
+    )
     parser.add_argument("--faults", action="store_true", help="plant broken files")
 
 

@@ -67,7 +67,11 @@ def write_maps(
         _extension(f"FILLER{i}", np.random.default_rng(i).random((3, *shape), np.float32), None)
         for i in range(filler_before)
     ]
-    for name, data in ((FLUX_EXTENSION, flux), (IVAR_EXTENSION, ivar_data), (MASK_EXTENSION, mask_data)):
+    for name, data in (
+        (FLUX_EXTENSION, flux),
+        (IVAR_EXTENSION, ivar_data),
+        (MASK_EXTENSION, mask_data),
+    ):
         if name != drop_extension:
             hdus.append(_extension(name, data, channels))
     hdus.append(_extension("EMLINE_GEW", flux, channels))

@@ -125,7 +125,9 @@ def select_cubes(drpall: pd.DataFrame, dapall: pd.DataFrame) -> CatalogueSelecti
     kept_by_mangaid = candidates[~duplicate].set_index("mangaid")["plateifu"]
     for index in candidates.index[duplicate]:
         kept = kept_by_mangaid[merged.at[index, "mangaid"]]
-        reasons[index] = f"repeat observation of MaNGA-ID {merged.at[index, 'mangaid']} (kept {kept})"
+        reasons[index] = (
+            f"repeat observation of MaNGA-ID {merged.at[index, 'mangaid']} (kept {kept})"
+        )
 
     selected = merged[reasons == ""].copy()
     selected["ifudesign"] = selected["ifudsgn"].astype(int)

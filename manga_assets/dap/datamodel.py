@@ -148,7 +148,7 @@ def mask_value(bit_names: tuple[str, ...] | list[str]) -> int:
 
 
 def channel_keyword(index: int, n_channels: int) -> str:
-    """The header keyword of 0-based channel ``index``: ``C1``.. below 10 channels, else ``C01``.."""
+    """Keyword of 0-based channel ``index``: ``C1``.. below 10 channels, else ``C01``.."""
     return f"C{index + 1}" if n_channels < 10 else f"C{index + 1:02d}"
 
 

@@ -43,4 +43,4 @@ class CatalogueError(DapError, ValueError):
 
 
 class DapWarning(AstropyUserWarning):
-    """Something odd but recoverable in a DAP product (for example NaN fluxes, treated as invalid)."""
+    """Something odd but recoverable in a DAP product (e.g. NaN fluxes, treated as invalid)."""

@@ -2,8 +2,8 @@
 
 Each asset names its product file in its definition metadata, ``product_path``, relative to
 ``$MANGA_DATA_DIR/products`` and with ``{partition}`` for partitioned assets (for example
-``manifest/{partition}.parquet``). The path thus comes from the full asset definition, never from the
-last part of its key, so same-named assets under different prefixes cannot collide.
+``manifest/{partition}.parquet``). The path thus comes from the full asset definition, never
+from the last part of its key, so same-named assets under different prefixes cannot collide.
 
 A run over several partitions hands over (and receives) a dict keyed by partition.
 """
@@ -76,7 +76,9 @@ class ProductsIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(
             {
                 "rows": rows,
-                "path": dg.MetadataValue.path(str(paths[0] if len(paths) == 1 else paths[0].parent)),
+                "path": dg.MetadataValue.path(
+                    str(paths[0] if len(paths) == 1 else paths[0].parent)
+                ),
             }
         )
 

@@ -2,8 +2,6 @@
 
 import dagster as dg
 
-from manga_assets.defs.partitions import plate_partitions
-
 catalog_job = dg.define_asset_job(
     "catalog_job",
     selection=dg.AssetSelection.assets("catalog"),
@@ -13,6 +11,5 @@ catalog_job = dg.define_asset_job(
 plates_job = dg.define_asset_job(
     "plates_job",
     selection=dg.AssetSelection.assets("maps_files", "line_cubes"),
-    partitions_def=plate_partitions,
     description="Download the MAPS files of a batch of plates and extract their line cubes.",
 )

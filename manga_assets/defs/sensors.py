@@ -37,8 +37,9 @@ def new_plates_sensor(context: dg.SensorEvaluationContext, data_dir: DataDirReso
     return dg.SensorResult(
         dynamic_partitions_requests=[plate_partitions.build_add_request(new)],
         run_requests=[
-            dg.RunRequest(run_key=f"plates-{batch[0]}-{batch[-1]}",
-                          tags=plate_range_tags(batch[0], batch[-1]))
+            dg.RunRequest(
+                run_key=f"plates-{batch[0]}-{batch[-1]}", tags=plate_range_tags(batch[0], batch[-1])
+            )
             for batch in batches(new)
         ],  # fmt: skip
     )

@@ -84,9 +84,7 @@ def drpall_location(release: Release) -> str:
 
 def dapall_location(release: Release) -> str:
     """SAS-relative path of the release's DAPall catalogue."""
-    return _sdss_path(release.name).location(
-        "dapall", drpver=release.drpver, dapver=release.dapver
-    )
+    return _sdss_path(release.name).location("dapall", drpver=release.drpver, dapver=release.dapver)
 
 
 def sas_url(sas_root_url: str, location: str) -> str:

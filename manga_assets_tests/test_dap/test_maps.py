@@ -83,7 +83,9 @@ def test_unknown_mask_bit_is_refused(tmp_path):
 
 def test_missing_extension_names_the_file_and_extension(tmp_path):
     path = write_maps(tmp_path / "maps.fits.gz", drop_extension="EMLINE_GFLUX")
-    with pytest.raises(MissingExtensionError, match=r"maps.fits.gz: no extension named EMLINE_GFLUX;"):
+    with pytest.raises(
+        MissingExtensionError, match=r"maps.fits.gz: no extension named EMLINE_GFLUX;"
+    ):
         read_maps(path)
 
 

@@ -1,7 +1,5 @@
 """Acquisition: the catalogue, the MAPS files of each plate, and the line-map cubes."""
 
-from __future__ import annotations
-
 import hashlib
 
 import dagster as dg
@@ -99,8 +97,13 @@ def catalog(
     return dg.Output(
         selected,
         data_version=dg.DataVersion(
-            _digest(results[0].sha256, results[1].sha256, release.daptype, config.plates,
-                    config.max_galaxies)
+            _digest(
+                results[0].sha256,
+                results[1].sha256,
+                release.daptype,
+                config.plates,
+                config.max_galaxies,
+            )
         ),  # fmt: skip
         metadata={
             "release": release.name,
@@ -202,8 +205,7 @@ def maps_files(
             "ok": int((manifest["status"] == "ok").sum()),
             "fetched": int(manifest["fetched"].sum()),
             "bytes": int(manifest["bytes"].sum()),
-            "failed": dg.MetadataValue.md(
-markdown_table(failed[["plateifu", "status", "reason"]])),
+            "failed": dg.MetadataValue.md(markdown_table(failed[["plateifu", "status", "reason"]])),
         },
     )
     yield dg.AssetCheckResult(
