@@ -89,7 +89,9 @@ def command_mirror_build(args: argparse.Namespace) -> int:
 def command_mirror_serve(args: argparse.Namespace) -> int:
     from manga_assets.sas.mirror import serve_forever
 
-    serve_forever(Path(args.dir), port=args.port)
+    serve_forever(
+        Path(args.dir), port=args.port, on_ready=lambda url: print(f"serving {args.dir} at {url}")
+    )
     return 0
 
 

@@ -136,7 +136,8 @@ def build_agn_sample(
     Raises
     ------
     ValueError
-        If ``bpt_rows`` lacks a column, repeats a plate-IFU or holds an unknown class.
+        If ``bpt_rows`` lacks a column, repeats a plate-IFU or holds an unknown class, or
+        ``catalog`` lacks ``plateifu`` or ``mngtarg3``.
     """
     for column in ("plateifu", "bpt_class"):
         if column not in bpt_rows.columns:
@@ -149,6 +150,10 @@ def build_agn_sample(
     if unknown_classes:
         raise ValueError(f"unknown BPT classes {unknown_classes!r}; known: {BPT_CLASSES!r}")
 
+    if "plateifu" not in catalog.columns or "mngtarg3" not in catalog.columns:
+        raise ValueError(
+            f"catalog needs 'plateifu' and 'mngtarg3' columns; it has {list(catalog.columns)!r}"
+        )
     targets = (
         catalog.assign(plateifu=catalog["plateifu"].astype(str))
         .drop_duplicates("plateifu")

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from manga_assets.analysis.latent import latent_matrix, require_finite, standardise
+from manga_assets.analysis.neighbours import nearest_others
 
 SCORE_COLUMNS: tuple[str, ...] = ("recon_error", "knn_distance", "isolation_score")
 
@@ -39,16 +40,8 @@ def knn_distance(matrix: np.ndarray, k: int) -> np.ndarray:
 
     ``k`` is clipped to N - 1.
     """
-    from sklearn.neighbors import NearestNeighbors
-
-    k = min(k, len(matrix) - 1)
-    search = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(matrix)
-    distance, index = search.kneighbors(matrix)
-    # Drop each row itself; with exact duplicates it need not come first, so remove it by index.
-    not_self = index != np.arange(len(matrix))[:, None]
-    missing_self = not_self.all(axis=1)
-    not_self[missing_self, -1] = False
-    return distance[not_self].reshape(len(matrix), k).mean(axis=1)
+    distance, _ = nearest_others(matrix, min(k, len(matrix) - 1))
+    return distance.mean(axis=1)
 
 
 def isolation_score(matrix: np.ndarray, n_estimators: int, seed: int) -> np.ndarray:

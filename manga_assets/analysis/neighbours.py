@@ -47,6 +47,27 @@ class UnknownPlateIFUError(LookupError):
     """A plate-IFU that is not in the neighbour table."""
 
 
+def nearest_others(matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and row indices of the ``k`` nearest other rows of every row, nearest first.
+
+    Exact brute-force Euclidean search; ``k`` must be below the number of rows.
+
+    Returns
+    -------
+    distance : ndarray of float64, (N, k)
+    index : ndarray of int, (N, k)
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(matrix)
+    search = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(matrix)
+    distance, index = search.kneighbors(matrix)
+    # Remove each row itself by index: with duplicate rows it need not come first.
+    not_self = index != np.arange(n)[:, None]
+    not_self[not_self.all(axis=1), -1] = False
+    return distance[not_self].reshape(n, k), index[not_self].reshape(n, k)
+
+
 def latent_neighbours(
     latents: pd.DataFrame,
     k: int = 10,
@@ -81,8 +102,6 @@ def latent_neighbours(
     ValueError
         If there are fewer than 2 galaxies, ``k`` < 1, or a latent is NaN (the galaxy is named).
     """
-    from sklearn.neighbors import NearestNeighbors
-
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     plateifus, matrix = latent_matrix(latents, latent_columns)
@@ -93,14 +112,7 @@ def latent_neighbours(
         matrix = standardise(matrix)
     k = min(k, n - 1)
 
-    search = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(matrix)
-    distance, index = search.kneighbors(matrix)
-    # Remove each galaxy itself by index: with duplicate latents it need not come first.
-    not_self = index != np.arange(n)[:, None]
-    not_self[not_self.all(axis=1), -1] = False
-    distance = distance[not_self].reshape(n, k)
-    index = index[not_self].reshape(n, k)
-
+    distance, index = nearest_others(matrix, k)
     table = pd.DataFrame(
         {
             "plateifu": np.repeat(plateifus, k),

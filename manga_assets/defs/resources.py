@@ -29,6 +29,7 @@ class SasResource(dg.ConfigurableResource):
         return f"{self.sas_url.rstrip('/')}/{location}"
 
     def downloader(self) -> Downloader:
+        """A new downloader; use it in a ``with`` block so its connections close."""
         return Downloader(
             max_workers=self.max_workers,
             connect_timeout=self.connect_timeout_s,

@@ -30,13 +30,35 @@ from pathlib import Path
 from queue import Empty, LifoQueue
 from types import TracebackType
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
 
 from manga_assets.sas.integrity import ContentCheck
+from manga_assets.sas.network import (
+    SAS_URL_ENV,
+    ServerUnreachable,
+    check_server,
+    describe_network_error,
+    host_of,
+    innermost_cause,
+    is_connect_failure,
+    redact_url,
+)
+from manga_assets.sas.progress import ProgressCounter, ProgressEvent, TqdmProgress, tqdm_progress
 from manga_assets.sas.sidecar import DownloadRecord, part_path, read_record, write_record
+
+__all__ = [
+    "DownloadResult",
+    "DownloadStatus",
+    "Downloader",
+    "ProgressEvent",
+    "ServerUnreachable",
+    "TqdmProgress",
+    "check_server",
+    "tqdm_progress",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +66,6 @@ DownloadStatus = Literal["ok", "missing", "corrupt", "error"]
 
 USERNAME_ENV = "MANGA_SAS_USERNAME"
 PASSWORD_ENV = "MANGA_SAS_PASSWORD"
-SAS_URL_ENV = "MANGA_SAS_URL"
 # Bytes per read and write. An interrupted read loses its partial chunk (urllib3 reads a full
 # chunk or fails), so a resume restarts at most this far back; 256 KiB keeps that small while
 # keeping per-chunk overhead negligible.
@@ -94,73 +115,6 @@ class DownloadResult:
         return self.status == "ok"
 
 
-@dataclass(frozen=True)
-class ProgressEvent:
-    """Progress of :meth:`Downloader.fetch_many`, sent once per finished job.
-
-    Attributes
-    ----------
-    done, total : int
-        Jobs finished so far, and in all.
-    bytes_done : int
-        Sum of the sizes of the files finished ok (downloaded or already current).
-    fetched : int
-        Jobs that transferred their file (as opposed to finding it current).
-    failed : int
-        Jobs that finished with a status other than ok.
-    result : DownloadResult
-        The job that just finished.
-    """
-
-    done: int
-    total: int
-    bytes_done: int
-    fetched: int
-    failed: int
-    result: DownloadResult
-
-    def summary(self) -> str:
-        """One line for a log, e.g. '120/600 files (118 downloaded), 2.10 GB, 2 failed'."""
-        return (
-            f"{self.done}/{self.total} files ({self.fetched} downloaded), "
-            f"{_format_bytes(self.bytes_done)}, {self.failed} failed"
-        )
-
-
-class ServerUnreachable(ConnectionError):
-    """The SAS server does not accept connections (down, wrong address, or no network)."""
-
-
-def check_server(sas_url: str, *, timeout: float = 10.0) -> None:
-    """Make sure something answers HTTP at ``sas_url``; call it before a large download.
-
-    Any HTTP answer counts, even an error status: the question is whether the host is there.
-
-    Parameters
-    ----------
-    sas_url : str
-        The SAS root (``MANGA_SAS_URL``) or any URL under it.
-    timeout : float, optional
-        Seconds to wait for the connection and the answer.
-
-    Raises
-    ------
-    ServerUnreachable
-        If the connection is refused, times out, or the host name does not resolve. The message
-        names the URL and says what to check.
-    """
-    try:
-        with requests.Session() as session:
-            session.head(sas_url, timeout=timeout, allow_redirects=False)
-    except requests.RequestException as exc:
-        raise ServerUnreachable(
-            f"cannot reach the SAS at {_redact(sas_url)}: {_describe_network_error(exc)}. "
-            f"Check the network connection and {SAS_URL_ENV} (the SAS root URL, by default "
-            "https://data.sdss.org/sas; for a local mirror: is 'manga-assets mirror serve' "
-            "running?)"
-        ) from None
-
-
 class _Retry(Exception):
     """An attempt failed in a way that another attempt may fix."""
 
@@ -181,6 +135,8 @@ class _Retry(Exception):
         self.retry_after = retry_after
         # ETag of the response whose body was cut short, for If-Range when resuming it.
         self.part_etag: str | None = None
+        # SHA-256 of invalid content, to notice a server that sends the same bad bytes again.
+        self.content_sha256: str | None = None
 
 
 class _RunControl:
@@ -286,7 +242,8 @@ class Downloader:
         Seconds to wait for the next bytes of an answer (not for the whole file). Default 60.
     max_retries : int, optional
         Further attempts after the first one fails on a 5xx/429 answer, a timeout, a broken
-        connection or invalid content. Default 5.
+        connection or invalid content. Default 5. Retrying invalid content stops early when
+        the server sends the same bytes twice (its copy is damaged).
     backoff_s : float, optional
         Wait before the first retry; doubled for each further one (capped at 60 s), multiplied
         by a random factor in [0.5, 1.5) so that many workers do not retry in lockstep.
@@ -394,7 +351,7 @@ class Downloader:
 
         control = _RunControl()
         results: list[DownloadResult | None] = [None] * len(jobs)
-        progress = _ProgressCounter(len(jobs))
+        progress = ProgressCounter(len(jobs))
         workers = min(self.max_workers, len(jobs))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sas-download") as pool:
             futures: dict[Future[DownloadResult], int] = {
@@ -410,7 +367,7 @@ class Downloader:
                         on_progress(event)
             except BaseException:
                 # Ctrl-C or a failing progress callback: let running attempts end, start no more.
-                control.cancel("cancelled before it was downloaded")
+                control.cancel("cancelled: the download was interrupted")
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
         done = [result for result in results if result is not None]
@@ -423,12 +380,16 @@ class Downloader:
         try:
             with self._sessions.session() as session:
                 result = self._fetch(session, url, dest, control)
+        except OSError as exc:
+            # Network errors are handled inside; what escapes is local: disk full, permissions.
+            reason = f"cannot write {dest}: {exc.strerror or exc}; check free space and permissions"
+            result = _result(url, dest, "error", reason)
         except Exception as exc:  # a bug must cost one file, not the whole batch
-            logger.exception("unexpected error while downloading %s", _redact(url))
+            logger.exception("unexpected error while downloading %s", redact_url(url))
             result = _result(url, dest, "error", f"unexpected error: {type(exc).__name__}: {exc}")
         if not result.ok:
             logger.warning(
-                "download of %s failed (%s): %s", _redact(url), result.status, result.reason
+                "download of %s failed (%s): %s", redact_url(url), result.status, result.reason
             )
         return result
 
@@ -446,12 +407,14 @@ class Downloader:
         attempts = self.max_retries + 1
         part_etag: str | None = None  # validator of the .part, once this call has seen one
         failure: _Retry | None = None
-        for attempt in range(1, attempts + 1):
+        attempt = 0
+        while attempt < attempts:
+            attempt += 1
             if failure is not None and failure.wait:
                 delay = self._backoff_delay(attempt - 1, failure.retry_after)
                 logger.info(
                     "retrying %s in %.1f s (attempt %d of %d): %s",
-                    _redact(url),
+                    redact_url(url),
                     delay,
                     attempt,
                     attempts,
@@ -464,8 +427,18 @@ class Downloader:
             try:
                 return self._attempt(session, url, dest, record, part_etag, control)
             except _Retry as retry:
+                repeated = (
+                    failure is not None
+                    and retry.content_sha256 is not None
+                    and retry.content_sha256 == failure.content_sha256
+                )
                 failure = retry
                 part_etag = retry.part_etag or part_etag
+            if repeated:
+                # The same invalid bytes twice: the server's copy is damaged, and downloading
+                # it again would only cost time and bandwidth.
+                failure.reason += "; the server sent identical content twice"
+                break
 
         assert failure is not None
         if failure.unreachable:
@@ -476,11 +449,11 @@ class Downloader:
                 url,
                 dest,
                 "corrupt",
-                f"{failure.reason} (after {attempts} attempts; the server's copy may be damaged: "
+                f"{failure.reason} (after {attempt} attempts; the server's copy may be damaged: "
                 "try again later, and report it if it persists)",
             )
         # A .part left by network failures is kept: the next run resumes it with a Range request.
-        return _result(url, dest, "error", f"{failure.reason} (gave up after {attempts} attempts)")
+        return _result(url, dest, "error", f"{failure.reason} (gave up after {attempt} attempts)")
 
     def _attempt(
         self,
@@ -512,28 +485,28 @@ class Downloader:
             return self._request_failed(url, dest, exc)
         with response:
             control.answered()
-            return self._handle_response(url, dest, record, resume_from, response)
+            return self._handle_response(url, dest, record, resume_from, response, control)
 
     def _request_failed(
         self, url: str, dest: Path, exc: requests.RequestException
     ) -> DownloadResult:
         """A final result for a request that got no answer, or :class:`_Retry`."""
-        description = _describe_network_error(exc)
+        description = describe_network_error(exc)
         if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):
-            return _result(url, dest, "error", f"invalid URL {_redact(url)}: {exc}")
+            return _result(url, dest, "error", f"invalid URL {redact_url(url)}: {exc}")
         if isinstance(exc, requests.exceptions.SSLError):
             return _result(
-                url, dest, "error", f"TLS failure talking to {_host(url)}: {description}"
+                url, dest, "error", f"TLS failure talking to {host_of(url)}: {description}"
             )
         if isinstance(exc, requests.exceptions.TooManyRedirects):
-            return _result(url, dest, "error", f"too many redirects for {_redact(url)}")
-        if _is_connect_failure(exc):
+            return _result(url, dest, "error", f"too many redirects for {redact_url(url)}")
+        if is_connect_failure(exc):
             raise _Retry(
-                f"cannot connect to {_host(url)} ({description}); check the network and "
+                f"cannot connect to {host_of(url)} ({description}); check the network and "
                 f"{SAS_URL_ENV}",
                 unreachable=True,
             )
-        raise _Retry(f"request to {_host(url)} failed: {description}")
+        raise _Retry(f"request to {host_of(url)} failed: {description}")
 
     def _handle_response(
         self,
@@ -542,6 +515,7 @@ class Downloader:
         record: DownloadRecord | None,
         resume_from: int,
         response: requests.Response,
+        control: _RunControl,
     ) -> DownloadResult:
         status = response.status_code
         part = part_path(dest)
@@ -550,28 +524,25 @@ class Downloader:
             return _current(url, dest, record)
         if status in (404, 410):
             part.unlink(missing_ok=True)
-            return _result(
-                url, dest, "missing",
-                f"not on the server (HTTP {status}): {_redact(url)}; check the release and "
-                "that the file exists there",
-            )  # fmt: skip
+            reason = f"not on the server (HTTP {status}): {redact_url(url)}"
+            return _result(url, dest, "missing", f"{reason}; check the release and the path")
         if status in (401, 403):
-            return _result(
-                url, dest, "error",
-                f"HTTP {status} from {_host(url)}: access refused; check {USERNAME_ENV} and "
-                f"{PASSWORD_ENV}, or the ~/.netrc entry for {urlsplit(url).hostname}",
-            )  # fmt: skip
+            reason = (
+                f"HTTP {status} from {host_of(url)}: access refused; check {USERNAME_ENV} and "
+                f"{PASSWORD_ENV}, or the ~/.netrc entry for {urlsplit(url).hostname}"
+            )
+            return _result(url, dest, "error", reason)
         if status == 416:
             # The .part is not a prefix of the server's file (it changed or shrank): start over.
             part.unlink(missing_ok=True)
             raise _Retry("the partial download no longer matches the server's file", wait=False)
         if status == 429 or status >= 500:
             raise _Retry(
-                f"HTTP {status} from {_host(url)}",
+                f"HTTP {status} from {host_of(url)}",
                 retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
             )
         if status not in (200, 206):
-            return _result(url, dest, "error", f"unexpected HTTP {status} for {_redact(url)}")
+            return _result(url, dest, "error", f"unexpected HTTP {status} for {redact_url(url)}")
 
         if status == 206:
             span = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
@@ -586,7 +557,7 @@ class Downloader:
 
         check = ContentCheck(dest.name)
         try:
-            self._stream_to_part(response, part, resume_from, check)
+            self._stream_to_part(response, part, resume_from, check, control)
         except _Retry as retry:
             retry.part_etag = response.headers.get("ETag")
             raise
@@ -597,24 +568,31 @@ class Downloader:
         problem = problem or check.problem()
         if problem is not None:
             part.unlink(missing_ok=True)
-            raise _Retry(f"invalid content: {problem}", corrupt=True)
+            invalid = _Retry(f"invalid content: {problem}", corrupt=True)
+            invalid.content_sha256 = check.sha256
+            raise invalid
 
         os.replace(part, dest)
         write_record(
             dest,
             DownloadRecord(
-                url=_redact(url),
+                url=redact_url(url),
                 bytes=check.size,
                 sha256=check.sha256,
                 etag=response.headers.get("ETag"),
                 last_modified=response.headers.get("Last-Modified"),
             ),
         )
-        logger.debug("downloaded %s (%d bytes)", _redact(url), check.size)
+        logger.debug("downloaded %s (%d bytes)", redact_url(url), check.size)
         return DownloadResult(url, dest, "ok", "", check.size, check.sha256, fetched=True)
 
     def _stream_to_part(
-        self, response: requests.Response, part: Path, resume_from: int, check: ContentCheck
+        self,
+        response: requests.Response,
+        part: Path,
+        resume_from: int,
+        check: ContentCheck,
+        control: _RunControl,
     ) -> None:
         """Append the body to ``part`` (kept bytes first through ``check``), fsync it."""
         if resume_from:
@@ -629,23 +607,31 @@ class Downloader:
                     chunk = next(body, None)
                 except urllib3.exceptions.ReadTimeoutError:
                     stalled = f"no data for {self.timeout[1]:g} s (read timeout)"
-                    raise _Retry(f"{stalled} from {_host(response.url)}") from None
+                    raise _Retry(f"{stalled} from {host_of(response.url)}") from None
                 except urllib3.exceptions.ProtocolError as exc:
                     if any(isinstance(arg, IncompleteRead) for arg in exc.args):
                         # The server closed cleanly before the length it announced: what it sent
                         # cannot be trusted as a prefix, so do not resume from it.
                         out.close()
                         part.unlink(missing_ok=True)
-                        raise _Retry(
+                        short = _Retry(
                             f"the server closed the connection after {check.size} bytes, "
                             "short of the announced length",
                             corrupt=True,
-                        ) from None
-                    raise _Retry(f"connection broken mid-transfer ({_innermost(exc)})") from None
+                        )
+                        short.content_sha256 = check.sha256
+                        raise short from None
+                    raise _Retry(
+                        f"connection broken mid-transfer ({innermost_cause(exc)})"
+                    ) from None
                 except (urllib3.exceptions.HTTPError, OSError) as exc:
-                    raise _Retry(f"transfer failed ({_innermost(exc)})") from None
+                    raise _Retry(f"transfer failed ({innermost_cause(exc)})") from None
                 if chunk is None:
                     break
+                if control.stopped:
+                    # Cancelled: stop now rather than at the end of a large file; the .part
+                    # stays for the next run to resume.
+                    raise _Retry("cancelled mid-transfer")
                 out.write(chunk)
                 check.update(chunk)
             out.flush()
@@ -658,55 +644,6 @@ class Downloader:
         if retry_after is not None:
             delay = max(delay, min(retry_after, _MAX_RETRY_AFTER_S))
         return delay
-
-
-class _ProgressCounter:
-    """Running totals for ProgressEvent, updated in the calling thread."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.done = self.bytes_done = self.fetched = self.failed = 0
-        self.last_summary = f"0/{total} files"
-
-    def add(self, result: DownloadResult) -> ProgressEvent:
-        self.done += 1
-        if result.ok:
-            self.bytes_done += result.bytes
-            self.fetched += result.fetched
-        else:
-            self.failed += 1
-        event = ProgressEvent(
-            self.done, self.total, self.bytes_done, self.fetched, self.failed, result
-        )
-        self.last_summary = event.summary()
-        return event
-
-
-class TqdmProgress:
-    """A ``fetch_many`` progress callback that draws a tqdm bar; use it as a context manager."""
-
-    def __init__(self, total: int, desc: str = "SAS download") -> None:
-        from tqdm.auto import tqdm  # noqa: PLC0415 - only the command line draws bars
-
-        self._bar = tqdm(total=total, desc=desc, unit="file")
-
-    def __call__(self, event: ProgressEvent) -> None:
-        self._bar.update(1)
-        self._bar.set_postfix_str(f"{_format_bytes(event.bytes_done)}, {event.failed} failed")
-
-    def close(self) -> None:
-        self._bar.close()
-
-    def __enter__(self) -> TqdmProgress:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def tqdm_progress(total: int, desc: str = "SAS download") -> TqdmProgress:
-    """A progress bar for ``total`` files, to pass as ``on_progress`` to ``fetch_many``."""
-    return TqdmProgress(total, desc)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -733,74 +670,7 @@ def _credentials_from_env() -> tuple[str, str] | None:
     return None
 
 
-def _redact(url: str) -> str:
-    """``url`` without any user:password@ part."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    netloc = parts.hostname or ""
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _host(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-
-
-def _is_connect_failure(exc: requests.RequestException) -> bool:
-    """True when no connection could be made at all (refused, connect timeout, unknown host)."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    # NewConnectionError and NameResolutionError derive from ConnectTimeoutError in urllib3 2.
-    return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
-
-
-def _describe_network_error(exc: BaseException) -> str:
-    """A short cause for a failed request, instead of requests' nested exception text."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return "connection timed out"
-    if isinstance(exc, requests.exceptions.ReadTimeout):
-        return "no answer before the read timeout"
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    if isinstance(reason, urllib3.exceptions.NameResolutionError):
-        return "host name not found"
-    return _innermost(exc)
-
-
-def _innermost(exc: BaseException) -> str:
-    """The deepest OSError message in an exception chain, e.g. 'Connection refused'."""
-    seen: set[int] = set()
-    stack: list[object] = [exc]
-    best = f"{type(exc).__name__}"
-    while stack:
-        current = stack.pop()
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            best = current.strerror
-        stack.extend(
-            [
-                current.__cause__,
-                current.__context__,
-                getattr(current, "reason", None),
-                *current.args,
-            ]
-        )
-    return best
-
-
 def _retry_after_seconds(value: str | None) -> float | None:
     if value and value.strip().isdigit():
         return float(value.strip())
     return None
-
-
-def _format_bytes(count: int) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if count >= size:
-            return f"{count / size:.2f} {unit}"
-    return f"{count} B"

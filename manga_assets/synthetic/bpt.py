@@ -107,8 +107,8 @@ class BptRatios:
 # Boxes the rejection sampler draws from, per class: (x_nii, y, x_sii, x_oi) ranges. Together with
 # the class predicates they shape plausible clouds like those of SDSS galaxies.
 _BOXES: dict[str, tuple[tuple[float, float], ...]] = {
-    "sf": ((-1.0, -0.35), (-0.9, 0.6), (-0.9, -0.15), (-2.3, -1.1)),
-    "composite": ((-0.4, 0.02), (-0.6, 0.35), (-0.9, -0.15), (-2.3, -1.1)),
+    "sf": ((-1.0, -0.35), (-0.9, 0.6), (-0.9, -0.15), (-1.8, -1.1)),
+    "composite": ((-0.4, 0.02), (-0.6, 0.35), (-0.9, -0.15), (-1.8, -1.1)),
     "seyfert": ((-0.25, 0.35), (0.55, 1.1), (-0.6, 0.25), (-1.4, -0.2)),
     "liner": ((-0.1, 0.4), (-0.35, 0.3), (-0.35, 0.3), (-1.1, 0.1)),
 }

@@ -49,7 +49,9 @@ def map_grid(ifu_size: int) -> MapGrid:
     y = (rows - centre) * SPAXEL_ARCSEC
     radius = FOOTPRINT_DIAMETER_ARCSEC[ifu_size] / 2.0
     sqrt3 = np.float32(np.sqrt(3.0))
-    footprint = (np.abs(y) <= radius * sqrt3 / 2) & (sqrt3 * np.abs(x) + np.abs(y) <= sqrt3 * radius)
+    footprint = (np.abs(y) <= radius * sqrt3 / 2) & (
+        sqrt3 * np.abs(x) + np.abs(y) <= sqrt3 * radius
+    )
     return MapGrid(size=size, x=x, y=y, footprint=footprint)
 
 

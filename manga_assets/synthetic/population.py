@@ -9,7 +9,7 @@ first galaxy on, so adding plates at the end never changes the galaxies already 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,16 +41,13 @@ CLASS_FRACTIONS: dict[str, float] = {
     "liner": 0.11,
     "lineless": 0.14,
 }
-ANOMALY_FRACTION = 0.08
+ANOMALY_FRACTION = 0.1
 
 # Lines an anomaly may delete or garble: none of the BPT lines or their tied partners, so that
 # the galaxy's class stays measurable.
-ANOMALY_LINE_CANDIDATES: tuple[str, ...] = tuple(
-    line
-    for line in PROJECT_LINES
-    if line
-    in ("Heta-3836", "NeIII-3869", "Hzet-3890", "Heps-3971", "Hdel-4102", "Hgam-4341", "HeII-4687")
-)
+ANOMALY_LINE_CANDIDATES: tuple[str, ...] = (
+    "Heta-3836", "NeIII-3869", "Hzet-3890", "Heps-3971", "Hdel-4102", "Hgam-4341", "HeII-4687",
+)  # fmt: skip
 
 # MANGA_TARGET1 bits (sdssMaskbits.par).
 MNGTARG1_PRIMARY = 1 << 10
@@ -183,7 +180,6 @@ class GalaxyParams:
     catalogue_case: str = "none"
     fault: str = "none"
     noise_seed_offset: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def is_agn(self) -> bool:
@@ -201,14 +197,14 @@ class GalaxyParams:
         return DAPQUAL_DRPCRIT if self.drp3qual & (1 << CRITICAL_BIT) else 0
 
 
-def seeded_rng(seed: int, plate: int, ifu: int, stream: int, offset: int = 0) -> np.random.Generator:
+def seeded_rng(
+    seed: int, plate: int, ifu: int, stream: int, offset: int = 0
+) -> np.random.Generator:
     """A generator that depends only on its arguments (``ifu`` 0 for plate-level draws)."""
     return np.random.default_rng([seed, plate, ifu, stream, offset])
 
 
-def _systematic_choice(
-    rng: np.random.Generator, n: int, fractions: dict[str, float]
-) -> list[str]:
+def _systematic_choice(rng: np.random.Generator, n: int, fractions: dict[str, float]) -> list[str]:
     """``n`` labels in proportion to ``fractions`` (each count within 1 of n*fraction), shuffled."""
     edges = np.cumsum(list(fractions.values()))
     edges /= edges[-1]
@@ -270,7 +266,7 @@ def _nucleus(
     ha_range, extent_range, sigma_range = {
         "seyfert": ((1.1, 1.7), (2.0, 3.5), (200.0, 400.0)),
         "liner": ((0.5, 1.0), (2.0, 4.0), (150.0, 250.0)),
-        "composite": ((0.6, 1.1), (1.5, 3.0), (100.0, 180.0)),
+        "composite": ((1.0, 1.4), (1.5, 3.0), (100.0, 180.0)),
     }[kind]
     return Nucleus(
         ratios=ratios,
@@ -283,7 +279,7 @@ def _nucleus(
 
 def _disk(rng: np.random.Generator, bpt_class: str, log_mass: float, anomaly: str) -> Disk:
     ha_log_range = {
-        "sf": (0.8, 1.6),
+        "sf": (1.0, 1.8),
         "composite": (0.5, 1.2),
         "seyfert": (0.2, 1.0),
         "liner": (-0.5, 0.3),
@@ -299,7 +295,7 @@ def _disk(rng: np.random.Generator, bpt_class: str, log_mass: float, anomaly: st
         nii_gradient=float(rng.uniform(0.05, 0.2)),
         sf_offset=float(rng.uniform(0.15, 0.4)),
         sii_offset=float(rng.uniform(0.15, 0.45)),
-        oi_offset=float(rng.uniform(0.2, 0.6)),
+        oi_offset=float(rng.uniform(0.3, 0.7)),
         fixed_bpt=draw_bpt_ratios(rng, "liner") if bpt_class == "lineless" else None,
         extras=extras,
     )
@@ -380,7 +376,9 @@ def draw_galaxy(
         hex_radius = FOOTPRINT_DIAMETER_ARCSEC[ifu_size] / 2
         separation = float(rng.uniform(0.35, 0.6) * hex_radius)
         theta = float(rng.uniform(0, 2 * np.pi))
-        companion = _nucleus(rng, "seyfert", (separation * np.cos(theta), separation * np.sin(theta)))
+        companion = _nucleus(
+            rng, "seyfert", (separation * np.cos(theta), separation * np.sin(theta))
+        )
         brightest = disk.ha_peak + (nuclei[0].ha_peak if nuclei else 0.0)
         nuclei.append(
             dataclasses.replace(
@@ -467,7 +465,9 @@ def plan_release(spec: SyntheticReleaseSpec) -> list[GalaxyParams]:
 
     The catalogue edge cases go to the first galaxies without an anomaly, then (with
     ``spec.faults``) the broken files to the next ones. The second cube of the repeated target is
-    observed on the second plate (on the first when there is only one), in a spare bundle.
+    observed in a spare bundle of the second plate (of the first when there is only one, of the
+    next plate with a free bundle when the second is full). A release too small for a case (too
+    few galaxies, or no free bundle anywhere for the repeat) goes without it.
     """
     plates: list[list[GalaxyParams]] = []
     spares: list[list[int]] = []
@@ -477,6 +477,13 @@ def plan_release(spec: SyntheticReleaseSpec) -> list[GalaxyParams]:
         spares.append(spare)
 
     cases = list(CATALOGUE_CASES) + (list(FAULT_KINDS) if spec.faults else [])
+    # Prefer the second plate for the repeat; a full plate passes it on to the next one.
+    preferred = 1 if len(plates) > 1 else 0
+    repeat_plates = [i for i in range(preferred, len(plates)) if spares[i]]
+    repeat_plates += [i for i in range(preferred) if spares[i]]
+    if not repeat_plates:
+        # Every bundle of every plate is taken: no room for a second visit.
+        cases.remove("repeated_target")
     repeated: GalaxyParams | None = None
     for galaxies in plates:
         for index, galaxy in enumerate(galaxies):
@@ -498,12 +505,7 @@ def plan_release(spec: SyntheticReleaseSpec) -> list[GalaxyParams]:
                 galaxies[index] = dataclasses.replace(galaxy, fault=case)
 
     if repeated is not None:
-        target = 1 if len(plates) > 1 else 0
-        if not spares[target]:
-            raise ValueError(
-                "no spare bundle for the repeat observation: lower galaxies_per_plate below "
-                "the bundles of ifu_mix"
-            )
+        target = repeat_plates[0]
         same_size = [d for d in spares[target] if d // 100 == repeated.ifu_size]
         ifu = (same_size or spares[target])[0]
         repeat = dataclasses.replace(

@@ -56,7 +56,7 @@ def plateifu(i: int) -> str:
 
 
 def latents_table(n: int, dim: int = 8, seed: int = 0) -> pd.DataFrame:
-    """A latents table of ``n`` galaxies: two Gaussian clusters, recon errors and per-line errors."""
+    """A latents table of ``n`` galaxies: two Gaussian clusters, recon and per-line errors."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=3.0, size=(2, dim))
     z = centres[rng.integers(0, 2, size=n)] + rng.normal(size=(n, dim))

@@ -110,3 +110,8 @@ def test_unknown_bpt_class_raises():
     rows = BPT_ROWS.assign(bpt_class=["seyfert", "sf", "LINER", "sf", "comp"])
     with pytest.raises(ValueError, match="unknown BPT classes"):
         build_agn_sample(rows, CATALOG, None)
+
+
+def test_catalog_without_mngtarg3_raises():
+    with pytest.raises(ValueError, match="'mngtarg3'"):
+        build_agn_sample(BPT_ROWS, CATALOG.drop(columns="mngtarg3"), None)

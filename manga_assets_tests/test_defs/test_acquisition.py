@@ -55,7 +55,7 @@ def test_run_downloads_extracts_and_explains_every_failure(dr17_release, setting
         __import__("dagster").AssetKey("line_cubes"))) == sorted(summary.plates)  # fmt: skip
 
 
-def test_a_second_run_downloads_and_extracts_nothing(settings, tmp_path):
+def test_a_second_run_downloads_and_extracts_nothing(dr17_release, settings, tmp_path):
     instance = DagsterInstance.ephemeral()
     first = run_pipeline(settings, instance=instance, log=lambda message: None)
     fetched_first = len(maps_gets(tmp_path / "access.log"))
@@ -67,7 +67,9 @@ def test_a_second_run_downloads_and_extracts_nothing(settings, tmp_path):
     second_gets = maps_gets(tmp_path / "access.log")[fetched_first:]
     assert second_gets, "the second run still asks the server whether files changed"
     assert {entry.status for entry in second_gets} <= {304, 404, 200}
-    assert sum(entry.status == 200 for entry in second_gets) <= 1  # only the corrupt file again
+    refetched = {entry.path for entry in second_gets if entry.status == 200}
+    corrupt = faults_by_kind(dr17_release)["truncated_gzip"]
+    assert all(f"manga-{corrupt}-MAPS" in path for path in refetched), refetched
 
 
 def test_ratio_of_a_tied_doublet_survives_into_the_cube(settings):
@@ -77,17 +79,18 @@ def test_ratio_of_a_tied_doublet_survives_into_the_cube(settings):
         pd.read_parquet(p) for p in (settings.data_dir / "products" / "features").glob("*.parquet")
     )
     weak, strong = PROJECT_LINES.index("NII-6549"), PROJECT_LINES.index("NII-6585")
-    checked = 0
+    ratios = []
     for plateifu in features[features["status"] == "ok"]["plateifu"]:
         cube = read_cube(settings.data_dir / "products" / "cubes" / plateifu.split("-")[0]
                          / f"{plateifu}.npz")  # fmt: skip
         both = ~cube.mask[weak] & ~cube.mask[strong] & (cube.flux[strong] != 0)
-        if both.any():
-            np.testing.assert_allclose(
-                cube.flux[weak][both] / cube.flux[strong][both], 0.34, rtol=1e-4
-            )
-            checked += 1
-    assert checked > 3
+        ratios.append(cube.flux[weak][both] / cube.flux[strong][both])
+    ratios = np.concatenate(ratios)
+    assert len(ratios) > 1000
+    # A cell where one line has a flagged spaxel that the other has not averages over different
+    # spaxels (each line keeps all its valid data), so a handful of cells differ slightly.
+    assert np.median(ratios) == pytest.approx(0.34, rel=1e-6)
+    assert np.mean(np.abs(ratios / 0.34 - 1) < 1e-5) > 0.99
 
 
 def test_an_unreachable_server_fails_the_run_with_what_to_check(settings):
@@ -103,3 +106,55 @@ def test_plate_ifus_in_products_are_valid(settings):
     catalog = pd.read_parquet(settings.data_dir / "products" / "catalog.parquet")
     for text in catalog["plateifu"]:
         assert str(PlateIFU.parse(text)) == text
+
+
+def test_any_directory_in_the_sas_layout_works(tmp_path):
+    """A tree written without the synthetic writer: a line set to 0.25 x Ha keeps that ratio."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    from manga_assets.sas.mirror import MirrorServer
+    from manga_assets.sas.paths import dapall_location, drpall_location, maps_location
+    from manga_assets.sas.releases import get_release
+    from manga_assets.settings import Settings
+    from manga_assets_tests.fits_builders import line_values, write_maps
+
+    release, root = get_release("DR17"), tmp_path / "tree"
+    plateifus = [PlateIFU(8485, 1901), PlateIFU(8485, 1902), PlateIFU(7443, 12701)]
+    for plateifu in plateifus:
+        values = line_values("3.1.0", (34, 34))
+        values["SII-6718"] = 0.25 * values["Ha-6564"]
+        path = root / maps_location(release, plateifu)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_maps(path, shape=(34, 34), values=values)
+    n = len(plateifus)
+    drpall = Table({
+        "plateifu": [str(p) for p in plateifus], "mangaid": [f"1-{i}" for i in range(n)],
+        "plate": [p.plate for p in plateifus], "ifudsgn": [str(p.ifu) for p in plateifus],
+        "objra": [1.0] * n, "objdec": [2.0] * n, "z": [0.03] * n, "ebvgal": [0.01] * n,
+        "drp3qual": [0] * n, "mngtarg1": [0] * n, "mngtarg3": [0] * n,
+        "ifudesignsize": [p.ifu_size for p in plateifus],
+    })  # fmt: skip
+    dapall = Table({
+        "PLATEIFU": [str(p) for p in plateifus], "DAPTYPE": [release.daptype] * n,
+        "DAPDONE": [True] * n, "DAPQUAL": [0] * n,
+    })  # fmt: skip
+    for table, location, name in (
+        (drpall, drpall_location(release), "MANGA"),
+        (dapall, dapall_location(release), release.daptype),
+    ):
+        hdu = fits.table_to_hdu(table)
+        hdu.name = name
+        (root / location).parent.mkdir(parents=True, exist_ok=True)
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(root / location)
+
+    with MirrorServer(root) as server:
+        settings = Settings(sas_url=server.url, release="DR17", data_dir=tmp_path / "data")
+        summary = run_pipeline(settings, instance=DagsterInstance.ephemeral(), log=lambda m: None)
+
+    assert summary.cubes == 3 and sorted(summary.plates) == ["7443", "8485"]
+    sii, ha = PROJECT_LINES.index("SII-6718"), PROJECT_LINES.index("Ha-6564")
+    for plateifu in plateifus:
+        cube = read_cube(settings.data_dir / "products" / "cubes" / str(plateifu.plate)
+                         / f"{plateifu}.npz")  # fmt: skip
+        np.testing.assert_allclose(cube.flux[sii] / cube.flux[ha], 0.25, rtol=1e-6)

@@ -21,7 +21,12 @@ MAPS_PATH = "dr17/manga/spectro/analysis/v3_1_1/3.1.0/HYB10-MILESHC-MASTARSSP/84
 
 def fits_header() -> bytes:
     """A minimal FITS primary header: 80-character cards padded to one 2880-byte block."""
-    cards = ["SIMPLE  =                    T", "BITPIX  =                    8", "NAXIS   =    0", "END"]
+    cards = [
+        "SIMPLE  =                    T",
+        "BITPIX  =                    8",
+        "NAXIS   =    0",
+        "END",
+    ]
     return "".join(card.ljust(80) for card in cards).ljust(2880).encode("ascii")
 
 

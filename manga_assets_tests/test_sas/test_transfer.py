@@ -20,6 +20,7 @@ from manga_assets.sas.transfer import (
     ProgressEvent,
     ServerUnreachable,
     check_server,
+    tqdm_progress,
 )
 from manga_assets_tests.test_sas.conftest import MAPS_PATH, Mirror, fits_gz, fits_header
 
@@ -217,7 +218,11 @@ def test_interrupted_download_leaves_a_part_file_that_the_next_fetch_resumes(
     assert resumed.status == "ok" and dest.read_bytes() == content
     assert not part.exists()
     last = mirror.requests_for(MAPS_PATH)[-1]
-    assert (last.status, last.range, last.bytes_sent) == (206, f"bytes={kept}-", len(content) - kept)
+    assert (last.status, last.range, last.bytes_sent) == (
+        206,
+        f"bytes={kept}-",
+        len(content) - kept,
+    )
 
 
 def test_part_file_that_does_not_fit_the_server_file_is_discarded(mirror, maps, tmp_path):
@@ -249,7 +254,8 @@ def test_content_length_lie_on_every_attempt_is_corrupt(mirror, maps, tmp_path):
         result = downloader.fetch(url, out / "maps.fits.gz")
 
     assert result.status == "corrupt"
-    assert "announced" in result.reason and "3 attempts" in result.reason
+    assert "announced" in result.reason and "identical content twice" in result.reason
+    assert len(mirror.requests_for(MAPS_PATH)) == 2, "the same bad bytes twice end the retries"
     assert list(out.iterdir()) == [], "nothing of a corrupt download may remain"
 
 
@@ -260,13 +266,26 @@ def test_truncated_gzip_on_the_server_is_corrupt(mirror, tmp_path):
     truncated = fits_gz()[:-5000]
     url = mirror.put(MAPS_PATH, truncated)
     out = tmp_path / "out"
-    with fast_downloader(max_retries=1) as downloader:
+    with fast_downloader(max_retries=3) as downloader:
         result = downloader.fetch(url, out / "maps.fits.gz")
 
     assert result.status == "corrupt"
     assert "gzip" in result.reason and "truncated" in result.reason
+    assert "2 attempts" in result.reason and "identical content twice" in result.reason
     assert len(mirror.requests_for(MAPS_PATH)) == 2
     assert list(out.iterdir()) == []
+
+
+def test_invalid_content_that_differs_each_time_is_retried_max_retries_times(
+    mirror, maps, tmp_path
+):
+    url, _ = maps
+    mirror.faults.add(MAPS_PATH, *(Fault.truncated(f) for f in (0.5, 0.6, 0.7, 0.8)))
+    with fast_downloader(max_retries=2) as downloader:
+        result = downloader.fetch(url, tmp_path / "maps.fits.gz")
+
+    assert result.status == "corrupt" and "3 attempts" in result.reason
+    assert len(mirror.requests_for(MAPS_PATH)) == 3
 
 
 def test_gzip_with_a_wrong_crc_is_corrupt(mirror, tmp_path):
@@ -324,7 +343,7 @@ def test_fetch_many_returns_results_in_input_order_and_reports_progress(mirror, 
     assert results[5].status == "missing"
     assert [e.done for e in events] == list(range(1, 14))
     assert events[-1].total == 13 and events[-1].failed == 1 and events[-1].fetched == 12
-    assert events[-1].bytes_done == sum(len(data) for data in contents.values())
+    assert events[-1].bytes == sum(len(data) for data in contents.values())
     assert "13/13 files" in events[-1].summary()
 
 
@@ -383,7 +402,13 @@ def test_credentials_from_the_environment_are_sent_and_never_logged(
     server.wait_idle()
     assert {line.split("\t")[-1] for line in log_path.read_text().splitlines()} == {USER}
     assert caplog.records, "expected some log output to check"
-    for output in (caplog.text, text, ok.reason, missing.reason, (tmp_path / "x.fits.gz.meta.json").read_text()):
+    for output in (
+        caplog.text,
+        text,
+        ok.reason,
+        missing.reason,
+        (tmp_path / "x.fits.gz.meta.json").read_text(),
+    ):
         assert PASSWORD not in output
 
 
@@ -404,7 +429,7 @@ def test_refused_credentials_are_an_error_that_says_what_to_check(
     assert PASSWORD not in caplog.text and PASSWORD not in result.reason
 
 
-# -- unreachable server -----------------------------------------------------------------------------
+# -- unreachable server ---------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -437,3 +462,45 @@ def test_an_unreachable_server_ends_the_whole_batch_quickly(dead_url, tmp_path):
     assert all("MANGA_SAS_URL" in r.reason for r in results)
     assert sum("skipped" in r.reason for r in results) >= 190
     assert not any(tmp_path.iterdir())
+
+
+# -- local failures, cancellation, progress bar ------------------------------------------------
+
+
+def test_a_destination_that_cannot_be_written_is_an_error_for_that_file_only(maps, tmp_path):
+    url, _ = maps
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with fast_downloader() as downloader:
+        bad, good = downloader.fetch_many(
+            [(url, blocker / "maps.fits.gz"), (url, tmp_path / "maps.fits.gz")]
+        )
+
+    assert bad.status == "error" and "cannot write" in bad.reason
+    assert good.status == "ok"
+
+
+def test_an_exception_in_the_progress_callback_stops_the_batch(tmp_path):
+    root = tmp_path / "sas"
+    (root / "dr17").mkdir(parents=True)
+    for index in range(30):
+        (root / "dr17" / f"f{index}.fits.gz").write_bytes(fits_gz(2_000, seed=index))
+
+    def stop_at_first(event: ProgressEvent) -> None:
+        raise KeyboardInterrupt
+
+    with MirrorServer(root, latency_s=0.05) as server, fast_downloader(max_workers=2) as dl:
+        jobs = [(f"{server.url}/dr17/f{i}.fits.gz", tmp_path / f"f{i}.fits.gz") for i in range(30)]
+        with pytest.raises(KeyboardInterrupt):
+            dl.fetch_many(jobs, on_progress=stop_at_first)
+        requested = server.request_count
+
+    assert requested <= 4, f"{requested} requests were made after the interruption"
+
+
+def test_tqdm_progress_draws_a_bar(mirror, maps, tmp_path, capsys):
+    url, _ = maps
+    with fast_downloader() as downloader, tqdm_progress(1, desc="maps") as bar:
+        downloader.fetch_many([(url, tmp_path / "maps.fits.gz")], on_progress=bar)
+    err = capsys.readouterr().err
+    assert "maps" in err and "1/1" in err and "0 failed" in err

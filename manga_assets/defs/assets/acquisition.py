@@ -71,9 +71,10 @@ def catalog(
     release = sas.release_info()
     layout = data_dir.layout
     locations = [drpall_location(release), dapall_location(release)]
-    results = sas.downloader().fetch_many(
-        [(sas.url(location), layout.mirror / location) for location in locations]
-    )
+    with sas.downloader() as downloader:
+        results = downloader.fetch_many(
+            [(sas.url(location), layout.mirror / location) for location in locations]
+        )
     _fail_if_unreachable(results, sas)
     for result in results:
         if result.status != "ok":
@@ -157,7 +158,8 @@ def maps_files(
     """The plate's DAP MAPS files in the local SAS mirror, with a manifest row per galaxy."""
     release = sas.release_info()
     layout = data_dir.layout
-    plates = [int(key) for key in context.partition_keys]
+    plates_run = list(context.partition_keys)
+    plates = [int(key) for key in plates_run]
     galaxies = catalog[catalog["plate"].isin(plates)]
     plateifus = [PlateIFU.parse(text) for text in galaxies["plateifu"]]
     locations = [maps_location(release, plateifu) for plateifu in plateifus]
@@ -169,7 +171,8 @@ def maps_files(
         if event.done % step == 0 or event.done == event.total:
             context.log.info(f"MAPS files {event.done}/{event.total}, {event.bytes / 1e6:.1f} MB")
 
-    results = sas.downloader().fetch_many(jobs, on_progress=report)
+    with sas.downloader() as downloader:
+        results = downloader.fetch_many(jobs, on_progress=report)
     _fail_if_unreachable(results, sas)
 
     manifest = pd.DataFrame(
@@ -195,12 +198,14 @@ def maps_files(
 
     failed = manifest[manifest["status"] != "ok"]
     share = len(failed) / max(len(manifest), 1)
+    # Dagster takes one data version per output, so a run over one plate records that plate's
+    # checksum digest as its data version; batched runs record each plate's digest in metadata.
+    digests = {plate: _digest(*rows["sha256"]) for plate, rows in by_plate.items()}
     yield dg.Output(
         by_plate,
-        data_version=dg.DataVersionsByPartition(
-            {plate: _digest(*rows["sha256"]) for plate, rows in by_plate.items()}
-        ),
+        data_version=dg.DataVersion(digests[plates_run[0]]) if len(digests) == 1 else None,
         metadata={
+            "sha256_digest_by_plate": dg.MetadataValue.json(digests),
             "galaxies": len(manifest),
             "ok": int((manifest["status"] == "ok").sum()),
             "fetched": int(manifest["fetched"].sum()),

@@ -1,0 +1,62 @@
+"""Spec validation, the class and anomaly mix, and the BPT region sampler."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from manga_assets.dap.datamodel import PROJECT_LINES
+from manga_assets.synthetic import SyntheticReleaseSpec
+from manga_assets.synthetic.bpt import draw_bpt_ratios
+from manga_assets.synthetic.extinction import cardelli_k
+from manga_assets.synthetic.population import ANOMALY_LINE_CANDIDATES, plan_release
+from manga_assets.synthetic.spec import ANOMALY_KINDS
+from manga_assets_tests.test_synthetic.test_physics import _kewley06_class
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"release": "DR16"}, "unknown release 'DR16'"),
+        ({"n_plates": 0}, "n_plates must be at least 1"),
+        ({"galaxies_per_plate": 18}, r"galaxies_per_plate must be 1\.\.17"),
+        ({"ifu_mix": ((7, 2),)}, "unknown bundle sizes"),
+        ({"seed": -1}, "seed must be non-negative"),
+        ({"first_plate": 99999, "n_plates": 2}, "plates must have 4-5 digits"),
+    ],
+)
+def test_spec_rejects_impossible_releases(changes, message):
+    with pytest.raises(ValueError, match=message):
+        SyntheticReleaseSpec(**changes)
+
+
+@pytest.mark.parametrize("bpt_class", ["sf", "composite", "seyfert", "liner"])
+def test_drawn_ratios_stay_in_their_region_with_margin(bpt_class):
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        r = draw_bpt_ratios(rng, bpt_class)
+        for dx, dy in ((0.1, 0.1), (-0.1, -0.1), (0.1, -0.1), (-0.1, 0.1)):
+            shifted = (r.nii_ha + dx, r.oiii_hb + dy, r.sii_ha + dx, r.oi_ha + dx)
+            assert _kewley06_class(*shifted) == bpt_class, (r, dx, dy)
+
+
+def test_a_large_release_has_every_class_and_anomaly():
+    galaxies = plan_release(SyntheticReleaseSpec(n_plates=60, galaxies_per_plate=17))
+    classes = collections.Counter(g.bpt_class for g in galaxies)
+    assert set(classes) == {"sf", "composite", "seyfert", "liner", "lineless"}
+    assert classes["sf"] > classes["seyfert"] > 0.05 * len(galaxies)
+    anomalies = collections.Counter(g.anomaly_kind for g in galaxies)
+    assert set(anomalies) == {"none", *ANOMALY_KINDS}
+    assert 0.05 < 1 - anomalies["none"] / len(galaxies) < 0.15
+    sizes = collections.Counter(g.ifu_size for g in galaxies)
+    assert sizes[127] > sizes[91] and sizes[61] > sizes[19]  # the plate bundle mix
+    assert len({str(g.plateifu) for g in galaxies}) == len(galaxies)
+    assert set(ANOMALY_LINE_CANDIDATES) <= set(PROJECT_LINES)
+
+
+def test_cardelli_curve_reddens_the_blue_more():
+    k = cardelli_k([3727.0, 4862.7, 6564.6, 9532.0])
+    assert np.all(np.diff(k) < 0)
+    assert k[1] - k[2] == pytest.approx(1.07, abs=0.03)  # the Balmer-decrement lever arm
