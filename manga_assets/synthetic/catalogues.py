@@ -245,7 +245,7 @@ def dapall_rows(
     """DAPall rows of one DAPTYPE, in DRPall order (``measurements`` None: DAP not done)."""
     binkey, sckey, elfkey = _binkey(daptype)
     rows = []
-    for index, (params, measured) in enumerate(zip(galaxies, measurements)):
+    for index, (params, measured) in enumerate(zip(galaxies, measurements, strict=True)):
         row: dict[str, object] = {
             "PLATE": params.plateifu.plate,
             "IFUDESIGN": params.plateifu.ifu,

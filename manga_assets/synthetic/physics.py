@@ -163,7 +163,9 @@ def _blend_ratios(
         disk_weight = 1.0 - np.sum(weights, axis=0)
         ratios = {
             key: disk_weight * value
-            + sum(w * nucleus.ratios[key] for w, nucleus in zip(weights, params.nuclei))
+            + sum(
+                w * nucleus.ratios[key] for w, nucleus in zip(weights, params.nuclei, strict=True)
+            )
             for key, value in ratios.items()
         }
     return ratios, weights
@@ -252,7 +254,7 @@ def model_galaxy(params: GalaxyParams) -> GalaxyModel:
     rotation = params.vmax * np.tanh(coords.radius / params.turnover_arcsec) * sin_i
     gas_velocity = rotation * np.cos(coords.azimuth)
     gas_sigma = params.gas_sigma + sum(
-        w * nucleus.sigma_kms for w, nucleus in zip(weights, params.nuclei)
+        w * nucleus.sigma_kms for w, nucleus in zip(weights, params.nuclei, strict=True)
     )
     stellar_sigma = params.stellar_sigma * (1.0 + radius_re) ** -0.4
     return GalaxyModel(
@@ -388,14 +390,6 @@ def observe_lines(
     return EmissionLineMaps(
         channels=channels, flux=flux, ivar=ivar.astype(np.float32), mask=mask, truth=truth
     )
-
-
-def galaxy_model_and_lines(
-    params: GalaxyParams, channels: tuple[str, ...], dapver: str, rng: np.random.Generator
-) -> tuple[GalaxyModel, EmissionLineMaps]:
-    """Convenience: :func:`model_galaxy` then :func:`observe_lines`."""
-    model = model_galaxy(params)
-    return model, observe_lines(params, model, channels, dapver, rng)
 
 
 def systemic_velocity(params: GalaxyParams) -> float:

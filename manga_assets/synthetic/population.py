@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from manga_assets.dap.datamodel import CRITICAL_BIT, MNGTARG3_AGN_BITS, PROJECT_LINES
+from manga_assets.dap.datamodel import CRITICAL_BIT, MNGTARG3_AGN_BITS
 from manga_assets.sas.paths import PlateIFU
 from manga_assets.synthetic.bpt import BptRatios, draw_bpt_ratios
 from manga_assets.synthetic.spec import (
@@ -179,7 +179,6 @@ class GalaxyParams:
     sii_doublet_ratio: float
     catalogue_case: str = "none"
     fault: str = "none"
-    noise_seed_offset: int = 0
 
     @property
     def is_agn(self) -> bool:
@@ -455,7 +454,9 @@ def plan_plate(spec: SyntheticReleaseSpec, plate: int) -> tuple[list[GalaxyParam
     draw = _draw_plate(spec, plate)
     galaxies = [
         draw_galaxy(spec, PlateIFU(plate, ifu), bpt_class, anomaly, draw.centre)
-        for ifu, bpt_class, anomaly in zip(draw.ifudesigns, draw.classes, draw.anomalies)
+        for ifu, bpt_class, anomaly in zip(
+            draw.ifudesigns, draw.classes, draw.anomalies, strict=True
+        )
     ]
     return galaxies, draw.spare_designs
 

@@ -42,7 +42,7 @@ def test_drpall_layout_and_rows(release_summary):
         assert len(manga) == release_summary.n_galaxies
         assert all(
             f"{p}-{i}" == pi
-            for p, i, pi in zip(manga["plate"], manga["ifudsgn"], manga["plateifu"])
+            for p, i, pi in zip(manga["plate"], manga["ifudsgn"], manga["plateifu"], strict=True)
         )
         assert (manga["ifudesignsize"] == [int(i) // 100 for i in manga["ifudsgn"]]).all()
 
@@ -93,7 +93,7 @@ def test_catalogue_edge_cases_are_planted(release_summary):
     with fits.open(release_summary.drpall_path) as hdus:
         drpall = hdus["MANGA"].data
     with fits.open(release_summary.dapall_path) as hdus:
-        dapall = hdus[1].data
+        dapall = hdus[release.daptype if release.dapall_per_daptype else "DAPALL"].data
     dapall = dapall[dapall["DAPTYPE"] == release.daptype]
     row = {p: i for i, p in enumerate(drpall["plateifu"])}
 

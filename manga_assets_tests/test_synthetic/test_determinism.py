@@ -13,7 +13,7 @@ from manga_assets_tests.test_synthetic.conftest import healthy_plateifus
 
 # Two plates hold all seven planted cases, so a third plate adds only ordinary galaxies.
 TINY = SyntheticReleaseSpec(
-    n_plates=2, galaxies_per_plate=5, ifu_mix=((19, 2), (37, 4)), lean=True, faults=True, seed=11
+    n_plates=2, galaxies_per_plate=6, ifu_mix=((19, 2), (37, 5)), lean=True, faults=True, seed=11
 )
 
 
@@ -95,3 +95,12 @@ def test_rewrite_galaxy_refuses_unknown_or_unanalysed_cubes(tmp_path):
         rewrite_galaxy(tmp_path, TINY, "10099-1901")
     with pytest.raises(ValueError, match="not a MaNGA plate-IFU"):
         rewrite_galaxy(tmp_path, TINY, "../../etc")
+
+
+def test_progress_reports_every_galaxy(tmp_path):
+    calls: list[tuple[int, int]] = []
+    summary = build_release(
+        tmp_path, TINY, progress=lambda done, total: calls.append((done, total))
+    )
+    total = summary.n_galaxies
+    assert calls == [(done, total) for done in range(1, total + 1)]

@@ -47,7 +47,7 @@ def test_missing_file_is_listed_but_absent(full_dr17):
     plateifu, path = _fault(full_dr17, "missing_file")
     assert not path.exists()
     with fits.open(full_dr17.dapall_path) as hdus:
-        table = hdus[1].data
+        table = hdus["HYB10-MILESHC-MASTARSSP"].data
     assert table["DAPDONE"][list(table["PLATEIFU"]).index(plateifu)]
 
 

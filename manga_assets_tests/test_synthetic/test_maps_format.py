@@ -196,7 +196,9 @@ def test_lean_files_hold_the_same_line_maps_as_full_ones(tmp_path):
             ]
             assert channel_index(hdus["EMLINE_GFLUX"].header)["Ha-6564"] == 23
         for lean_array, full_array in zip(
-            read_lines(lean.maps_paths[plateifu]), read_lines(full.maps_paths[plateifu])
+            read_lines(lean.maps_paths[plateifu]),
+            read_lines(full.maps_paths[plateifu]),
+            strict=True,
         ):
             if isinstance(lean_array, dict):
                 assert lean_array == full_array

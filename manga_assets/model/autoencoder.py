@@ -1,0 +1,355 @@
+"""ConvLSTM autoencoders of emission-line map cubes: plain (2DConvLSTM-AE) and variational (-vAE).
+
+A galaxy is a sequence of T = 19 line maps (H x W) in wavelength order, read like a video. Shapes
+use B (batch), T (lines), C (channels), H, W (map size), D (latent size), and for the default
+configuration (grid 32, ``encoder_channels=(16, 32)``)::
+
+    x (B, T, H, W) -> (B, T, 1, 32, 32)
+    encoder stage 1: per-map conv, stride 2 -> (B, T, 16, 16, 16) -> ConvLSTM(16 -> 16)
+    encoder stage 2: per-map conv, stride 2 -> (B, T, 32, 8, 8)   -> ConvLSTM(32 -> 32)
+    last hidden state (B, 32, 8, 8) -> flatten -> linear -> latent (B, D)   [vae: mean, log-variance]
+    latent -> linear -> the decoder's initial (h, c) at 8x8, and its per-line input
+             (one map from the latent plus a learned embedding of the line)
+    decoder stage 2: ConvLSTM(32 -> 32) at 8x8; per-map upsample x2 + conv -> (B, T, 16, 16, 16)
+    decoder stage 1: ConvLSTM(16 -> 16) at 16x16; per-map upsample x2 + conv + conv -> (B, T, 32, 32)
+
+Per-map convolutions fold T into the batch (one call for all B*T maps); the ConvLSTMs carry the
+information along the wavelength axis. The encoder downsamples before each ConvLSTM because the
+recurrent convolutions dominate the cost: running them at 16x16 and 8x8 instead of 32x32 cuts the
+FLOPs by 4-16x.
+
+Like nanoGPT's ``GPT.forward(idx, targets)``, `ConvLSTMAutoencoder.forward` returns the output and
+its losses in one call, so training, validation and inference share one code path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from manga_assets.dap.datamodel import PROJECT_LINES
+from manga_assets.model.convlstm import ConvLSTM
+from manga_assets.model.normalise import Normalisation
+
+Tensor = torch.Tensor
+
+VARIANTS = ("ae", "vae")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and input conventions of a ConvLSTM autoencoder (nothing about training).
+
+    Parameters
+    ----------
+    variant : {"ae", "vae"}
+        Plain autoencoder or variational autoencoder.
+    n_lines : int
+        Maps per galaxy, T (default 19).
+    grid : int
+        Side of each map in pixels (default 32); divisible by ``2 ** len(encoder_channels)``.
+    line_names : tuple of str
+        The T line names in wavelength order; inference refuses cubes with other lines.
+    encoder_channels : tuple of int
+        Channels of each encoder stage; each stage halves the map size (default (16, 32)).
+    kernel_size : int
+        Odd kernel size of every convolution (default 3).
+    latent_dim : int
+        Size D of the latent vector (default 32).
+    beta : float
+        Weight of the KL term of the VAE loss (default 1); ignored by the AE.
+    norm_reference_line, norm_percentile, norm_softening, norm_min_reference_pixels
+        The input normalisation (see `manga_assets.model.normalise.Normalisation`).
+    """
+
+    variant: str = "ae"
+    n_lines: int = 19
+    grid: int = 32
+    line_names: tuple[str, ...] = PROJECT_LINES
+    encoder_channels: tuple[int, ...] = (16, 32)
+    kernel_size: int = 3
+    latent_dim: int = 32
+    beta: float = 1.0
+    norm_reference_line: str = "Ha-6564"
+    norm_percentile: float = 99.0
+    norm_softening: float = 0.05
+    norm_min_reference_pixels: int = 5
+
+    def __post_init__(self) -> None:
+        # Coerce lists (from JSON) to tuples so that configs compare and hash by value.
+        object.__setattr__(self, "line_names", tuple(self.line_names))
+        object.__setattr__(self, "encoder_channels", tuple(int(c) for c in self.encoder_channels))
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if len(self.line_names) != self.n_lines:
+            raise ValueError(
+                f"n_lines={self.n_lines} but {len(self.line_names)} line names were given"
+            )
+        if not self.encoder_channels or min(self.encoder_channels) < 1:
+            raise ValueError(
+                f"encoder_channels needs at least one positive size, got {self.encoder_channels}"
+            )
+        factor = 2 ** len(self.encoder_channels)
+        if self.grid < factor or self.grid % factor:
+            raise ValueError(
+                f"grid={self.grid} must be a multiple of {factor}: each of the "
+                f"{len(self.encoder_channels)} encoder stages halves the map size"
+            )
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {self.kernel_size}")
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
+        if self.beta < 0:
+            raise ValueError(f"beta must not be negative, got {self.beta}")
+        self.normalisation  # validates the normalisation fields  # noqa: B018
+
+    @property
+    def normalisation(self) -> Normalisation:
+        """The input normalisation these fields describe."""
+        return Normalisation(
+            reference_line=self.norm_reference_line,
+            percentile=self.norm_percentile,
+            softening=self.norm_softening,
+            min_reference_pixels=self.norm_min_reference_pixels,
+        )
+
+    @property
+    def bottleneck_grid(self) -> int:
+        """Map side after the encoder's downsampling."""
+        return self.grid // 2 ** len(self.encoder_channels)
+
+    def to_dict(self) -> dict:
+        """JSON-safe fields (tuples become lists)."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        """Inverse of `to_dict`.
+
+        Raises
+        ------
+        ValueError
+            If ``values`` holds a key that is not a field (e.g. a config from another version).
+        """
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown ModelConfig fields {unknown}; known fields are {sorted(known)}"
+            )
+        return cls(**values)
+
+
+def masked_mse(reconstruction: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    """Mean squared error over the valid pixels only.
+
+    Parameters
+    ----------
+    reconstruction, target : Tensor, (B, T, H, W)
+    valid : Tensor of bool, (B, T, H, W)
+
+    Returns
+    -------
+    Tensor, ()
+        Sum of squared errors over valid pixels divided by their number (0 if there are none).
+        Invalid pixels contribute nothing, whatever their values.
+    """
+    squared = torch.where(valid, (reconstruction - target) ** 2, torch.zeros_like(target))
+    return squared.sum() / valid.sum().clamp_min(1)
+
+
+def per_galaxy_errors(
+    reconstruction: Tensor, target: Tensor, valid: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Squared-error sums and valid-pixel counts per galaxy and per line.
+
+    Returns
+    -------
+    sse_per_line, count_per_line : Tensor, (B, T)
+    sse_per_galaxy, count_per_galaxy : Tensor, (B,)
+    """
+    squared = torch.where(valid, (reconstruction - target) ** 2, torch.zeros_like(target))
+    sse_per_line = squared.sum(dim=(-2, -1))  # (B, T)
+    count_per_line = valid.sum(dim=(-2, -1))  # (B, T)
+    return sse_per_line, count_per_line, sse_per_line.sum(1), count_per_line.sum(1)
+
+
+def gaussian_kl(mean: Tensor, log_variance: Tensor) -> Tensor:
+    """KL(N(mean, exp(log_variance)) || N(0, 1)) per galaxy, summed over latent dimensions.
+
+    Parameters
+    ----------
+    mean, log_variance : Tensor, (B, D)
+
+    Returns
+    -------
+    Tensor, (B,)
+    """
+    return 0.5 * (mean**2 + log_variance.exp() - 1.0 - log_variance).sum(dim=1)
+
+
+class ConvLSTMAutoencoder(nn.Module):
+    """The 2DConvLSTM-AE / -vAE (see the module notes for the layer plan).
+
+    Parameters
+    ----------
+    config : ModelConfig
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        channels = config.encoder_channels
+        kernel = config.kernel_size
+        padding = kernel // 2
+        bottleneck_channels = channels[-1]
+        bottleneck_pixels = config.bottleneck_grid**2
+        flat_size = bottleneck_channels * bottleneck_pixels
+
+        # Encoder: stage k = per-map strided conv (C_{k-1} -> C_k, size / 2) + ConvLSTM(C_k -> C_k).
+        in_channels = (1,) + channels[:-1]
+        self.encoder_downsample = nn.ModuleList(
+            nn.Conv2d(c_in, c_out, kernel, stride=2, padding=padding)
+            for c_in, c_out in zip(in_channels, channels, strict=True)
+        )
+        self.encoder_lstm = nn.ModuleList(ConvLSTM(c, c, kernel) for c in channels)
+        latent_outputs = 2 * config.latent_dim if config.variant == "vae" else config.latent_dim
+        self.to_latent = nn.Linear(flat_size, latent_outputs)
+
+        # Decoder: the latent sets the initial state and the per-line input of the deepest
+        # ConvLSTM; stage k = ConvLSTM(C_k -> C_k) + per-map upsample x2 and conv (C_k -> C_{k-1}).
+        self.latent_to_state = nn.Linear(config.latent_dim, 2 * flat_size)
+        self.latent_to_input = nn.Linear(config.latent_dim, flat_size)
+        # Which line is being drawn: the decoder would otherwise have to count steps.
+        self.line_embedding = nn.Parameter(torch.zeros(config.n_lines, bottleneck_channels, 1, 1))
+        decoder_channels = tuple(reversed(channels))  # e.g. (32, 16)
+        self.decoder_lstm = nn.ModuleList(ConvLSTM(c, c, kernel) for c in decoder_channels)
+        out_channels = decoder_channels[1:] + (max(channels[0] // 2, 1),)
+        self.decoder_upsample = nn.ModuleList(
+            nn.Conv2d(c_in, c_out, kernel, padding=padding)
+            for c_in, c_out in zip(decoder_channels, out_channels, strict=True)
+        )
+        self.to_maps = nn.Conv2d(out_channels[-1], 1, kernel, padding=padding)
+
+    def get_num_params(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def _encode_distribution(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Latent mean (B, D) and, for the VAE, log-variance (B, D) of normalised cubes x."""
+        config = self.config
+        if x.dim() != 4 or tuple(x.shape[1:]) != (config.n_lines, config.grid, config.grid):
+            raise ValueError(
+                f"expected normalised cubes of shape (batch, {config.n_lines}, {config.grid}, "
+                f"{config.grid}), got {tuple(x.shape)}"
+            )
+        batch, steps = x.shape[:2]
+        sequence = x.unsqueeze(2)  # (B, T, 1, H, W)
+        for downsample, lstm in zip(self.encoder_downsample, self.encoder_lstm, strict=True):
+            frames = sequence.flatten(0, 1)  # (B*T, C_in, H, W)
+            frames = F.silu(downsample(frames))  # (B*T, C, H/2, W/2)
+            sequence = frames.unflatten(0, (batch, steps))  # (B, T, C, H/2, W/2)
+            sequence, (hidden, _) = lstm(sequence)
+        statistics = self.to_latent(hidden.flatten(1))  # (B, D) or (B, 2D)
+        if config.variant == "ae":
+            return statistics, None
+        mean, log_variance = statistics.chunk(2, dim=1)
+        # Bounded so that exp() can neither overflow nor collapse the noise to nothing.
+        return mean, log_variance.clamp(-12.0, 8.0)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Latent vectors of normalised cubes: the code (AE) or the posterior mean (VAE).
+
+        Parameters
+        ----------
+        x : Tensor, (B, T, H, W)
+
+        Returns
+        -------
+        Tensor, (B, D)
+        """
+        mean, _ = self._encode_distribution(x)
+        return mean
+
+    def decode(self, latent: Tensor) -> Tensor:
+        """Rebuild normalised cubes from latent vectors.
+
+        Parameters
+        ----------
+        latent : Tensor, (B, D)
+
+        Returns
+        -------
+        Tensor, (B, T, H, W)
+        """
+        config = self.config
+        batch = latent.shape[0]
+        steps = config.n_lines
+        side = config.bottleneck_grid
+        channels = config.encoder_channels[-1]
+        state = self.latent_to_state(latent).view(batch, 2 * channels, side, side)
+        hidden, cell = state.chunk(2, dim=1)  # (B, C, s, s) each
+        hidden = torch.tanh(hidden)  # a hidden state is an LSTM output, within (-1, 1)
+        drive = self.latent_to_input(latent).view(batch, 1, channels, side, side)
+        sequence = drive + self.line_embedding  # (B, T, C, s, s)
+        for index, (lstm, upsample) in enumerate(
+            zip(self.decoder_lstm, self.decoder_upsample, strict=True)
+        ):
+            sequence, _ = lstm(sequence, (hidden, cell) if index == 0 else None)
+            frames = sequence.flatten(0, 1)  # (B*T, C, s, s)
+            # Nearest upsampling then a convolution: no checkerboard artefacts of transposed convs.
+            frames = F.interpolate(frames, scale_factor=2.0, mode="nearest")
+            frames = F.silu(upsample(frames))  # (B*T, C_next, 2s, 2s)
+            sequence = frames.unflatten(0, (batch, steps))
+        maps = self.to_maps(sequence.flatten(0, 1))  # (B*T, 1, H, W)
+        return maps.view(batch, steps, config.grid, config.grid)
+
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Reconstruct normalised cubes and compute the losses.
+
+        Parameters
+        ----------
+        x : Tensor, (B, T, H, W)
+            Normalised cubes, invalid pixels 0 (see `manga_assets.model.normalise`).
+        valid : Tensor of bool, (B, T, H, W), optional
+            Pixels the loss counts; all of them if not given.
+
+        Returns
+        -------
+        reconstruction : Tensor, (B, T, H, W)
+        losses : dict of str to Tensor, each ()
+            ``recon``: mean squared error per valid pixel; ``kl``: for the VAE the KL divergence of
+            the posterior from N(0, I) per galaxy divided by the pixels of a cube (T*H*W), so that
+            ``recon + kl`` is the negative ELBO per pixel of a Gaussian likelihood of variance 1/2
+            (up to a constant), 0 for the AE; ``total``: ``recon + beta * kl``.
+
+        Notes
+        -----
+        In training mode the VAE decodes a sample of its posterior (reparameterisation trick); in
+        evaluation mode it decodes the posterior mean, so validation and inference are
+        deterministic.
+        """
+        mean, log_variance = self._encode_distribution(x)
+        if log_variance is None:
+            latent = mean
+            kl = x.new_zeros(())
+        else:
+            if self.training:
+                latent = mean + torch.randn_like(mean) * torch.exp(0.5 * log_variance)
+            else:
+                latent = mean
+            pixels_per_cube = math.prod(x.shape[1:])
+            kl = gaussian_kl(mean, log_variance).mean() / pixels_per_cube
+        reconstruction = self.decode(latent)
+        if valid is None:
+            valid = torch.ones_like(x, dtype=torch.bool)
+        recon = masked_mse(reconstruction, x, valid)
+        total = recon + self.config.beta * kl if log_variance is not None else recon
+        return reconstruction, {"recon": recon, "kl": kl, "total": total}
