@@ -17,3 +17,4 @@ MAPS_FILES_CODE_VERSION = "1"
 
 # A plate whose share of failed galaxies exceeds this fails the manifest check (a warning).
 MAX_FAILED_SHARE = 0.2
+VARIANTS = ("ae", "vae")

@@ -1,0 +1,255 @@
+"""Whole-sample analyses of each model's latent space, the AGN sample and the AGN report."""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from manga_assets.defs.constants import ANALYSIS, OWNER, REPORTS, VARIANTS
+from manga_assets.defs.io_managers import PRODUCT_PATH
+from manga_assets.defs.markdown import markdown_table
+from manga_assets.defs.resources import DataDirResource
+from manga_assets.sas.paths import PlateIFU
+
+ANALYSIS_CODE_VERSION = "1"
+
+
+class UmapConfig(dg.Config):
+    """UMAP of the latent vectors (umap-learn)."""
+
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    seed: int = 0
+
+
+class AnomalyConfig(dg.Config):
+    """Anomaly scores: k of the latent k-NN distance, trees of the isolation forest."""
+
+    k: int = 10
+    n_estimators: int = 200
+    seed: int = 0
+
+
+class NeighboursConfig(dg.Config):
+    """How many latent neighbours to keep per galaxy."""
+
+    k: int = 10
+
+
+def _table_asset_kwargs(variant: str, name: str, description: str) -> dict:
+    return {
+        "key": [variant, name],
+        "group_name": ANALYSIS,
+        "owners": [OWNER],
+        "kinds": {"parquet"},
+        "code_version": ANALYSIS_CODE_VERSION,
+        "description": description,
+        "metadata": {PRODUCT_PATH: f"{variant}/{name}.parquet"},
+        "io_manager_key": "products_io_manager",
+        "ins": {"latents": dg.AssetIn(key=[variant, "latent_table"])},
+    }
+
+
+def build_latent_space_assets(variant: str) -> list[dg.AssetsDefinition]:
+    """UMAP, anomaly scores and neighbour table of one model's latent space."""
+
+    @dg.asset(**_table_asset_kwargs(variant, "umap", f"2-D UMAP of the {variant} latents."))
+    def umap(config: UmapConfig, latents: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+        from manga_assets.analysis.embedding import umap_table
+
+        table = umap_table(
+            latents, n_neighbors=config.n_neighbors, min_dist=config.min_dist, seed=config.seed
+        )
+        return dg.Output(table, metadata={"galaxies": len(table), "seed": config.seed})
+
+    @dg.asset(
+        **_table_asset_kwargs(
+            variant, "anomaly_scores", f"How anomalous each galaxy is in the {variant} space."
+        )
+    )
+    def anomaly_scores(config: AnomalyConfig, latents: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+        from manga_assets.analysis.anomaly import anomaly_scores as score
+
+        table = score(latents, k=config.k, n_estimators=config.n_estimators, seed=config.seed)
+        top = table.sort_values("rank").head(20)
+        error_columns = [c for c in latents.columns if c.startswith("err_")]
+        top = top.merge(latents[["plateifu", *error_columns]], on="plateifu", how="left")
+        histogram = pd.cut(table["anomaly_score"], bins=10).value_counts(sort=False)
+        return dg.Output(
+            table,
+            metadata={
+                "galaxies": len(table),
+                "top_20": dg.MetadataValue.md(markdown_table(top.round(3))),
+                "score_histogram": dg.MetadataValue.md(
+                    markdown_table(
+                        pd.DataFrame(
+                            {
+                                "anomaly_score": histogram.index.astype(str),
+                                "galaxies": histogram.to_numpy(),
+                            }
+                        )
+                    )
+                ),  # fmt: skip
+            },
+        )
+
+    @dg.asset(
+        **_table_asset_kwargs(
+            variant, "neighbours", f"The k nearest galaxies of every galaxy in {variant} space."
+        )
+    )
+    def neighbours(config: NeighboursConfig, latents: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+        from manga_assets.analysis.neighbours import latent_neighbours
+
+        k = min(config.k, len(latents) - 1)
+        table = latent_neighbours(latents, k=k)
+        return dg.Output(table, metadata={"galaxies": len(latents), "k": k})
+
+    return [umap, anomaly_scores, neighbours]
+
+
+class AgnSampleConfig(dg.Config):
+    """Optional user AGN catalogue (CSV with a plateifu column, or FITS with PLATEIFU)."""
+
+    agn_catalog_path: str = ""
+    snr_min: float = 3.0
+
+
+@dg.asset(
+    group_name=ANALYSIS,
+    owners=[OWNER],
+    kinds={"parquet"},
+    code_version=ANALYSIS_CODE_VERSION,
+    metadata={PRODUCT_PATH: "agn_sample.parquet"},
+    io_manager_key="products_io_manager",
+)
+def agn_sample(
+    context: dg.AssetExecutionContext,
+    config: AgnSampleConfig,
+    catalog: pd.DataFrame,
+    line_cubes: dict[str, pd.DataFrame],
+    data_dir: DataDirResource,
+) -> dg.Output[pd.DataFrame]:
+    """BPT class of every galaxy's centre and whether it hosts an AGN, with the evidence."""
+    from manga_assets.analysis.agn import build_agn_sample
+    from manga_assets.analysis.bpt import classify_centre
+    from manga_assets.cubes.extract import read_cube
+
+    features = pd.concat(line_cubes.values(), ignore_index=True)
+    rows = []
+    for plateifu in features.loc[features["status"] == "ok", "plateifu"]:
+        cube = read_cube(data_dir.layout.cube(PlateIFU.parse(plateifu)))
+        centre = classify_centre(
+            cube.flux, cube.ivar, cube.mask, cube.lines, snr_min=config.snr_min
+        )
+        rows.append({"plateifu": plateifu, **centre.as_row()})
+    bpt_rows = pd.DataFrame(rows)
+    path = Path(config.agn_catalog_path) if config.agn_catalog_path else None
+    sample, unknown = build_agn_sample(bpt_rows, catalog, path)
+    if unknown:
+        context.log.warning(
+            f"{len(unknown)} plate-IFUs of the AGN catalogue {path} are not in the sample "
+            f"(skipped): {', '.join(unknown[:20])}"
+        )
+    sample = sample.merge(bpt_rows, on=["plateifu", "bpt_class"], how="left")
+    counts = sample["bpt_class"].value_counts()
+    return dg.Output(
+        sample,
+        metadata={
+            "galaxies": len(sample),
+            "agn": int(sample["is_agn"].sum()),
+            "bpt_classes": dg.MetadataValue.json({k: int(v) for k, v in counts.items()}),
+            "agn_by_source": dg.MetadataValue.json(
+                sample.loc[sample["is_agn"], "agn_source"].value_counts().to_dict()
+            ),
+            "unknown_catalogue_plateifus": len(unknown),
+        },
+    )
+
+
+class ReportConfig(dg.Config):
+    """The report; ``truth_table`` (a synthetic release's truth.parquet) adds an evaluation."""
+
+    truth_table: str = ""
+    n_gallery: int = 6
+
+
+def _report_ins() -> dict[str, dg.AssetIn]:
+    ins = {"agn_sample": dg.AssetIn(key="agn_sample")}
+    for variant in VARIANTS:
+        for name in ("umap", "anomaly_scores", "neighbours"):
+            ins[f"{variant}_{name}"] = dg.AssetIn(key=[variant, name])
+    return ins
+
+
+@dg.asset(
+    group_name=REPORTS,
+    owners=[OWNER],
+    kinds={"html"},
+    code_version=ANALYSIS_CODE_VERSION,
+    ins=_report_ins(),
+)
+def agn_report(
+    context: dg.AssetExecutionContext,
+    config: ReportConfig,
+    data_dir: DataDirResource,
+    agn_sample: pd.DataFrame,
+    ae_umap: pd.DataFrame,
+    ae_anomaly_scores: pd.DataFrame,
+    ae_neighbours: pd.DataFrame,
+    vae_umap: pd.DataFrame,
+    vae_anomaly_scores: pd.DataFrame,
+    vae_neighbours: pd.DataFrame,
+) -> dg.MaterializeResult:
+    """The AGN report: UMAPs, anomaly scores, the most anomalous AGN and their neighbours."""
+    from manga_assets.analysis.evaluation import evaluate
+    from manga_assets.analysis.report import write_report
+    from manga_assets.cubes.extract import read_cube
+
+    layout = data_dir.layout
+    agn = agn_sample
+    by_model = {
+        "umap": {"ae": ae_umap, "vae": vae_umap},
+        "anomaly_scores": {"ae": ae_anomaly_scores, "vae": vae_anomaly_scores},
+        "neighbours": {"ae": ae_neighbours, "vae": vae_neighbours},
+    }
+
+    evaluation = None
+    if config.truth_table:
+        truth = pd.read_parquet(config.truth_table)
+        evaluation = {v: evaluate(truth, by_model["anomaly_scores"][v], agn) for v in VARIANTS}
+
+    def load_cube(plateifu: str):
+        cube = read_cube(layout.cube(PlateIFU.parse(plateifu)))
+        return cube.flux, cube.ivar, cube.mask
+
+    written = write_report(
+        layout.reports,
+        umaps=by_model["umap"],
+        anomaly_scores=by_model["anomaly_scores"],
+        neighbours=by_model["neighbours"],
+        agn_sample=agn,
+        load_cube=load_cube,
+        evaluation=evaluation,
+        n_gallery=config.n_gallery,
+    )
+    metadata = {
+        "report": dg.MetadataValue.path(str(written.html_path)),
+        "figures": len(written.figure_paths),
+        "galaxies": len(agn),
+        "agn": int(agn["is_agn"].sum()),
+        "headline": dg.MetadataValue.md(
+            f"![UMAP of the latent spaces](data:image/png;base64,{written.thumbnail_png_base64})"
+        ),
+    }
+    if evaluation:
+        for variant, figures in evaluation.items():
+            for name in (
+                "anomaly_auc",
+                "anomaly_precision_at_k",
+                "seyfert_recall",
+                "agn_precision",
+            ):
+                metadata[f"{variant}_{name}"] = float(figures.get(name, float("nan")))
+        context.log.info(f"evaluation against the truth table: {evaluation}")
+    return dg.MaterializeResult(metadata=metadata)
