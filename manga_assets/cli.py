@@ -117,6 +117,27 @@ def command_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_neighbours(args: argparse.Namespace) -> int:
+    from manga_assets.analysis.neighbours import UnknownPlateIFUError, neighbours_of
+    from manga_assets.layout import DataLayout
+
+    path = DataLayout(_settings(args).data_dir).product(f"{args.model}/neighbours.parquet")
+    if not path.exists():
+        print(f"no neighbour table at {path}: run `manga-assets run` first", file=sys.stderr)
+        return 1
+    try:
+        table = neighbours_of(path, args.plateifu, args.k)
+    except (UnknownPlateIFUError, ValueError) as error:
+        print(f"manga-assets neighbours: {error}", file=sys.stderr)
+        return 2
+    print(f"nearest neighbours of {args.plateifu} in the {args.model} latent space:")
+    for row in table.itertuples(index=False):
+        print(
+            f"  {row.neighbour_rank:3d}  {row.neighbour_plateifu:<12} distance {row.distance:.4f}"
+        )
+    return 0
+
+
 def _add_release_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--release", default=os.environ.get("MANGA_RELEASE", "DR17"))
     parser.add_argument("--plates", type=int, default=4, help="plates to write")
@@ -157,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("dir")
     serve.add_argument("--port", type=int, default=8765)
     serve.set_defaults(handler=command_mirror_serve)
+    near = commands.add_parser("neighbours", help="latent nearest neighbours of a galaxy")
+    near.add_argument("plateifu")
+    near.add_argument("--model", choices=("ae", "vae"), default="vae")
+    near.add_argument("-k", type=int, default=10)
+    near.add_argument("--data-dir", help="data directory (default MANGA_DATA_DIR or ./data)")
+    near.set_defaults(handler=command_neighbours)
     return parser
 
 

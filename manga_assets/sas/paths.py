@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from manga_assets.sas.releases import Release
@@ -43,7 +43,8 @@ class PlateIFU:
         match = _PLATEIFU.match(str(text).strip())
         if match is None:
             raise ValueError(
-                f"{text!r} is not a MaNGA plate-IFU (expected '<plate>-<ifudesign>', e.g. '8485-1901')"
+                f"{text!r} is not a MaNGA plate-IFU "
+                "(expected '<plate>-<ifudesign>', e.g. '8485-1901')"
             )
         return cls(int(match["plate"]), int(match["ifu"]))
 
@@ -56,17 +57,36 @@ class PlateIFU:
         return self.ifu // 100
 
 
-@lru_cache(maxsize=4)
-def _sdss_path(release_name: str) -> Any:
-    os.environ.setdefault("SAS_BASE_DIR", os.path.join(tempfile.gettempdir(), "manga_assets_sas"))
-    from sdss_access import Path  # noqa: PLC0415 - global side effects, see module docstring
+_current: dict[str, Any] = {}
+_lock = threading.Lock()
 
-    return Path(release=release_name)
+
+def _sdss_path(release_name: str) -> Any:
+    """The sdss-access ``Path`` of ``release_name``.
+
+    A ``Path`` reads its release variables from ``os.environ`` when it builds a path, and creating
+    one rewrites them, so one ``Path`` is kept, and replaced whenever another release is asked
+    for. Callers hold ``_lock`` while they use it.
+    """
+    if _current.get("release") != release_name:
+        os.environ.setdefault(
+            "SAS_BASE_DIR", os.path.join(tempfile.gettempdir(), "manga_assets_sas")
+        )
+        from sdss_access import Path  # noqa: PLC0415 - global side effects, see module docstring
+
+        _current["release"], _current["path"] = release_name, Path(release=release_name)
+    return _current["path"]
+
+
+def _location(release: Release, template: str, **keys: Any) -> str:
+    with _lock:
+        return _sdss_path(release.name).location(template, **keys)
 
 
 def maps_location(release: Release, plateifu: PlateIFU, daptype: str | None = None) -> str:
     """SAS-relative path of a galaxy's DAP MAPS file ('dr17/manga/spectro/analysis/...')."""
-    return _sdss_path(release.name).location(
+    return _location(
+        release,
         "mangadap",
         plate=plateifu.plate,
         ifu=plateifu.ifu,
@@ -79,7 +99,7 @@ def maps_location(release: Release, plateifu: PlateIFU, daptype: str | None = No
 
 def drpall_location(release: Release) -> str:
     """SAS-relative path of the release's DRPall catalogue."""
-    return _sdss_path(release.name).location("drpall", drpver=release.drpver)
+    return _location(release, "drpall", drpver=release.drpver)
 
 
 def dapall_location(release: Release) -> str:

@@ -33,21 +33,9 @@ __all__ = ["ReleaseSummary", "SyntheticReleaseSpec", "build_release", "rewrite_g
 ProgressCallback = Callable[[int, int], None]
 
 
-def _in_release_tree(location: str, release: Release) -> str:
-    """``location`` under the release's own top folder ('dr17/...').
-
-    sdss-access keeps release variables in ``os.environ``; once a process has built paths for a
-    second release, templates of the first can expand under the other's top folder (e.g.
-    'dr15/manga/spectro/analysis/v3_1_1/...'). The versions in the rest of the path come from
-    explicit arguments and stay right, so only the first component is checked and restored.
-    """
-    top, _, rest = location.partition("/")
-    return location if top == release.sas_dir else f"{release.sas_dir}/{rest}"
-
-
 def maps_path(root: Path, release: Release, plateifu: PlateIFU) -> Path:
     """Where the MAPS file of ``plateifu`` (default DAPTYPE) lives under ``root``."""
-    return root / _in_release_tree(maps_location(release, plateifu), release)
+    return root / maps_location(release, plateifu)
 
 
 @dataclass(frozen=True)
@@ -168,8 +156,8 @@ def build_release(
         if progress is not None:
             progress(done, len(galaxies))
 
-    drpall_path = root / _in_release_tree(drpall_location(release), release)
-    dapall_path = root / _in_release_tree(dapall_location(release), release)
+    drpall_path = root / drpall_location(release)
+    dapall_path = root / dapall_location(release)
     truth_path = root / TRUTH_FILENAME
     write_drpall(drpall_path, galaxies, release)
     write_dapall(dapall_path, galaxies, measurements, release, n_lines)
