@@ -158,3 +158,20 @@ def test_any_directory_in_the_sas_layout_works(tmp_path):
         cube = read_cube(settings.data_dir / "products" / "cubes" / str(plateifu.plate)
                          / f"{plateifu}.npz")  # fmt: skip
         np.testing.assert_allclose(cube.flux[sii] / cube.flux[ha], 0.25, rtol=1e-6)
+
+
+def test_a_dr15_release_runs_with_its_own_layout(tmp_path):
+    from manga_assets.sas.mirror import MirrorServer
+    from manga_assets.settings import Settings
+    from manga_assets_tests.conftest import build_small_release
+
+    release = build_small_release(tmp_path / "dr15", release="DR15", n_plates=1)
+    with MirrorServer(release.root) as server:
+        settings = Settings(sas_url=server.url, release="DR15", data_dir=tmp_path / "data")
+        summary = run_pipeline(settings, instance=DagsterInstance.ephemeral(), log=lambda m: None)
+
+    assert summary.cubes >= 3 and summary.failed.empty
+    plateifu = pd.read_parquet(settings.data_dir / "products" / "catalog.parquet")["plateifu"][0]
+    assert "/dr15/manga/spectro/analysis/v2_4_3/2.2.1/HYB10-GAU-MILESHC/" in str(
+        next((settings.data_dir / "sas").rglob(f"manga-{plateifu}-MAPS-*.fits.gz"))
+    )
