@@ -43,6 +43,16 @@ def _print_summary(summary) -> None:
     print(f"  manifests  {summary.products / 'manifest'}/<plate>.parquet")
     print(f"  cubes      {summary.products / 'cubes'}/<plate>/<plateifu>.npz")
     print(f"  features   {summary.products / 'features'}/<plate>.parquet")
+    if summary.report:
+        print(f"  models     {summary.products / 'models'}/{{ae,vae}}/")
+        print(f"  latents    {summary.products}/{{ae,vae}}/latents.parquet (and umap, ")
+        print("             anomaly_scores, neighbours)")
+        print(f"  AGN        {summary.products / 'agn_sample.parquet'}")
+        print(f"\nreport: {summary.report}")
+    if summary.evaluation:
+        print("evaluation against the synthetic truth table:")
+        for name, value in sorted(summary.evaluation.items()):
+            print(f"  {name:<32} {value:.3f}")
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -50,7 +60,7 @@ def command_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     try:
-        summary = run_pipeline(settings, plates=args.plates, limit=args.limit)
+        summary = run_pipeline(settings, plates=args.plates, limit=args.limit, epochs=args.epochs)
     except RuntimeError as error:
         print(f"manga-assets run failed: {error}", file=sys.stderr)
         return 1
@@ -108,7 +118,9 @@ def command_demo(args: argparse.Namespace) -> int:
         print(f"serving the synthetic {settings.release} release at {server.url}")
         settings = replace(settings, sas_url=server.url)
         try:
-            summary = run_pipeline(settings)
+            summary = run_pipeline(
+                settings, epochs=args.epochs, truth_table=mirror_dir / "truth.parquet"
+            )
         except RuntimeError as error:
             print(f"demo failed: {error}", file=sys.stderr)
             return 1

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from manga_assets.defs.assets import acquisition
+from manga_assets.defs.assets import acquisition, analysis, model
 from manga_assets.defs.io_managers import ProductsIOManager
 from manga_assets.defs.jobs import catalog_job, plates_job
+from manga_assets.defs.model_io import ModelIOManager
 from manga_assets.defs.resources import DataDirResource, SasResource
 from manga_assets.defs.sensors import new_plates_sensor
 from manga_assets.settings import Settings
@@ -19,6 +20,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "sas": SasResource(sas_url=settings.sas_url, release=settings.release),
         "data_dir": DataDirResource(data_dir=data_dir),
         "products_io_manager": ProductsIOManager(data_dir=data_dir),
+        "model_io_manager": ModelIOManager(data_dir=data_dir),
     }
 
 
@@ -26,7 +28,16 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     """The code location for ``settings`` (default: from the environment)."""
     settings = settings or Settings.from_env()
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([acquisition]),
+        assets=[
+            acquisition.catalog,
+            acquisition.maps_files,
+            acquisition.line_cubes,
+            model.training_set,
+            *model.model_assets,
+            *analysis.latent_space_assets,
+            analysis.agn_sample,
+            analysis.agn_report,
+        ],
         asset_checks=dg.load_asset_checks_from_modules([acquisition]),
         jobs=[catalog_job, plates_job],
         sensors=[new_plates_sensor],

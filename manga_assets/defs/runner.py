@@ -15,10 +15,12 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from manga_assets.defs.constants import PLATES_PARTITION
+from manga_assets.defs.constants import PLATES_PARTITION, VARIANTS
 from manga_assets.defs.definitions import build_definitions
 from manga_assets.defs.sensors import batches, plate_range_tags
 from manga_assets.settings import Settings
+
+WHOLE_SAMPLE_ANALYSES = ("latent_table", "umap", "anomaly_scores", "neighbours")
 
 
 @dataclass
@@ -33,6 +35,8 @@ class RunSummary:
     cubes: int = 0
     extracted: int = 0
     failed: pd.DataFrame = field(default_factory=pd.DataFrame)
+    report: Path | None = None
+    evaluation: dict[str, float] = field(default_factory=dict)
 
 
 def instance_for(settings: Settings) -> dg.DagsterInstance:
@@ -49,10 +53,19 @@ def run_pipeline(
     *,
     plates: list[int] | None = None,
     limit: int | None = None,
+    epochs: int | None = None,
+    truth_table: Path | None = None,
+    acquisition_only: bool = False,
     instance: dg.DagsterInstance | None = None,
     log: Callable[[str], None] = print,
 ) -> RunSummary:
-    """Materialise the catalogue, then every plate's MAPS files and cubes, through Dagster."""
+    """Materialise the whole graph through Dagster.
+
+    One run fetches the catalogue; one run per batch of plates downloads MAPS files and extracts
+    cubes; one run builds the training set and trains both models; one run per batch of plates
+    embeds the galaxies; a last run makes the whole-sample analyses and the report.
+    ``truth_table`` (a synthetic release's truth.parquet) adds the evaluation to the report.
+    """
     instance = instance or instance_for(settings)
     defs = build_definitions(settings)
     job = defs.resolve_implicit_global_asset_job_def()
@@ -79,7 +92,8 @@ def run_pipeline(
     summary.galaxies, summary.plates = len(catalog), keys
 
     ordered = [k for k in instance.get_dynamic_partitions(PLATES_PARTITION) if k in set(keys)]
-    for batch in _contiguous_batches(ordered, instance):
+    plate_batches = _contiguous_batches(ordered, instance)
+    for batch in plate_batches:
         log(f"plates {batch[0]}..{batch[-1]} ({len(batch)} plates): MAPS files and cubes")
         execute(["maps_files", "line_cubes"], tags=plate_range_tags(batch[0], batch[-1]))
 
@@ -90,6 +104,35 @@ def run_pipeline(
     summary.cubes = int((table["status"] == "ok").sum())
     summary.extracted = int(((table["status"] == "ok") & ~table["reused"].astype(bool)).sum())
     summary.failed = table[table["status"] != "ok"][["plateifu", "status", "reason"]]
+    if acquisition_only:
+        return summary
+
+    training = {"epochs": epochs} if epochs else {}
+    log("training set and models" + (f" ({epochs} epochs each)" if epochs else ""))
+    execute(
+        ["training_set", *(f"{v}/model" for v in VARIANTS)],
+        run_config={"ops": {f"{v}__model": {"config": training} for v in VARIANTS}},
+    )
+    for batch in plate_batches:
+        log(f"plates {batch[0]}..{batch[-1]}: latents")
+        execute([f"{v}/latents" for v in VARIANTS], tags=plate_range_tags(batch[0], batch[-1]))
+    log("latent spaces, anomaly scores, neighbours, AGN sample and report")
+    report_config = {"truth_table": str(truth_table)} if truth_table else {}
+    result = execute(
+        [
+            *(f"{v}/{name}" for v in VARIANTS for name in WHOLE_SAMPLE_ANALYSES),
+            "agn_sample",
+            "agn_report",
+        ],
+        run_config={"ops": {"agn_report": {"config": report_config}}},
+    )
+    report_event = result.asset_materializations_for_node("agn_report")[-1]
+    summary.report = Path(str(report_event.metadata["report"].value))
+    summary.evaluation = {
+        key: value.value
+        for key, value in report_event.metadata.items()
+        if key.startswith(VARIANTS) and isinstance(value.value, float)
+    }
     return summary
 
 

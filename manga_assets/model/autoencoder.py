@@ -7,7 +7,7 @@ configuration (grid 32, ``encoder_channels=(16, 32)``)::
     x (B, T, H, W) -> (B, T, 1, 32, 32)
     encoder stage 1: per-map conv, stride 2 -> (B, T, 16, 16, 16) -> ConvLSTM(16 -> 16)
     encoder stage 2: per-map conv, stride 2 -> (B, T, 32, 8, 8)   -> ConvLSTM(32 -> 32)
-    last hidden state (B, 32, 8, 8) -> flatten -> linear -> latent (B, D)   [vae: mean, log-variance]
+    last hidden state (B, 32, 8, 8) -> flatten -> linear -> latent (B, D)  [vae: mean, log-var]
     latent -> linear -> the decoder's initial (h, c) at 8x8, and its per-line input
              (one map from the latent plus a learned embedding of the line)
     decoder stage 2: ConvLSTM(32 -> 32) at 8x8; per-map conv (32 -> 4*16) + pixel shuffle
@@ -26,7 +26,6 @@ its losses in one call, so training, validation and inference share one code pat
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -63,7 +62,12 @@ class ModelConfig:
     latent_dim : int
         Size D of the latent vector (default 32).
     beta : float
-        Weight of the KL term of the VAE loss (default 1); ignored by the AE.
+        Weight of the KL term of the VAE loss (default 1: the ELBO); ignored by the AE.
+    vae_sigma : float
+        Standard deviation of the VAE's Gaussian likelihood, in normalised units (default 0.1):
+        the exchange rate between squared error and KL. The loss is the negative ELBO per pixel
+        times 2 sigma^2, i.e. ``recon + beta * kl * 2 sigma^2 / (T H W)``. With sigma = 0.7 (the
+        implicit choice of an unweighted MSE + KL) the VAE ignored its latent on the test data.
     norm_reference_line, norm_percentile, norm_softening, norm_min_reference_pixels
         The input normalisation (see `manga_assets.model.normalise.Normalisation`).
     """
@@ -76,9 +80,10 @@ class ModelConfig:
     kernel_size: int = 3
     latent_dim: int = 32
     beta: float = 1.0
+    vae_sigma: float = 0.1
     norm_reference_line: str = "Ha-6564"
     norm_percentile: float = 99.0
-    norm_softening: float = 0.05
+    norm_softening: float = 0.2
     norm_min_reference_pixels: int = 5
 
     def __post_init__(self) -> None:
@@ -107,6 +112,8 @@ class ModelConfig:
             raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
         if self.beta < 0:
             raise ValueError(f"beta must not be negative, got {self.beta}")
+        if not self.vae_sigma > 0:
+            raise ValueError(f"vae_sigma must be positive, got {self.vae_sigma}")
         self.normalisation  # validates the normalisation fields  # noqa: B018
 
     @property
@@ -118,6 +125,13 @@ class ModelConfig:
             softening=self.norm_softening,
             min_reference_pixels=self.norm_min_reference_pixels,
         )
+
+    @property
+    def kl_weight(self) -> float:
+        """Weight of the per-galaxy KL (nats) in the per-pixel total loss; 0 for the AE."""
+        if self.variant != "vae":
+            return 0.0
+        return self.beta * 2.0 * self.vae_sigma**2 / (self.n_lines * self.grid * self.grid)
 
     @property
     def bottleneck_grid(self) -> int:
@@ -197,6 +211,25 @@ def gaussian_kl(mean: Tensor, log_variance: Tensor) -> Tensor:
     return 0.5 * (mean**2 + log_variance.exp() - 1.0 - log_variance).sum(dim=1)
 
 
+def _init_weights(module: nn.Module) -> None:
+    """Variance-preserving initialisation (He et al. 2015).
+
+    With torch's default (uniform, a third of the variance of He's), the difference between two
+    galaxies shrank by about 100x through the encoder and another 100x through the decoder, and
+    training sat on the mean-map plateau for hundreds of steps before the latent carried anything.
+    """
+    if isinstance(module, ConvLSTM):
+        # Gates are close to linear at initialisation: unit gain keeps the input's scale.
+        nn.init.kaiming_normal_(module.conv.weight, nonlinearity="linear")
+        nn.init.zeros_(module.conv.bias)
+        module.conv.bias.data[module.hidden_channels : 2 * module.hidden_channels] = 1.0
+    elif isinstance(module, nn.Conv2d | nn.Linear):
+        # nn.Module.apply visits children first, so a ConvLSTM's own conv is set here and then
+        # overwritten by the branch above.
+        nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        nn.init.zeros_(module.bias)
+
+
 class ConvLSTMAutoencoder(nn.Module):
     """The 2DConvLSTM-AE / -vAE (see the module notes for the layer plan).
 
@@ -242,6 +275,17 @@ class ConvLSTMAutoencoder(nn.Module):
             nn.Conv2d(c_in, 4 * c_out, kernel, padding=padding)
             for c_in, c_out in zip(decoder_channels, out_channels, strict=True)
         )
+        # The decoder draws the difference from a per-line mean map. Training initialises it to
+        # the mean training map (`set_mean_maps`), so the model starts at the mean-map baseline
+        # and its capacity goes into what distinguishes galaxies; from zeros, the first hundreds
+        # of steps were spent learning the average galaxy.
+        self.mean_maps = nn.Parameter(torch.zeros(config.n_lines, config.grid, config.grid))
+        self.apply(_init_weights)
+        if config.variant == "vae":
+            # Start with posterior noise (std e^-3 = 0.05) well below the spread of the means:
+            # at unit variance the noise swamped the code and the decoder learnt to ignore it.
+            with torch.no_grad():
+                self.to_latent.bias[config.latent_dim :].fill_(-6.0)
 
     def get_num_params(self) -> int:
         """Number of trainable parameters."""
@@ -314,7 +358,13 @@ class ConvLSTMAutoencoder(nn.Module):
             if index < last:
                 frames = F.silu(frames)
             sequence = frames.unflatten(0, (batch, steps))  # (B, T, C_next, 2s, 2s)
-        return sequence.view(batch, steps, config.grid, config.grid)  # C_next = 1 at the end
+        maps = sequence.view(batch, steps, config.grid, config.grid)  # C_next = 1 at the end
+        return maps + self.mean_maps  # (B, T, H, W)
+
+    @torch.no_grad()
+    def set_mean_maps(self, mean_maps: Tensor) -> None:
+        """Set the per-line mean maps (T, H, W) the decoder's output is added to."""
+        self.mean_maps.copy_(torch.as_tensor(mean_maps, dtype=self.mean_maps.dtype))
 
     def forward(self, x: Tensor, valid: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Reconstruct normalised cubes and compute the losses.
@@ -330,10 +380,10 @@ class ConvLSTMAutoencoder(nn.Module):
         -------
         reconstruction : Tensor, (B, T, H, W)
         losses : dict of str to Tensor, each ()
-            ``recon``: mean squared error per valid pixel; ``kl``: for the VAE the KL divergence of
-            the posterior from N(0, I) per galaxy divided by the pixels of a cube (T*H*W), so that
-            ``recon + kl`` is the negative ELBO per pixel of a Gaussian likelihood of variance 1/2
-            (up to a constant), 0 for the AE; ``total``: ``recon + beta * kl``.
+            ``recon``: mean squared error per valid pixel; ``kl``: for the VAE, the KL divergence
+            of the posterior from N(0, I) in nats, averaged over the galaxies, 0 for the AE;
+            ``total``: ``recon + config.kl_weight * kl``, the VAE's negative ELBO per pixel scaled
+            by 2 sigma^2 (see `ModelConfig`).
 
         Notes
         -----
@@ -350,11 +400,10 @@ class ConvLSTMAutoencoder(nn.Module):
                 latent = mean + torch.randn_like(mean) * torch.exp(0.5 * log_variance)
             else:
                 latent = mean
-            pixels_per_cube = math.prod(x.shape[1:])
-            kl = gaussian_kl(mean, log_variance).mean() / pixels_per_cube
+            kl = gaussian_kl(mean, log_variance).mean()
         reconstruction = self.decode(latent)
         if valid is None:
             valid = torch.ones_like(x, dtype=torch.bool)
         recon = masked_mse(reconstruction, x, valid)
-        total = recon + self.config.beta * kl if log_variance is not None else recon
+        total = recon + self.config.kl_weight * kl if log_variance is not None else recon
         return reconstruction, {"recon": recon, "kl": kl, "total": total}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import shutil
 import uuid
 from pathlib import Path
@@ -102,14 +103,22 @@ def load_state_file(path: Path, what_to_do: str) -> dict:
         raise CheckpointError(f"{path} does not exist; {what_to_do}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for truncated or foreign files
+    except pickle.UnpicklingError as error:
+        # torch's own message suggests weights_only=False, which would run arbitrary code.
         raise CheckpointError(
-            f"{path} is corrupted or not a weights-only torch file "
-            f"({type(error).__name__}: {error}); {what_to_do}"
+            f"{path} is corrupted or holds pickled objects rather than plain tensors (refused by "
+            f"weights-only loading); {what_to_do}"
+        ) from error
+    except Exception as error:  # torch raises many types for truncated or foreign files
+        first_line = (str(error).splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"{path} is corrupted or truncated ({type(error).__name__}: {first_line}); {what_to_do}"
         ) from error
 
 
-def load_model(model_dir: Path | str, device: str = "cpu") -> tuple[ConvLSTMAutoencoder, ModelConfig]:
+def load_model(
+    model_dir: Path | str, device: str = "cpu"
+) -> tuple[ConvLSTMAutoencoder, ModelConfig]:
     """Rebuild a model saved by `save_model`, in evaluation mode.
 
     Parameters

@@ -292,9 +292,7 @@ def build_training_set(
         del flux_out, valid_out
         if not rows:
             reasons = "; ".join(f"{cube.plateifu}: {cube.reason}" for cube in excluded[:10])
-            raise TrainingSetError(
-                f"none of the {n_max} cubes is usable for training ({reasons})"
-            )
+            raise TrainingSetError(f"none of the {n_max} cubes is usable for training ({reasons})")
         if len(rows) < n_max:
             _truncate_rows(tmp_dir, "flux.npy", len(rows))
             _truncate_rows(tmp_dir, "valid.npy", len(rows))

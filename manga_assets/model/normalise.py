@@ -42,15 +42,17 @@ class Normalisation:
         Percentile (0-100) of those pixels that becomes 1 after scaling (default 99: robust to a
         few hot pixels, close to the peak).
     softening : float
-        Softening a of the asinh stretch, in units of the scale (default 0.05: linear below about
-        5 % of the scale).
+        Softening a of the asinh stretch, in units of the scale (default 0.2: linear below about
+        20 % of the scale, logarithmic above). Smaller values give faint lines more weight but
+        amplify their noise by up to 1/a relative to the bright pixels, and noise no model can
+        reproduce then dominates the loss.
     min_reference_pixels : int
         Fewest valid positive reference-line pixels for the reference line to be used (default 5).
     """
 
     reference_line: str = "Ha-6564"
     percentile: float = 99.0
-    softening: float = 0.05
+    softening: float = 0.2
     min_reference_pixels: int = 5
 
     def __post_init__(self) -> None:

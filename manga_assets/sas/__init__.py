@@ -1,1 +1,1 @@
-"""Where MaNGA files live and how they arrive: releases, SAS paths, HTTP transfer, the mirror server."""
+"""Where MaNGA files live and how they arrive: releases, SAS paths, transfer, the mirror."""

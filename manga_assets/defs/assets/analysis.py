@@ -253,3 +253,8 @@ def agn_report(
                 metadata[f"{variant}_{name}"] = float(figures.get(name, float("nan")))
         context.log.info(f"evaluation against the truth table: {evaluation}")
     return dg.MaterializeResult(metadata=metadata)
+
+
+latent_space_assets = [
+    asset for variant in VARIANTS for asset in build_latent_space_assets(variant)
+]

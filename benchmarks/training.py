@@ -1,0 +1,179 @@
+"""Training throughput and peak memory of the ConvLSTM AE and VAE on 9,000 synthetic galaxies.
+
+Writes N synthetic 32x32 cubes (numpy) into a temporary directory, builds the training set with
+`build_training_set`, then runs `train_model` for each variant with the default model
+configuration and reports, per variant: training galaxies/s over the epoch (augmentation and
+memmap reads included), the epoch's wall time with validation, peak resident memory (sampled) and
+on CUDA peak allocated memory, the model's FLOPs per galaxy (forward + backward, counted by
+torch.utils.flop_counter) and the achieved FLOP/s as a ratio of a 4096x4096 matmul timed in this
+process (float32 on CPU, bfloat16 with --bf16).
+
+By default one full epoch is timed. ``--epochs 2`` times two and reports the second (use it with
+--compile, whose first epoch includes compilation). ``--galaxies`` trades fidelity for time.
+
+Usage:
+    python benchmarks/training.py                       # CPU, eager, AE and VAE, 9000 galaxies
+    python benchmarks/training.py --compile             # CPU with compiled ConvLSTM steps
+    python benchmarks/training.py --device cuda --bf16 --compile --epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for manga_assets_tests
+
+from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig  # noqa: E402
+from manga_assets.model.dataset import build_training_set  # noqa: E402
+from manga_assets.model.train import TrainConfig, train_model  # noqa: E402
+from manga_assets_tests.test_model.cubes import write_cubes  # noqa: E402
+
+
+class PeakMemory:
+    """Peak resident set size of this process, sampled every 20 ms in a background thread."""
+
+    def __init__(self) -> None:
+        self.process = psutil.Process()
+        self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> PeakMemory:
+        self.start = self.process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+    n = 4096
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    inner = 1 if device.type == "cpu" else 50
+    for _ in range(2):
+        a @ b
+    synchronize(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            a @ b
+        synchronize(device)
+        best = min(best, (time.perf_counter() - start) / inner)
+    return 2 * n**3 / best
+
+
+def flops_per_galaxy(config: ModelConfig, batch: int = 8) -> float:
+    """Convolution and matmul FLOPs of one training step (forward + backward), per galaxy."""
+    model = ConvLSTMAutoencoder(config)
+    x = torch.randn(batch, config.n_lines, config.grid, config.grid) * 0.3
+    with FlopCounterMode(display=False) as counter:
+        _, losses = model(x)
+        losses["total"].backward()
+    return counter.get_total_flops() / batch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--galaxies", type=int, default=9000)
+    parser.add_argument("--variants", nargs="+", default=["ae", "vae"], choices=["ae", "vae"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA)")
+    parser.add_argument("--compile", action="store_true", help="TrainConfig.compile")
+    parser.add_argument("--epochs", type=int, default=1, help="time the last of these epochs")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary dir")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(
+        f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+        f"bf16 {args.bf16}, compile {args.compile}, {args.galaxies} galaxies, "
+        f"batch {args.batch_size}"
+    )
+    with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
+        root = Path(workdir)
+        started = time.perf_counter()
+        cubes = write_cubes(root, args.galaxies, grid=32, seed=0)
+        written = time.perf_counter()
+        summary = build_training_set(cubes, root / "training_set", grid=32, seed=0)
+        built = time.perf_counter()
+        print(
+            f"wrote {args.galaxies} cubes in {written - started:.1f} s; training set "
+            f"({summary.n_train} train / {summary.n_val} val) built in {built - written:.1f} s"
+        )
+        for path in (root / "cubes").rglob("*.npz"):  # free the disk and page cache
+            path.unlink()
+
+        dtype = torch.bfloat16 if args.bf16 else torch.float32
+        matmul = matmul_flops_per_second(device, dtype)
+        print(f"4096x4096 {str(dtype).removeprefix('torch.')} matmul: {matmul / 1e9:.1f} GFLOP/s")
+        print(
+            f"\n{'variant':8s} {'params':>8s} {'gal/s':>8s} {'epoch s':>8s} {'GFLOP/gal':>10s} "
+            f"{'GFLOP/s':>8s} {'/matmul':>8s} {'peak RSS':>9s} {'+RSS':>8s} {'peak GPU':>9s} "
+            f"{'val/base':>9s}"
+        )
+        for variant in args.variants:
+            model_config = ModelConfig(variant=variant)
+            train_config = TrainConfig(
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                device=str(device),
+                num_threads=args.threads,
+                compile=args.compile,
+                bf16=args.bf16,
+                patience=args.epochs + 1,
+            )
+            flops = flops_per_galaxy(model_config)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            with PeakMemory() as memory:
+                result = train_model(
+                    model_config, train_config, root / "training_set", root / f"ck_{variant}"
+                )
+            last = result.history[-1]
+            rate = last["galaxies_per_second"]
+            gpu_peak = (
+                f"{torch.cuda.max_memory_allocated() / 2**30:8.2f}G"
+                if device.type == "cuda"
+                else f"{'-':>9s}"
+            )
+            print(
+                f"{variant:8s} {result.n_parameters:8d} {rate:8.1f} {last['seconds']:8.1f} "
+                f"{flops / 1e9:10.2f} {flops * rate / 1e9:8.1f} {flops * rate / matmul:8.2f} "
+                f"{memory.peak / 2**30:8.2f}G {(memory.peak - memory.start) / 2**30:7.2f}G "
+                f"{gpu_peak} {last['val_recon'] / result.baseline_val_loss:9.3f}"
+            )
+    print(
+        "\ngal/s: training galaxies per second over the timed epoch (memmap reads and augmentation"
+        " included, validation excluded); epoch s: the epoch with validation; +RSS: peak RSS"
+        " above the RSS before training (the memory-mapped training set's pages count in RSS)."
+    )
+
+
+if __name__ == "__main__":
+    main()

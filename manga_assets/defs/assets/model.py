@@ -1,0 +1,300 @@
+"""The model group: the training set, the two ConvLSTM autoencoders, and per-plate latents."""
+
+import base64
+import io
+import os
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from manga_assets.defs.constants import MODEL, OWNER, PLATES_PER_RUN, VARIANTS
+from manga_assets.defs.io_managers import PRODUCT_PATH
+from manga_assets.defs.markdown import markdown_table
+from manga_assets.defs.model_io import TrainedModel
+from manga_assets.defs.partitions import plate_partitions
+from manga_assets.defs.resources import DataDirResource
+from manga_assets.sas.paths import PlateIFU
+
+TRAINING_SET_CODE_VERSION = "1"
+MODEL_CODE_VERSION = "1"
+LATENTS_CODE_VERSION = "1"
+TRAINING_SET_DIR = "training_set"
+# A model must reconstruct validation galaxies at least this much better than the mean-map
+# baseline (validation loss <= ratio x baseline loss).
+MAX_LOSS_RATIO_TO_BASELINE = 0.5
+
+
+class TrainingSetConfig(dg.Config):
+    """The seeded train/validation split."""
+
+    seed: int = 0
+    val_fraction: float = 0.15
+
+
+def _usable_cubes(line_cubes: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    features = pd.concat(line_cubes.values(), ignore_index=True)
+    return features[features["status"] == "ok"].sort_values("plateifu").reset_index(drop=True)
+
+
+@dg.asset(
+    group_name=MODEL,
+    owners=[OWNER],
+    kinds={"numpy"},
+    code_version=TRAINING_SET_CODE_VERSION,
+)
+def training_set(
+    context: dg.AssetExecutionContext,
+    config: TrainingSetConfig,
+    line_cubes: dict[str, pd.DataFrame],
+    data_dir: DataDirResource,
+) -> dg.MaterializeResult:
+    """Every cube, normalised for the network, in one memory-mapped array with a split index."""
+    from manga_assets.model.dataset import build_training_set
+
+    layout = data_dir.layout
+    cubes = _usable_cubes(line_cubes)
+    summary = build_training_set(
+        ((p, layout.cube(PlateIFU.parse(p))) for p in cubes["plateifu"]),
+        layout.products / TRAINING_SET_DIR,
+        seed=config.seed,
+        val_fraction=config.val_fraction,
+        log=context.log.info,
+    )
+    excluded = pd.DataFrame(
+        [{"plateifu": e.plateifu, "reason": e.reason} for e in summary.excluded],
+        columns=["plateifu", "reason"],
+    )
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(summary.fingerprint[:16]),
+        metadata={
+            **summary.to_metadata(),
+            "path": dg.MetadataValue.path(str(summary.path)),
+            "excluded": len(excluded),
+            "excluded_cubes": dg.MetadataValue.md(markdown_table(excluded)),
+        },
+    )
+
+
+class ModelTrainingConfig(dg.Config):
+    """Hyper-parameters of one autoencoder; every field reaches the model or the trainer."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    latent_dim: int = 32
+    beta: float = 1.0
+    seed: int = 0
+    patience: int = 5
+    device: str = "auto"
+
+
+def step_threads() -> int:
+    """Torch threads for one step: ``MANGA_TORCH_THREADS``, else the CPUs this process may use.
+
+    Capping matters when several steps run at once (the multiprocess executor): each would
+    otherwise start one thread per core and they would fight over the cores.
+    """
+    configured = os.environ.get("MANGA_TORCH_THREADS")
+    if configured:
+        return max(1, int(configured))
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def _loss_curve_markdown(history: pd.DataFrame) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.0, 2.6), dpi=80)
+    axes = figure.subplots()
+    for column, label in (("train_recon", "train"), ("val_recon", "validation")):
+        axes.plot(history["epoch"], history[column], marker="o", markersize=3, label=label)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("reconstruction loss")
+    axes.set_yscale("log")
+    axes.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return f"![loss curve](data:image/png;base64,{encoded})"
+
+
+def build_model_asset(variant: str) -> dg.AssetsDefinition:
+    """The ``{variant}/model`` asset: a trained ConvLSTM autoencoder of that variant."""
+    check_name = "beats_mean_map_baseline"
+
+    @dg.asset(
+        key=[variant, "model"],
+        group_name=MODEL,
+        owners=[OWNER],
+        kinds={"pytorch"},
+        code_version=MODEL_CODE_VERSION,
+        deps=["training_set"],
+        io_manager_key="model_io_manager",
+        description=f"The trained 2DConvLSTM-{'vAE' if variant == 'vae' else 'AE'}.",
+        check_specs=[dg.AssetCheckSpec(check_name, asset=[variant, "model"], blocking=True)],
+    )
+    def model(
+        context: dg.AssetExecutionContext, config: ModelTrainingConfig, data_dir: DataDirResource
+    ):
+        from manga_assets.model.autoencoder import ModelConfig
+        from manga_assets.model.train import TrainConfig, train_model
+
+        layout = data_dir.layout
+        model_config = ModelConfig(variant=variant, latent_dim=config.latent_dim, beta=config.beta)
+        train_config = TrainConfig(
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            seed=config.seed,
+            patience=config.patience,
+            device=config.device,
+            num_threads=step_threads(),
+        )
+        result = train_model(
+            model_config,
+            train_config,
+            layout.products / TRAINING_SET_DIR,
+            layout.products / "checkpoints" / variant,
+            log=context.log.info,
+        )
+        history = pd.DataFrame(result.history)
+        ratio = result.best_val_recon / result.baseline_val_loss
+        yield dg.Output(
+            TrainedModel(result.model, model_config, result.metrics()),
+            metadata={
+                "device": result.device,
+                "parameters": result.n_parameters,
+                "epochs_run": len(history),
+                "best_epoch": result.best_epoch,
+                "best_val_recon": result.best_val_recon,
+                "baseline_val_loss": result.baseline_val_loss,
+                "training_seconds": result.wall_seconds,
+                "galaxies_per_second": result.galaxies_per_second,
+                "train_galaxies": result.n_train,
+                "val_galaxies": result.n_val,
+                "stopped_early": result.stopped_early,
+                "resumed_from_epoch": result.resumed_from_epoch or 0,
+                "losses": dg.MetadataValue.md(markdown_table(history.round(5))),
+                "loss_curve": dg.MetadataValue.md(_loss_curve_markdown(history)),
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name=check_name,
+            passed=bool(ratio <= MAX_LOSS_RATIO_TO_BASELINE),
+            metadata={
+                "val_recon_loss": result.best_val_recon,
+                "baseline_val_loss": result.baseline_val_loss,
+                "ratio": ratio,
+                "max_ratio": MAX_LOSS_RATIO_TO_BASELINE,
+            },
+        )
+
+    return model
+
+
+def build_latents_asset(variant: str) -> dg.AssetsDefinition:
+    """The ``{variant}/latents`` asset: every galaxy of a plate embedded by the trained model."""
+
+    @dg.asset(
+        key=[variant, "latents"],
+        group_name=MODEL,
+        owners=[OWNER],
+        kinds={"parquet"},
+        code_version=LATENTS_CODE_VERSION,
+        partitions_def=plate_partitions,
+        backfill_policy=dg.BackfillPolicy.multi_run(PLATES_PER_RUN),
+        ins={"model": dg.AssetIn([variant, "model"]), "line_cubes": dg.AssetIn("line_cubes")},
+        metadata={PRODUCT_PATH: f"{variant}/latents/{{partition}}.parquet"},
+        io_manager_key="products_io_manager",
+        description=f"Latent vector and reconstruction errors of every galaxy ({variant}).",
+    )
+    def latents(
+        context: dg.AssetExecutionContext,
+        model: TrainedModel,
+        line_cubes: dict[str, pd.DataFrame],
+        data_dir: DataDirResource,
+    ) -> dg.Output[dict[str, pd.DataFrame]]:
+        import torch
+
+        from manga_assets.cubes.extract import read_cube
+        from manga_assets.model.inference import embed
+
+        torch.set_num_threads(step_threads())
+        layout = data_dir.layout
+        tables, skipped = {}, []
+        for plate, features in line_cubes.items():
+            usable = features[(features["status"] == "ok") & (features["n_valid_pixels"] > 0)]
+            skipped += features.loc[~features.index.isin(usable.index), "plateifu"].tolist()
+            plateifus = usable["plateifu"].tolist()
+            cubes = [read_cube(layout.cube(PlateIFU.parse(p))) for p in plateifus]
+            tables[plate] = _latent_table(embed, model, plateifus, cubes)
+        every = pd.concat(tables.values(), ignore_index=True)
+        return dg.Output(
+            tables,
+            metadata={
+                "galaxies": len(every),
+                "without_cube": len(skipped),
+                "median_recon_error": float(every["recon_error"].median()) if len(every) else 0.0,
+            },
+        )
+
+    return latents
+
+
+def _latent_table(embed, model: TrainedModel, plateifus: list[str], cubes: list) -> pd.DataFrame:
+    config = model.config
+    columns = ["plateifu", *(f"z{i:02d}" for i in range(config.latent_dim)), "recon_error"]
+    columns += [f"err_{line}" for line in config.line_names]
+    if not cubes:
+        return pd.DataFrame(columns=columns)
+    result = embed(
+        model.model,
+        config,
+        np.stack([c.flux for c in cubes]),
+        np.stack([c.ivar for c in cubes]),
+        np.stack([c.mask for c in cubes]),
+        lines=cubes[0].lines,
+        plateifus=plateifus,
+    )
+    table = pd.DataFrame(result.latents, columns=columns[1 : 1 + config.latent_dim])
+    table.insert(0, "plateifu", plateifus)
+    table["recon_error"] = result.recon_error
+    for index, line in enumerate(config.line_names):
+        table[f"err_{line}"] = result.recon_error_per_line[:, index]
+    return table
+
+
+def build_latent_table_asset(variant: str) -> dg.AssetsDefinition:
+    """``{variant}/latent_table``: the latents of every plate in one table."""
+
+    @dg.asset(
+        key=[variant, "latent_table"],
+        group_name=MODEL,
+        owners=[OWNER],
+        kinds={"parquet"},
+        code_version=LATENTS_CODE_VERSION,
+        ins={"latents": dg.AssetIn([variant, "latents"])},
+        metadata={PRODUCT_PATH: f"{variant}/latents.parquet"},
+        io_manager_key="products_io_manager",
+        description=f"The {variant} latents of all plates, gathered.",
+    )
+    def latent_table(latents: dict[str, pd.DataFrame]) -> dg.Output[pd.DataFrame]:
+        table = pd.concat(latents.values(), ignore_index=True).sort_values("plateifu")
+        return dg.Output(table.reset_index(drop=True), metadata={"galaxies": len(table)})
+
+    return latent_table
+
+
+model_assets = [
+    asset
+    for variant in VARIANTS
+    for asset in (
+        build_model_asset(variant),
+        build_latents_asset(variant),
+        build_latent_table_asset(variant),
+    )
+]

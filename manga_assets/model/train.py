@@ -1,0 +1,584 @@
+"""Training: a function from (model config, train config, training set, checkpoint dir) to a model.
+
+The loop is deliberately plain (nanoGPT's ``train.py`` without the globals): Adam on the masked
+reconstruction loss (+ beta KL for the VAE), random sky symmetries as augmentation, a full pass over
+the validation split after every epoch, early stopping on the validation loss, and a checkpoint
+written atomically after every epoch. Calling `train_model` again with the same configurations and
+the same training set resumes from that checkpoint; each epoch draws its shuffling, augmentation and
+VAE noise from generators seeded by (seed, epoch), so a resumed run repeats the epochs an
+uninterrupted run would have made.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from manga_assets.model.augment import random_dihedral
+from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig, per_galaxy_errors
+from manga_assets.model.checkpoint import (
+    CheckpointError,
+    json_safe,
+    load_state_file,
+    load_weights,
+    unwrap,
+)
+from manga_assets.model.convlstm import set_compiled_steps
+from manga_assets.model.dataset import (
+    GalaxyMapsDataset,
+    TrainingSet,
+    TrainingSetError,
+    make_loader,
+    open_training_set,
+)
+
+CHECKPOINT_FILE = "training_state.pt"
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. non-finite inputs or losses); the message names the galaxies."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (nothing about the architecture).
+
+    Parameters
+    ----------
+    epochs : int
+        Most passes over the training split (default 30).
+    batch_size : int
+        Galaxies per optimisation step (default 32).
+    learning_rate : float
+        Adam step size (default 1e-3).
+    weight_decay : float
+        Decoupled weight decay (AdamW, default 0).
+    grad_clip : float
+        Largest gradient norm; 0 disables clipping (default 1: LSTMs can have rare large steps).
+    seed : int
+        Seeds the weights, shuffling, augmentation and VAE noise (default 0).
+    device : str
+        "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N".
+    patience : int
+        Stop after this many epochs without a better validation loss (default 5).
+    min_delta : float
+        Smallest decrease of the validation loss that counts as better (default 0).
+    num_threads : int or None
+        Torch CPU threads during training (restored afterwards); None keeps the current setting.
+    augment : bool
+        Apply a random one of the 8 sky symmetries to every training batch (default True).
+    compile : bool
+        CPU: run the ConvLSTM gate arithmetic as compiled kernels; CUDA: ``torch.compile`` the
+        whole model. Needs a C++ compiler or Triton (default False).
+    bf16 : bool
+        bfloat16 autocast for the forward pass (CUDA; default False).
+    """
+
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    patience: int = 5
+    min_delta: float = 0.0
+    num_threads: int | None = None
+    augment: bool = True
+    compile: bool = False
+    bf16: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError(
+                f"epochs, batch_size and patience must be positive, got {self.epochs}, "
+                f"{self.batch_size}, {self.patience}"
+            )
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads must be positive or None, got {self.num_threads}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def resume_key(self) -> dict:
+        """The fields that must match for a checkpoint to be resumed.
+
+        Epochs, patience, device, threads and compilation may change between runs: they do not
+        change what the finished epochs computed.
+        """
+        values = self.to_dict()
+        for name in ("epochs", "patience", "min_delta", "device", "num_threads", "compile"):
+            values.pop(name)
+        return values
+
+
+@dataclass
+class TrainResult:
+    """What `train_model` produced.
+
+    Attributes
+    ----------
+    model : ConvLSTMAutoencoder
+        The weights of the best epoch, on the CPU, in evaluation mode.
+    history : list of dict
+        Per epoch: epoch, train_recon, train_kl, train_total, val_recon, val_kl, val_total,
+        seconds, galaxies_per_second.
+    best_epoch : int
+        1-based epoch with the lowest validation total loss.
+    best_val_recon, best_val_total : float
+        Validation losses at the best epoch.
+    baseline_val_loss : float
+        `baseline_loss` of the training set (the asset check wants best_val_recon <= 0.5 x this).
+    wall_seconds : float
+        Duration of this call.
+    galaxies_per_second : float
+        Training throughput over all epochs in the history.
+    device : str
+    n_parameters : int
+    n_train, n_val : int
+    stopped_early : bool
+    resumed_from_epoch : int or None
+        Last epoch of the checkpoint this call resumed from.
+    """
+
+    model: ConvLSTMAutoencoder
+    history: list[dict]
+    best_epoch: int
+    best_val_recon: float
+    best_val_total: float
+    baseline_val_loss: float
+    wall_seconds: float
+    galaxies_per_second: float
+    device: str
+    n_parameters: int
+    n_train: int
+    n_val: int
+    stopped_early: bool
+    resumed_from_epoch: int | None
+
+    def metrics(self) -> dict:
+        """Everything but the model, JSON-safe (for ``metrics.json`` and asset metadata)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        values["val_recon_over_baseline"] = (
+            self.best_val_recon / self.baseline_val_loss if self.baseline_val_loss > 0 else None
+        )
+        return json_safe(values)
+
+
+def resolve_device(device: str) -> torch.device:
+    """ "auto" -> CUDA when available, else CPU; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available here")
+    return resolved
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for one epoch's randomness, so a resumed run repeats the same epochs."""
+    return (seed * 1_000_003 + epoch * 7_919) % 2**62
+
+
+def mean_training_maps(training_set: TrainingSet, chunk: int = 256) -> np.ndarray:
+    """Per line and pixel, the mean of the valid normalised values of the training split.
+
+    Returns
+    -------
+    numpy.ndarray, float32 (L, H, W)
+        0 where no training galaxy has a valid value.
+    """
+    shape = training_set.flux.shape[1:]
+    total = np.zeros(shape, dtype=np.float64)
+    count = np.zeros(shape, dtype=np.float64)
+    train_rows = training_set.rows("train")
+    for start in range(0, len(train_rows), chunk):
+        rows = train_rows[start : start + chunk]
+        valid = np.asarray(training_set.valid[rows])
+        total += np.where(valid, training_set.flux[rows], 0.0).sum(axis=0)
+        count += valid.sum(axis=0)
+    return np.divide(total, count, out=np.zeros_like(total), where=count > 0).astype(np.float32)
+
+
+def baseline_loss(training_set: TrainingSet, chunk: int = 256) -> float:
+    """Validation reconstruction loss of predicting each line's mean training map.
+
+    The predictor is `mean_training_maps`; the loss is the squared error per valid pixel over the
+    validation split (the training split when the validation split is empty), computed chunk by
+    chunk from the memory maps, like the model's validation loss.
+
+    Returns
+    -------
+    float
+    """
+    mean_map = mean_training_maps(training_set, chunk).astype(np.float64)
+    val_rows = training_set.rows("val")
+    if len(val_rows) == 0:
+        val_rows = training_set.rows("train")
+    squared_error = 0.0
+    n_valid = 0
+    for start in range(0, len(val_rows), chunk):
+        rows = val_rows[start : start + chunk]
+        valid = np.asarray(training_set.valid[rows])
+        difference = np.asarray(training_set.flux[rows], dtype=np.float64) - mean_map
+        squared_error += float(np.where(valid, difference**2, 0.0).sum())
+        n_valid += int(valid.sum())
+    return squared_error / max(n_valid, 1)
+
+
+@torch.no_grad()
+def evaluate(
+    model: ConvLSTMAutoencoder,
+    training_set: TrainingSet,
+    split: str,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+) -> dict[str, float]:
+    """Losses of the model over a whole split, in evaluation mode.
+
+    Returns
+    -------
+    dict
+        ``recon``: squared error per valid pixel over the split; ``kl``: mean per galaxy (nats);
+        ``total``: ``recon + kl_weight * kl`` as in the model's loss.
+
+    Raises
+    ------
+    TrainingError
+        If the reconstruction of some galaxies is not finite (they are named).
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    squared_error, n_valid, kl_sum, n_galaxies = 0.0, 0, 0.0, 0
+    loader = make_loader(GalaxyMapsDataset(training_set, split), batch_size, shuffle=False)
+    try:
+        for batch in loader:
+            x = batch.x.to(device, non_blocking=True)
+            valid = batch.valid.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                reconstruction, losses = model(x, valid)
+            _, _, sse, count = per_galaxy_errors(reconstruction.float(), x, valid)
+            if not torch.isfinite(sse).all():
+                bad = batch.rows[~torch.isfinite(sse).cpu().numpy()]
+                raise TrainingError(
+                    f"non-finite reconstruction for galaxies {training_set.plateifus(bad)} "
+                    f"({split} split of {training_set.path})"
+                )
+            squared_error += float(sse.sum())
+            n_valid += int(count.sum())
+            kl_sum += float(losses["kl"].detach()) * len(batch.rows)
+            n_galaxies += len(batch.rows)
+    finally:
+        model.train(was_training)
+    recon = squared_error / max(n_valid, 1)
+    kl = kl_sum / max(n_galaxies, 1)
+    return {"recon": recon, "kl": kl, "total": recon + model.config.kl_weight * kl}
+
+
+def _check_compatible(model_config: ModelConfig, training_set: TrainingSet) -> None:
+    problems = []
+    if training_set.line_names != model_config.line_names:
+        problems.append(
+            f"lines {list(training_set.line_names)} vs the model's {list(model_config.line_names)}"
+        )
+    if training_set.grid != model_config.grid:
+        problems.append(f"grid {training_set.grid} vs the model's {model_config.grid}")
+    if training_set.normalisation != model_config.normalisation:
+        problems.append(
+            f"normalisation {training_set.normalisation} vs the model's "
+            f"{model_config.normalisation}"
+        )
+    if problems:
+        raise TrainingSetError(
+            f"training set at {training_set.path} does not fit the model configuration: "
+            f"{'; '.join(problems)}; rebuild the training set with the model's settings"
+        )
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save to a temporary name, then rename: a crash never leaves half a checkpoint."""
+    tmp_path = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp_path)
+    os.replace(tmp_path, path)
+
+
+def _state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu().clone() for key, value in unwrap(model).state_dict().items()}
+
+
+def train_model(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    training_set_dir: Path | str,
+    checkpoint_dir: Path | str,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train a ConvLSTM autoencoder, resuming from ``checkpoint_dir`` when possible.
+
+    Parameters
+    ----------
+    model_config : ModelConfig
+        Must match the training set's lines, grid and normalisation.
+    train_config : TrainConfig
+    training_set_dir : Path
+        Written by `manga_assets.model.dataset.build_training_set`.
+    checkpoint_dir : Path
+        Where ``training_state.pt`` is kept (created if needed). A checkpoint there from the same
+        model config, the same `TrainConfig.resume_key` and the same training set is resumed; any
+        other is replaced.
+    log : callable, optional
+        Receives one line per epoch and notes (resume, early stop).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    TrainingError
+        If a batch holds non-finite inputs, or the loss becomes non-finite (the galaxies of the
+        batch are named).
+    TrainingSetError
+        If the training set does not fit the model configuration.
+    CheckpointError
+        If the checkpoint in ``checkpoint_dir`` is corrupted (delete it to start afresh).
+    """
+    log = log or (lambda message: None)
+    started = time.perf_counter()
+    training_set = open_training_set(training_set_dir)
+    _check_compatible(model_config, training_set)
+    device = resolve_device(train_config.device)
+    previous_threads = torch.get_num_threads()
+    if train_config.num_threads is not None:
+        torch.set_num_threads(train_config.num_threads)
+    try:
+        return _train(model_config, train_config, training_set, Path(checkpoint_dir), device, log)
+    finally:
+        torch.set_num_threads(previous_threads)
+        log(f"training call took {time.perf_counter() - started:.1f} s")
+
+
+def _train(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    training_set: TrainingSet,
+    checkpoint_dir: Path,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> TrainResult:
+    started = time.perf_counter()
+    torch.manual_seed(train_config.seed)
+    model = ConvLSTMAutoencoder(model_config)
+    model.set_mean_maps(torch.from_numpy(mean_training_maps(training_set)))
+    model = model.to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
+    )
+    train_rows = training_set.rows("train")
+    val_split = "val" if len(training_set.rows("val")) else "train"
+    if val_split == "train":
+        log("the validation split is empty: validating on the training split")
+    baseline = baseline_loss(training_set)
+
+    history: list[dict] = []
+    best_state = _state_copy(model)
+    best_epoch, best_val_total, best_val_recon = 0, math.inf, math.inf
+    epochs_since_best, stopped_early, resumed_from = 0, False, None
+    start_epoch = 1
+
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = checkpoint_dir / CHECKPOINT_FILE
+    identity = {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "model_config": model_config.to_dict(),
+        "train_key": train_config.resume_key(),
+        "training_set": training_set.fingerprint,
+    }
+    if checkpoint_path.exists():
+        remedy = f"delete {checkpoint_path} to train from scratch"
+        saved = load_state_file(checkpoint_path, remedy)
+        if isinstance(saved, dict) and all(
+            saved.get(key) == value for key, value in identity.items()
+        ):
+            load_weights(model, saved["model"], checkpoint_path, remedy)
+            try:
+                optimizer.load_state_dict(saved["optimizer"])
+            except (ValueError, KeyError) as error:
+                raise CheckpointError(
+                    f"{checkpoint_path} holds an unusable optimizer state ({error}); {remedy}"
+                ) from error
+            best_state = saved["best_model"]
+            history = list(saved["history"])
+            best_epoch = int(saved["best_epoch"])
+            best_val_total = float(saved["best_val_total"])
+            best_val_recon = float(saved["best_val_recon"])
+            epochs_since_best = int(saved["epochs_since_best"])
+            stopped_early = bool(saved["stopped_early"])
+            resumed_from = int(saved["epoch"])
+            start_epoch = resumed_from + 1
+            log(f"resuming from the checkpoint of epoch {resumed_from} in {checkpoint_path}")
+        else:
+            log(f"{checkpoint_path} is from other settings or data: training from scratch")
+
+    if train_config.compile:
+        if device.type == "cuda":
+            training_model = torch.compile(model)
+        else:
+            set_compiled_steps(model, True)
+            training_model = model
+    else:
+        training_model = model
+
+    n_parameters = model.get_num_params()
+    log(
+        f"training {model_config.variant} ({n_parameters:,} parameters) on {device}: "
+        f"{len(train_rows)} train / {len(training_set.rows(val_split))} {val_split} galaxies, "
+        f"baseline val loss {baseline:.4g}"
+    )
+    dataset = GalaxyMapsDataset(training_set, "train")
+    for epoch in range(start_epoch, train_config.epochs + 1):
+        if stopped_early:
+            break
+        epoch_started = time.perf_counter()
+        epoch_seed = _epoch_seed(train_config.seed, epoch)
+        torch.manual_seed(epoch_seed)  # the VAE's reparameterisation noise
+        augment_generator = torch.Generator().manual_seed(epoch_seed + 1)
+        loader = make_loader(dataset, train_config.batch_size, shuffle=True, seed=epoch_seed)
+        model.train()
+        squared_error, n_valid, kl_sum, n_galaxies = 0.0, 0, 0.0, 0
+        for batch in loader:
+            x, valid = batch.x, batch.valid
+            finite = torch.isfinite(x).flatten(1).all(dim=1)
+            if not finite.all():
+                bad = batch.rows[~finite.numpy()]
+                raise TrainingError(
+                    f"non-finite input values in galaxies {training_set.plateifus(bad)} of the "
+                    f"training set at {training_set.path}; rebuild the training set"
+                )
+            if train_config.augment:
+                x, valid, _ = random_dihedral(x, valid, augment_generator)
+            x = x.to(device, non_blocking=True)
+            valid = valid.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_config.bf16):
+                _, losses = training_model(x, valid)
+            total = losses["total"]
+            if not torch.isfinite(total):
+                raise TrainingError(
+                    f"the loss became {float(total)} at epoch {epoch} in a batch of galaxies "
+                    f"{training_set.plateifus(batch.rows)}; check these cubes, or lower the "
+                    f"learning rate (now {train_config.learning_rate})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if train_config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+            optimizer.step()
+            batch_valid = int(valid.sum())
+            squared_error += float(losses["recon"].detach()) * batch_valid
+            n_valid += batch_valid
+            kl_sum += float(losses["kl"].detach()) * len(batch.rows)
+            n_galaxies += len(batch.rows)
+        train_seconds = time.perf_counter() - epoch_started
+        val = evaluate(
+            model,
+            training_set,
+            val_split,
+            batch_size=max(train_config.batch_size, 64),
+            device=device,
+            bf16=train_config.bf16,
+        )
+        train_recon = squared_error / max(n_valid, 1)
+        train_kl = kl_sum / max(n_galaxies, 1)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_recon": train_recon,
+                "train_kl": train_kl,
+                "train_total": train_recon + model_config.kl_weight * train_kl,
+                "val_recon": val["recon"],
+                "val_kl": val["kl"],
+                "val_total": val["total"],
+                "seconds": time.perf_counter() - epoch_started,
+                "train_seconds": train_seconds,
+                "galaxies_per_second": n_galaxies / train_seconds,
+            }
+        )
+        if val["total"] < best_val_total - train_config.min_delta:
+            best_epoch, best_val_total, best_val_recon = epoch, val["total"], val["recon"]
+            best_state = _state_copy(model)
+            epochs_since_best = 0
+        else:
+            epochs_since_best += 1
+        stopped_early = epochs_since_best >= train_config.patience
+        _save_checkpoint(
+            checkpoint_path,
+            {
+                **identity,
+                "epoch": epoch,
+                "model": _state_copy(model),
+                "optimizer": optimizer.state_dict(),
+                "best_model": best_state,
+                "best_epoch": best_epoch,
+                "best_val_total": best_val_total,
+                "best_val_recon": best_val_recon,
+                "epochs_since_best": epochs_since_best,
+                "stopped_early": stopped_early,
+                "history": history,
+            },
+        )
+        log(
+            f"epoch {epoch}/{train_config.epochs}: train recon {train_recon:.4g} kl {train_kl:.3g}"
+            f" | val recon {val['recon']:.4g} total {val['total']:.4g} "
+            f"({val['recon'] / baseline if baseline > 0 else math.nan:.3f} x baseline)"
+            f" | {n_galaxies / train_seconds:.1f} galaxies/s"
+        )
+        if stopped_early:
+            log(
+                f"early stop after epoch {epoch}: no better validation loss for "
+                f"{train_config.patience} epochs (best epoch {best_epoch})"
+            )
+
+    if not history:
+        raise TrainingError(f"no epoch was trained (epochs={train_config.epochs})")
+    set_compiled_steps(model, False)
+    load_weights(model, best_state, checkpoint_path, "retrain")
+    model = model.cpu().eval()
+    seen = sum(entry["galaxies_per_second"] * entry["train_seconds"] for entry in history)
+    train_time = sum(entry["train_seconds"] for entry in history)
+    return TrainResult(
+        model=model,
+        history=history,
+        best_epoch=best_epoch,
+        best_val_recon=best_val_recon,
+        best_val_total=best_val_total,
+        baseline_val_loss=baseline,
+        wall_seconds=time.perf_counter() - started,
+        galaxies_per_second=seen / train_time if train_time > 0 else 0.0,
+        device=str(device),
+        n_parameters=n_parameters,
+        n_train=len(train_rows),
+        n_val=len(training_set.rows("val")),
+        stopped_early=stopped_early,
+        resumed_from_epoch=resumed_from,
+    )

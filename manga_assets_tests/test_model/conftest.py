@@ -1,0 +1,52 @@
+"""Fixtures for the model tests: few threads (the CI machine is small and shared) and tiny cubes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from manga_assets.model.autoencoder import ModelConfig
+from manga_assets.model.dataset import build_training_set
+from manga_assets_tests.test_model.cubes import write_cubes
+
+GRID = 16  # small maps keep the training tests within seconds
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_config(variant: str = "ae", **overrides) -> ModelConfig:
+    """A small model on GRID x GRID maps."""
+    values = {
+        "variant": variant,
+        "grid": GRID,
+        "encoder_channels": (8, 16),
+        "latent_dim": 8,
+    }
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def easy_training_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """96 synthetic galaxies on 16x16 maps, normalised into a training set."""
+    root = tmp_path_factory.mktemp("easy")
+    cubes = write_cubes(root, 96, grid=GRID, seed=1)
+    build_training_set(cubes, root / "training_set", grid=GRID, seed=0)
+    return root / "training_set"
+
+
+@pytest.fixture(scope="session")
+def small_training_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 synthetic galaxies on 16x16 maps: for tests of the training mechanics, not quality."""
+    root = tmp_path_factory.mktemp("small")
+    cubes = write_cubes(root, 24, grid=GRID, seed=2)
+    build_training_set(cubes, root / "training_set", grid=GRID, seed=0)
+    return root / "training_set"

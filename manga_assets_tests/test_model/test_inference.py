@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from manga_assets.dap.datamodel import PROJECT_LINES
+from manga_assets.model.autoencoder import ConvLSTMAutoencoder
+from manga_assets.model.inference import InferenceError, embed
+from manga_assets.model.normalise import galaxy_scale, normalise, valid_pixels
+from manga_assets_tests.test_model.conftest import GRID, tiny_config
+from manga_assets_tests.test_model.cubes import make_cube
+
+
+@pytest.fixture
+def cubes():
+    rng = np.random.default_rng(0)
+    flux, ivar, mask = (
+        np.stack(arrays) for arrays in zip(*(make_cube(rng, GRID) for _ in range(5)), strict=True)
+    )
+    mask[2, 7] = True  # one line entirely invalid in one galaxy
+    return flux, ivar, mask
+
+
+@pytest.fixture
+def model_and_config():
+    torch.manual_seed(0)
+    config = tiny_config("vae", latent_dim=6)
+    return ConvLSTMAutoencoder(config), config
+
+
+def test_embed_matches_the_model_on_normalised_cubes(cubes, model_and_config):
+    flux, ivar, mask = cubes
+    model, config = model_and_config
+    result = embed(model, config, flux, ivar, mask, batch_size=2, lines=PROJECT_LINES)
+    assert result.latents.shape == (5, 6) and result.latents.dtype == np.float32
+    assert result.recon_error.shape == (5,) and result.recon_error_per_line.shape == (5, 19)
+
+    valid = valid_pixels(flux, mask, ivar)
+    scales = [
+        galaxy_scale(flux[i], valid[i], PROJECT_LINES, config.normalisation) for i in range(5)
+    ]
+    np.testing.assert_allclose(result.scale, scales)
+    x = torch.from_numpy(normalise(flux, valid, np.array(scales), config.normalisation))
+    model.eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(result.latents, model.encode(x).numpy(), atol=1e-5)
+        reconstruction = model.decode(model.encode(x)).numpy()
+    squared = (reconstruction - x.numpy()) ** 2
+    expected = np.array([squared[i][valid[i]].mean() for i in range(5)])
+    np.testing.assert_allclose(result.recon_error, expected, rtol=1e-5)
+    expected_line = squared[0, 3][valid[0, 3]].mean()
+    assert result.recon_error_per_line[0, 3] == pytest.approx(expected_line, rel=1e-5)
+    assert np.isnan(result.recon_error_per_line[2, 7])
+    assert np.isfinite(np.delete(result.recon_error_per_line[2], 7)).all()
+    np.testing.assert_array_equal(result.n_valid_pixels, valid.sum(axis=(1, 2, 3)))
+
+
+def test_batch_size_does_not_change_the_result(cubes, model_and_config):
+    model, config = model_and_config
+    one = embed(model, config, *cubes, batch_size=1)
+    all_at_once = embed(model, config, *cubes, batch_size=64)
+    np.testing.assert_allclose(one.latents, all_at_once.latents, atol=1e-5)
+    np.testing.assert_allclose(one.recon_error, all_at_once.recon_error, rtol=1e-4)
+
+
+def test_nan_latents_name_the_galaxy(cubes, model_and_config):
+    model, config = model_and_config
+    flux, ivar, mask = cubes
+    flux = flux.copy()
+    with torch.no_grad():
+        model.to_latent.weight[0, 0] = float("nan")
+    names = ["8001-1901", "8001-1902", "8001-1903", "8001-1904", "8001-1905"]
+    with pytest.raises(
+        InferenceError, match=r"non-finite latent vectors for galaxies \['8001-1901'"
+    ):
+        embed(model, config, flux, ivar, mask, plateifus=names)
+
+
+def test_cubes_with_other_lines_or_grid_are_refused(cubes, model_and_config):
+    model, config = model_and_config
+    flux, ivar, mask = cubes
+    with pytest.raises(ValueError, match="the cubes hold the lines .* but the model was trained"):
+        embed(model, config, flux, ivar, mask, lines=PROJECT_LINES[::-1])
+    with pytest.raises(ValueError, match=r"shape \(N, 19, 16, 16\).*got \(5, 19, 8, 8\)"):
+        embed(model, config, flux[..., :8, :8], ivar[..., :8, :8], mask[..., :8, :8])
+    with pytest.raises(ValueError, match=r"got \(5, 18, 16, 16\)"):
+        embed(model, config, flux[:, 1:], ivar[:, 1:], mask[:, 1:])
+
+
+def test_ivar_none_uses_the_mask_only(cubes, model_and_config):
+    model, config = model_and_config
+    flux, ivar, mask = cubes
+    ivar = ivar.copy()
+    ivar[0, 0, 5, 5] = 0.0
+    with_ivar = embed(model, config, flux, ivar, mask)
+    without = embed(model, config, flux, None, mask)
+    assert without.n_valid_pixels[0] == with_ivar.n_valid_pixels[0] + (not mask[0, 0, 5, 5])

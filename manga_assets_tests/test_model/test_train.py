@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from manga_assets.model import train as train_module
+from manga_assets.model.autoencoder import ConvLSTMAutoencoder
+from manga_assets.model.checkpoint import CheckpointError
+from manga_assets.model.dataset import TrainingSetError, build_training_set, open_training_set
+from manga_assets.model.train import (
+    CHECKPOINT_FILE,
+    TrainConfig,
+    TrainingError,
+    baseline_loss,
+    mean_training_maps,
+    train_model,
+)
+from manga_assets_tests.test_model.conftest import GRID, tiny_config
+from manga_assets_tests.test_model.cubes import write_cubes
+
+FAST = {"batch_size": 8, "num_threads": 2, "device": "cpu"}
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("variant", ["ae", "vae"])
+def test_loss_decreases_and_beats_half_the_baseline(variant, easy_training_set, tmp_path):
+    train_config = TrainConfig(epochs=24, learning_rate=5e-3, patience=24, seed=0, **FAST)
+    started = time.perf_counter()
+    result = train_model(tiny_config(variant), train_config, easy_training_set, tmp_path / "ck")
+    assert time.perf_counter() - started < 60
+
+    val = [entry["val_recon"] for entry in result.history]
+    train = [entry["train_recon"] for entry in result.history]
+    assert val[-1] < 0.75 * val[0] and train[-1] < 0.75 * train[0]
+    assert result.best_val_recon == min(val)
+    assert result.best_val_recon <= 0.5 * result.baseline_val_loss, result.metrics()
+    assert result.baseline_val_loss == pytest.approx(
+        baseline_loss(open_training_set(easy_training_set))
+    )
+    metrics = json.loads(json.dumps(result.metrics()))
+    assert metrics["val_recon_over_baseline"] <= 0.5
+    assert metrics["n_parameters"] == result.model.get_num_params() > 0
+    assert metrics["galaxies_per_second"] > 0 and metrics["device"] == "cpu"
+    if variant == "vae":
+        assert all(entry["val_kl"] > 0 for entry in result.history)
+
+
+def test_baseline_is_the_mean_map_loss(small_training_set):
+    training_set = open_training_set(small_training_set)
+    mean_map = mean_training_maps(training_set)
+    val_rows = training_set.rows("val")
+    flux = np.asarray(training_set.flux[val_rows], dtype=np.float64)
+    valid = np.asarray(training_set.valid[val_rows])
+    expected = ((flux - mean_map) ** 2)[valid].mean()
+    assert baseline_loss(training_set, chunk=5) == pytest.approx(expected, rel=1e-6)
+
+
+def test_resume_after_interruption_continues_from_the_checkpoint(small_training_set, tmp_path):
+    model_config = tiny_config()
+    train_config = TrainConfig(epochs=4, patience=10, seed=3, **FAST)
+    uninterrupted = train_model(model_config, train_config, small_training_set, tmp_path / "a")
+
+    def stop_after_epoch_two(message: str) -> None:
+        if message.startswith("epoch 2/"):
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_model(model_config, train_config, small_training_set, tmp_path / "b",
+                    log=stop_after_epoch_two)  # fmt: skip
+    saved = torch.load(tmp_path / "b" / CHECKPOINT_FILE, weights_only=True)
+    assert saved["epoch"] == 2
+
+    messages: list[str] = []
+    resumed = train_model(
+        model_config, train_config, small_training_set, tmp_path / "b", log=messages.append
+    )
+    assert resumed.resumed_from_epoch == 2
+    assert any("resuming from the checkpoint of epoch 2" in m for m in messages)
+    assert not any(m.startswith("epoch 1/") for m in messages)
+    assert [entry["epoch"] for entry in resumed.history] == [1, 2, 3, 4]
+    for got, want in zip(resumed.history, uninterrupted.history, strict=True):
+        assert got["val_recon"] == pytest.approx(want["val_recon"], rel=1e-5)
+    for (name, got), want in zip(
+        resumed.model.state_dict().items(), uninterrupted.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5, msg=name)
+
+    # Asking again with the same configs trains nothing more; more epochs continue.
+    again = train_model(model_config, train_config, small_training_set, tmp_path / "b")
+    assert len(again.history) == 4 and again.resumed_from_epoch == 4
+    longer = TrainConfig(epochs=5, patience=10, seed=3, **FAST)
+    continued = train_model(model_config, longer, small_training_set, tmp_path / "b")
+    assert [entry["epoch"] for entry in continued.history] == [1, 2, 3, 4, 5]
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(small_training_set, tmp_path):
+    train_model(tiny_config(), TrainConfig(epochs=1, **FAST), small_training_set, tmp_path)
+    messages: list[str] = []
+    result = train_model(
+        tiny_config(latent_dim=4),
+        TrainConfig(epochs=1, **FAST),
+        small_training_set,
+        tmp_path,
+        log=messages.append,
+    )
+    assert result.resumed_from_epoch is None
+    assert any("from other settings or data: training from scratch" in m for m in messages)
+
+
+def test_corrupted_checkpoint_is_a_checkpoint_error(small_training_set, tmp_path):
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CheckpointError, match=f"{CHECKPOINT_FILE} is corrupted.*delete"):
+        train_model(tiny_config(), TrainConfig(epochs=1, **FAST), small_training_set, tmp_path)
+
+
+def test_fewer_galaxies_than_one_batch(tmp_path):
+    cubes = write_cubes(tmp_path, 5, grid=GRID, seed=11)
+    build_training_set(cubes, tmp_path / "ts", grid=GRID)
+    train_config = TrainConfig(epochs=2, batch_size=32, num_threads=2, device="cpu")
+    result = train_model(tiny_config("vae"), train_config, tmp_path / "ts", tmp_path / "ck")
+    assert len(result.history) == 2 and result.n_train + result.n_val == 5
+    assert all(np.isfinite(entry["val_total"]) for entry in result.history)
+    assert all(entry["train_kl"] > 0 for entry in result.history)
+
+
+def test_non_finite_input_names_the_galaxy(small_training_set, tmp_path):
+    copy = tmp_path / "ts"
+    shutil.copytree(small_training_set, copy)
+    index = open_training_set(copy).index
+    victim = index[index["split"] == "train"].iloc[2]
+    flux = np.load(copy / "flux.npy", mmap_mode="r+")
+    flux[victim["row"], 4, 3, 3] = np.nan
+    flux.flush()
+    del flux
+    with pytest.raises(
+        TrainingError, match=f"non-finite input values in galaxies.*{victim.plateifu}"
+    ):
+        train_model(tiny_config(), TrainConfig(epochs=1, **FAST), copy, tmp_path / "ck")
+
+
+def test_non_finite_loss_names_the_galaxies_of_the_batch(small_training_set, tmp_path, monkeypatch):
+    class Exploding(ConvLSTMAutoencoder):
+        def forward(self, x, valid=None):
+            reconstruction, losses = super().forward(x, valid)
+            return reconstruction, {**losses, "total": losses["total"] * float("inf")}
+
+    monkeypatch.setattr(train_module, "ConvLSTMAutoencoder", Exploding)
+    train_config = TrainConfig(epochs=1, batch_size=64, num_threads=2, device="cpu")
+    train_names = open_training_set(small_training_set).index.query("split == 'train'")["plateifu"]
+    with pytest.raises(TrainingError, match="the loss became (inf|nan) at epoch 1") as error:
+        train_model(tiny_config(), train_config, small_training_set, tmp_path)
+    assert all(name in str(error.value) for name in train_names)
+
+
+def test_training_set_that_does_not_fit_the_model_is_refused(small_training_set, tmp_path):
+    with pytest.raises(TrainingSetError, match="grid 16 vs the model's 32"):
+        train_model(
+            tiny_config(grid=32), TrainConfig(epochs=1, **FAST), small_training_set, tmp_path
+        )
+    with pytest.raises(TrainingSetError, match="normalisation"):
+        train_model(
+            tiny_config(norm_softening=0.5),
+            TrainConfig(epochs=1, **FAST),
+            small_training_set,
+            tmp_path,
+        )
+
+
+def test_threads_are_set_during_training_and_restored(small_training_set, tmp_path):
+    seen = []
+    torch.set_num_threads(2)
+    train_config = TrainConfig(epochs=1, batch_size=8, num_threads=1, device="cpu")
+    train_model(tiny_config(), train_config, small_training_set, tmp_path,
+                log=lambda message: seen.append(torch.get_num_threads()))  # fmt: skip
+    assert 1 in seen and torch.get_num_threads() == 2
+
+
+def test_train_config_round_trip_and_resume_key():
+    config = TrainConfig(epochs=3, learning_rate=2e-3)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert "epochs" not in config.resume_key() and "learning_rate" in config.resume_key()
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        TrainConfig.from_dict({"epochs": 2, "optimiser": "sgd"})
