@@ -106,7 +106,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary dir")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     args = parser.parse_args()
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(f"  [{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -118,9 +123,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
         root = Path(workdir)
         started = time.perf_counter()
+        log(f"writing {args.galaxies} cubes")
         cubes = write_cubes(root, args.galaxies, grid=32, seed=0)
         written = time.perf_counter()
-        summary = build_training_set(cubes, root / "training_set", grid=32, seed=0)
+        summary = build_training_set(cubes, root / "training_set", grid=32, seed=0, log=log)
         built = time.perf_counter()
         print(
             f"wrote {args.galaxies} cubes in {written - started:.1f} s; training set "
@@ -153,7 +159,11 @@ def main() -> None:
                 torch.cuda.reset_peak_memory_stats()
             with PeakMemory() as memory:
                 result = train_model(
-                    model_config, train_config, root / "training_set", root / f"ck_{variant}"
+                    model_config,
+                    train_config,
+                    root / "training_set",
+                    root / f"ck_{variant}",
+                    log=log,
                 )
             last = result.history[-1]
             rate = last["galaxies_per_second"]

@@ -143,10 +143,14 @@ def load_model(
     config_path = model_dir / CONFIG_FILE
     try:
         saved = json.loads(config_path.read_text())
+        if saved.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"format version {saved.get('format_version')!r}, this code reads {FORMAT_VERSION}"
+            )
         config = ModelConfig.from_dict(saved["model"])
     except FileNotFoundError as error:
         raise CheckpointError(f"{config_path} does not exist; {remedy}") from error
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(
             f"{config_path} is not a valid model configuration ({error}); {remedy}"
         ) from error

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig, per_galaxy_errors
+from manga_assets.model.dataset import read_cube
 from manga_assets.model.normalise import galaxy_scale, normalise, valid_pixels
 
 
@@ -31,6 +34,8 @@ class EmbedResult:
     n_valid_pixels : numpy.ndarray, int64 (N,)
     scale : numpy.ndarray, float64 (N,)
         Normalisation scale of each cube (1E-17 erg/s/cm^2/spaxel).
+    plateifus : list of str
+        The galaxies' names as given (``#i`` when none were).
     """
 
     latents: np.ndarray
@@ -38,6 +43,19 @@ class EmbedResult:
     recon_error_per_line: np.ndarray
     n_valid_pixels: np.ndarray
     scale: np.ndarray
+    plateifus: list[str]
+
+    def to_frame(self, prefix: str = "z") -> pd.DataFrame:
+        """One row per galaxy: plateifu, latent columns ``{prefix}00``.., recon_error."""
+        width = max(2, len(str(self.latents.shape[1] - 1)))
+        frame = pd.DataFrame(
+            self.latents, columns=[f"{prefix}{i:0{width}d}" for i in range(self.latents.shape[1])]
+        )
+        frame.insert(0, "plateifu", self.plateifus)
+        frame["recon_error"] = self.recon_error
+        frame["n_valid_pixels"] = self.n_valid_pixels
+        frame["scale"] = self.scale
+        return frame
 
 
 def embed(
@@ -153,4 +171,53 @@ def embed(
         recon_error_per_line=per_line,
         n_valid_pixels=n_valid,
         scale=scales,
+        plateifus=names,
+    )
+
+
+def embed_cubes(
+    model: ConvLSTMAutoencoder,
+    model_config: ModelConfig,
+    cubes: Iterable[tuple[str, Path]],
+    batch_size: int = 64,
+    *,
+    device: str | torch.device = "cpu",
+) -> EmbedResult:
+    """`embed` the cube files of, e.g., one plate (all read into memory at once).
+
+    Parameters
+    ----------
+    cubes : iterable of (plateifu, path)
+        ``cubes/{plate}/{plateifu}.npz`` files; each is checked against the model's lines and
+        grid (`manga_assets.model.dataset.read_cube`).
+
+    Raises
+    ------
+    CubeFormatError
+        If a cube has other lines or another grid (naming the plate-IFU and file).
+    InferenceError
+        If a latent vector is not finite.
+    """
+    names, fluxes, ivars, masks = [], [], [], []
+    for plateifu, path in cubes:
+        flux, ivar, mask = read_cube(
+            path, plateifu, line_names=model_config.line_names, grid=model_config.grid
+        )
+        names.append(plateifu)
+        fluxes.append(flux)
+        ivars.append(ivar)
+        masks.append(mask)
+    if not names:
+        empty = np.empty((0, model_config.n_lines, model_config.grid, model_config.grid))
+        return embed(model, model_config, empty, None, empty.astype(bool), plateifus=[])
+    return embed(
+        model,
+        model_config,
+        np.stack(fluxes),
+        np.stack(ivars),
+        np.stack(masks),
+        batch_size,
+        lines=model_config.line_names,
+        plateifus=names,
+        device=device,
     )

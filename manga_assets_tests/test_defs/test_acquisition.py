@@ -12,6 +12,14 @@ from manga_assets.sas.mirror import read_access_log
 from manga_assets.sas.paths import PlateIFU
 
 
+def acquire(settings, instance=None):
+    """Catalogue, MAPS files and cubes through Dagster (the acquisition slice of ``run``)."""
+    instance = instance or DagsterInstance.ephemeral()
+    return run_pipeline(
+        settings, instance=instance, log=lambda message: None, acquisition_only=True
+    )
+
+
 def maps_gets(log_path):
     return [e for e in read_access_log(log_path) if "-MAPS-" in e.path and e.method == "GET"]
 
@@ -22,7 +30,7 @@ def faults_by_kind(release):
 
 def test_run_downloads_extracts_and_explains_every_failure(dr17_release, settings, tmp_path):
     instance = DagsterInstance.ephemeral()
-    summary = run_pipeline(settings, instance=instance, log=lambda message: None)
+    summary = acquire(settings, instance)
 
     products = settings.data_dir / "products"
     catalog = pd.read_parquet(products / "catalog.parquet")
@@ -57,10 +65,10 @@ def test_run_downloads_extracts_and_explains_every_failure(dr17_release, setting
 
 def test_a_second_run_downloads_and_extracts_nothing(dr17_release, settings, tmp_path):
     instance = DagsterInstance.ephemeral()
-    first = run_pipeline(settings, instance=instance, log=lambda message: None)
+    first = acquire(settings, instance)
     fetched_first = len(maps_gets(tmp_path / "access.log"))
 
-    second = run_pipeline(settings, instance=instance, log=lambda message: None)
+    second = acquire(settings, instance)
 
     assert first.downloaded > 0 and first.extracted > 0
     assert second.downloaded == 0 and second.extracted == 0
@@ -74,7 +82,7 @@ def test_a_second_run_downloads_and_extracts_nothing(dr17_release, settings, tmp
 
 def test_ratio_of_a_tied_doublet_survives_into_the_cube(settings):
     """[NII]6549 is fixed at 0.34 x [NII]6585 in DR17 files: the cube keeps the ratio."""
-    run_pipeline(settings, instance=DagsterInstance.ephemeral(), log=lambda message: None)
+    acquire(settings)
     features = pd.concat(
         pd.read_parquet(p) for p in (settings.data_dir / "products" / "features").glob("*.parquet")
     )
@@ -98,11 +106,11 @@ def test_an_unreachable_server_fails_the_run_with_what_to_check(settings):
 
     dead = replace(settings, sas_url="http://127.0.0.1:9/sas")
     with pytest.raises(RuntimeError, match="MANGA_SAS_URL=http://127.0.0.1:9/sas"):
-        run_pipeline(dead, instance=DagsterInstance.ephemeral(), log=lambda message: None)
+        acquire(dead)
 
 
 def test_plate_ifus_in_products_are_valid(settings):
-    run_pipeline(settings, instance=DagsterInstance.ephemeral(), log=lambda message: None)
+    acquire(settings)
     catalog = pd.read_parquet(settings.data_dir / "products" / "catalog.parquet")
     for text in catalog["plateifu"]:
         assert str(PlateIFU.parse(text)) == text
@@ -150,7 +158,7 @@ def test_any_directory_in_the_sas_layout_works(tmp_path):
 
     with MirrorServer(root) as server:
         settings = Settings(sas_url=server.url, release="DR17", data_dir=tmp_path / "data")
-        summary = run_pipeline(settings, instance=DagsterInstance.ephemeral(), log=lambda m: None)
+        summary = acquire(settings)
 
     assert summary.cubes == 3 and sorted(summary.plates) == ["7443", "8485"]
     sii, ha = PROJECT_LINES.index("SII-6718"), PROJECT_LINES.index("Ha-6564")
@@ -168,7 +176,7 @@ def test_a_dr15_release_runs_with_its_own_layout(tmp_path):
     release = build_small_release(tmp_path / "dr15", release="DR15", n_plates=1)
     with MirrorServer(release.root) as server:
         settings = Settings(sas_url=server.url, release="DR15", data_dir=tmp_path / "data")
-        summary = run_pipeline(settings, instance=DagsterInstance.ephemeral(), log=lambda m: None)
+        summary = acquire(settings)
 
     assert summary.cubes >= 3 and summary.failed.empty
     plateifu = pd.read_parquet(settings.data_dir / "products" / "catalog.parquet")["plateifu"][0]

@@ -80,6 +80,10 @@ def test_truncated_or_corrupted_file_is_a_checkpoint_error(saved, keep):
 
 def test_missing_or_broken_config_is_a_checkpoint_error(saved):
     model_dir, _, _ = saved
+    values = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps(values | {"format_version": 99}))
+    with pytest.raises(CheckpointError, match="format version 99, this code reads 1"):
+        load_model(model_dir)
     (model_dir / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match=r"config\.json is not a valid model configuration"):
         load_model(model_dir)

@@ -6,10 +6,11 @@ import torch
 
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets.model.autoencoder import ConvLSTMAutoencoder
-from manga_assets.model.inference import InferenceError, embed
+from manga_assets.model.dataset import CubeFormatError, read_cube
+from manga_assets.model.inference import InferenceError, embed, embed_cubes
 from manga_assets.model.normalise import galaxy_scale, normalise, valid_pixels
 from manga_assets_tests.test_model.conftest import GRID, tiny_config
-from manga_assets_tests.test_model.cubes import make_cube
+from manga_assets_tests.test_model.cubes import make_cube, write_cube, write_cubes
 
 
 @pytest.fixture
@@ -96,3 +97,25 @@ def test_ivar_none_uses_the_mask_only(cubes, model_and_config):
     with_ivar = embed(model, config, flux, ivar, mask)
     without = embed(model, config, flux, None, mask)
     assert without.n_valid_pixels[0] == with_ivar.n_valid_pixels[0] + (not mask[0, 0, 5, 5])
+
+
+def test_embed_cubes_reads_files_and_names_rows(tmp_path, model_and_config):
+    model, config = model_and_config
+    cubes = write_cubes(tmp_path, 4, grid=GRID, seed=12)
+    result = embed_cubes(model, config, cubes, batch_size=3)
+    assert result.plateifus == [plateifu for plateifu, _ in cubes]
+    frame = result.to_frame()
+    assert list(frame.columns[:3]) == ["plateifu", "z00", "z01"] and len(frame) == 4
+    np.testing.assert_array_equal(frame[[f"z{i:02d}" for i in range(6)]].to_numpy(), result.latents)
+    direct = embed(model, config, *(np.stack(a) for a in zip(*(
+        read_cube(path, name, grid=GRID) for name, path in cubes), strict=True)))  # fmt: skip
+    np.testing.assert_allclose(result.latents, direct.latents, atol=1e-6)
+    assert embed_cubes(model, config, []).latents.shape == (0, 6)
+
+
+def test_embed_cubes_refuses_a_cube_of_another_grid(tmp_path, model_and_config):
+    model, config = model_and_config
+    flux, ivar, mask = make_cube(np.random.default_rng(0), 32)
+    path = write_cube(tmp_path, "8485-1901", flux, ivar, mask)
+    with pytest.raises(CubeFormatError, match=r"cube 8485-1901 \(.*8485-1901\.npz\) has flux"):
+        embed_cubes(model, config, [("8485-1901", path)])
