@@ -54,6 +54,7 @@ def run_pipeline(
     plates: list[int] | None = None,
     limit: int | None = None,
     epochs: int | None = None,
+    training: dict | None = None,
     truth_table: Path | None = None,
     acquisition_only: bool = False,
     instance: dg.DagsterInstance | None = None,
@@ -64,7 +65,9 @@ def run_pipeline(
     One run fetches the catalogue; one run per batch of plates downloads MAPS files and extracts
     cubes; one run builds the training set and trains both models; one run per batch of plates
     embeds the galaxies; a last run makes the whole-sample analyses and the report.
-    ``truth_table`` (a synthetic release's truth.parquet) adds the evaluation to the report.
+    ``training`` overrides fields of ``ModelTrainingConfig`` for both models (``epochs`` is a
+    shortcut for one of them). ``truth_table`` (a synthetic release's truth.parquet) adds the
+    evaluation to the report.
     """
     instance = instance or instance_for(settings)
     defs = build_definitions(settings)
@@ -107,8 +110,8 @@ def run_pipeline(
     if acquisition_only:
         return summary
 
-    training = {"epochs": epochs} if epochs else {}
-    log("training set and models" + (f" ({epochs} epochs each)" if epochs else ""))
+    training = {**(training or {}), **({"epochs": epochs} if epochs else {})}
+    log("training set and models" + (f" ({training})" if training else ""))
     execute(
         ["training_set", *(f"{v}/model" for v in VARIANTS)],
         run_config={"ops": {f"{v}__model": {"config": training} for v in VARIANTS}},

@@ -1,4 +1,9 @@
-"""Fixtures for the model tests: few threads (the CI machine is small and shared) and tiny cubes."""
+"""Fixtures for the model tests: one torch thread and tiny cubes.
+
+One thread, because the test machine is small and shared: with as many OpenMP threads as cores,
+another busy process makes the threads spin at every barrier, and a 6-second training test took
+300 seconds; with one thread it degrades gracefully.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,9 @@ GRID = 16  # small maps keep the training tests within seconds
 
 
 @pytest.fixture(autouse=True)
-def _two_threads():
+def _one_thread():
     previous = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
 

@@ -23,7 +23,7 @@ from manga_assets.model.train import (
 from manga_assets_tests.test_model.conftest import GRID, tiny_config
 from manga_assets_tests.test_model.cubes import write_cubes
 
-FAST = {"batch_size": 8, "num_threads": 2, "device": "cpu"}
+FAST = {"batch_size": 8, "num_threads": 1, "device": "cpu"}
 
 
 class Interrupt(Exception):
@@ -124,7 +124,7 @@ def test_corrupted_checkpoint_is_a_checkpoint_error(small_training_set, tmp_path
 def test_fewer_galaxies_than_one_batch(tmp_path):
     cubes = write_cubes(tmp_path, 5, grid=GRID, seed=11)
     build_training_set(cubes, tmp_path / "ts", grid=GRID)
-    train_config = TrainConfig(epochs=2, batch_size=32, num_threads=2, device="cpu")
+    train_config = TrainConfig(epochs=2, batch_size=32, num_threads=1, device="cpu")
     result = train_model(tiny_config("vae"), train_config, tmp_path / "ts", tmp_path / "ck")
     assert len(result.history) == 2 and result.n_train + result.n_val == 5
     assert all(np.isfinite(entry["val_total"]) for entry in result.history)
@@ -153,7 +153,7 @@ def test_non_finite_loss_names_the_galaxies_of_the_batch(small_training_set, tmp
             return reconstruction, {**losses, "total": losses["total"] * float("inf")}
 
     monkeypatch.setattr(train_module, "ConvLSTMAutoencoder", Exploding)
-    train_config = TrainConfig(epochs=1, batch_size=64, num_threads=2, device="cpu")
+    train_config = TrainConfig(epochs=1, batch_size=64, num_threads=1, device="cpu")
     train_names = open_training_set(small_training_set).index.query("split == 'train'")["plateifu"]
     with pytest.raises(TrainingError, match="the loss became (inf|nan) at epoch 1") as error:
         train_model(tiny_config(), train_config, small_training_set, tmp_path)
@@ -176,11 +176,11 @@ def test_training_set_that_does_not_fit_the_model_is_refused(small_training_set,
 
 def test_threads_are_set_during_training_and_restored(small_training_set, tmp_path):
     seen = []
-    torch.set_num_threads(2)
+    torch.set_num_threads(3)
     train_config = TrainConfig(epochs=1, batch_size=8, num_threads=1, device="cpu")
     train_model(tiny_config(), train_config, small_training_set, tmp_path,
                 log=lambda message: seen.append(torch.get_num_threads()))  # fmt: skip
-    assert 1 in seen and torch.get_num_threads() == 2
+    assert 1 in seen and torch.get_num_threads() == 3
 
 
 def test_train_config_round_trip_and_resume_key():

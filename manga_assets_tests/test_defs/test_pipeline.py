@@ -1,0 +1,106 @@
+"""The whole graph through Dagster on a small synthetic release: models, latents, report."""
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import AssetKey, DagsterInstance
+
+from manga_assets.dap.datamodel import PROJECT_LINES
+from manga_assets.defs.runner import run_pipeline
+from manga_assets.sas.mirror import MirrorServer
+from manga_assets.settings import Settings
+from manga_assets_tests.conftest import build_small_release
+
+TRAINING = {"epochs": 40, "batch_size": 8, "learning_rate": 3e-3, "patience": 10}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    release = build_small_release(root / "release", n_plates=3, galaxies_per_plate=8, seed=11)
+    instance = DagsterInstance.ephemeral()
+    with MirrorServer(release.root) as server:
+        settings = Settings(sas_url=server.url, release="DR17", data_dir=root / "data")
+        summary = run_pipeline(
+            settings,
+            training=TRAINING,
+            truth_table=release.truth_path,
+            instance=instance,
+            log=lambda message: None,
+        )
+    return release, settings, summary, instance
+
+
+def test_both_models_are_saved_and_beat_the_mean_map_baseline(pipeline):
+    _, settings, _, instance = pipeline
+    for variant in ("ae", "vae"):
+        model_dir = settings.data_dir / "products" / "models" / variant
+        assert {p.name for p in model_dir.iterdir()} >= {"model.pt", "config.json", "metrics.json"}
+        records = instance.fetch_materializations(AssetKey([variant, "model"]), limit=1).records
+        metadata = records[0].asset_materialization.metadata
+        assert metadata["best_val_recon"].value <= 0.5 * metadata["baseline_val_loss"].value
+        assert "data:image/png;base64," in metadata["loss_curve"].value
+
+
+def test_every_usable_galaxy_has_a_finite_latent_vector(pipeline):
+    _, settings, _, _ = pipeline
+    products = settings.data_dir / "products"
+    features = pd.concat(pd.read_parquet(p) for p in (products / "features").glob("*.parquet"))
+    usable = set(
+        features[(features["status"] == "ok") & (features["n_valid_pixels"] > 0)]["plateifu"]
+    )
+    for variant in ("ae", "vae"):
+        latents = pd.read_parquet(products / variant / "latents.parquet")
+        assert set(latents["plateifu"]) == usable
+        z = latents[[f"z{i:02d}" for i in range(32)]].to_numpy()
+        assert np.isfinite(z).all() and z.std(axis=0).max() > 0
+        assert {f"err_{line}" for line in PROJECT_LINES} <= set(latents.columns)
+
+
+def test_analyses_cover_every_embedded_galaxy(pipeline):
+    _, settings, _, _ = pipeline
+    products = settings.data_dir / "products"
+    for variant in ("ae", "vae"):
+        latents = pd.read_parquet(products / variant / "latents.parquet")
+        umap = pd.read_parquet(products / variant / "umap.parquet")
+        scores = pd.read_parquet(products / variant / "anomaly_scores.parquet")
+        neighbours = pd.read_parquet(products / variant / "neighbours.parquet")
+        assert set(umap["plateifu"]) == set(scores["plateifu"]) == set(latents["plateifu"])
+        assert sorted(scores["rank"]) == list(range(1, len(scores) + 1))
+        assert (neighbours["plateifu"] != neighbours["neighbour_plateifu"]).all()
+    agn = pd.read_parquet(products / "agn_sample.parquet")
+    assert set(agn["bpt_class"]) <= {"sf", "composite", "seyfert", "liner", "ambiguous", "invalid"}
+    assert agn["is_agn"].any()
+
+
+def test_report_opens_with_every_figure(pipeline):
+    _, _, summary, _ = pipeline
+    html = summary.report.read_text()
+    images = re.findall(r'<img[^>]+src="([^"]+)"', html)
+    assert images, "the report shows figures"
+    for source in images:
+        assert (summary.report.parent / source).is_file(), source
+    assert {"ae_anomaly_auc", "vae_seyfert_recall"} <= set(summary.evaluation)
+
+
+def test_neighbours_command_answers_within_a_second(pipeline):
+    _, settings, _, _ = pipeline
+    products = settings.data_dir / "products"
+    plateifu = pd.read_parquet(products / "vae" / "latents.parquet")["plateifu"].iloc[0]
+    command = [str(Path(sys.executable).parent / "manga-assets"), "neighbours", plateifu, "-k", "3",
+               "--data-dir", str(settings.data_dir)]  # fmt: skip
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr
+    assert len(re.findall(r"^\s+\d+\s+\d+-\d+\s+distance", result.stdout, re.M)) == 3
+    assert elapsed < 3.0, f"{elapsed:.2f} s including interpreter start-up"
+
+    unknown = subprocess.run([*command[:2], "1-1", *command[3:]], capture_output=True, text=True)
+    assert unknown.returncode != 0 and "1-1" in unknown.stderr
