@@ -23,7 +23,8 @@ TRAINING = {"epochs": 40, "batch_size": 8, "learning_rate": 3e-3, "patience": 10
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    release = build_small_release(root / "release", n_plates=3, galaxies_per_plate=8, seed=11)
+    # The demo release (seed 0, 4 plates of 9): about 30 usable galaxies, 4 of them in validation.
+    release = build_small_release(root / "release", n_plates=4, galaxies_per_plate=9, seed=0)
     instance = DagsterInstance.ephemeral()
     with MirrorServer(release.root) as server:
         settings = Settings(sas_url=server.url, release="DR17", data_dir=root / "data")
