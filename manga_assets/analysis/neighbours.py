@@ -21,8 +21,6 @@ galaxy.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from manga_assets.analysis.latent import latent_matrix, standardise
+from manga_assets.atomic import atomic_path
 from manga_assets.sas.paths import PlateIFU
 
 NEIGHBOUR_COLUMNS: tuple[str, ...] = (
@@ -139,14 +138,8 @@ def write_neighbour_table(table: pd.DataFrame, path: Path) -> Path:
         ["plateifu", "neighbour_rank"], kind="stable", ignore_index=True
     )
     arrow = pa.Table.from_pandas(ordered, preserve_index=False)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         pq.write_table(arrow, temporary, row_group_size=ROW_GROUP_SIZE)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -15,8 +15,6 @@ import base64
 import datetime as dt
 import html
 import io
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from manga_assets.analysis.figures import (
     plot_map_gallery,
     plot_umap_pair,
 )
+from manga_assets.atomic import atomic_path
 from manga_assets.dap.datamodel import PROJECT_LINES
 
 REPORT_NAME = "agn_report.html"
@@ -135,14 +134,8 @@ def _figure_html(name: str, alt: str, caption: str) -> str:
 
 
 def _write_text_atomically(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def write_report(

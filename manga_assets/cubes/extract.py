@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from manga_assets.atomic import atomic_path
 from manga_assets.cubes.features import galaxy_features
 from manga_assets.cubes.resample import resample_maps
 from manga_assets.dap.datamodel import DEFAULT_INVALID_BITS, PROJECT_LINES
@@ -60,17 +59,8 @@ class Cube:
 
 def write_cube(path: Path, cube: Cube) -> None:
     """Write ``cube`` as an uncompressed NPZ, atomically (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(
-                stream, flux=cube.flux, ivar=cube.ivar, mask=cube.mask, lines=np.array(cube.lines)
-            )
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+        np.savez(stream, flux=cube.flux, ivar=cube.ivar, mask=cube.mask, lines=np.array(cube.lines))
 
 
 def read_cube(path: Path) -> Cube:

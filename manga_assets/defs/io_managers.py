@@ -10,14 +10,13 @@ A run over several partitions hands over (and receives) a dict keyed by partitio
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
+from manga_assets.atomic import atomic_path
 from manga_assets.layout import DataLayout
 
 PRODUCT_PATH = "product_path"
@@ -25,15 +24,8 @@ PRODUCT_PATH = "product_path"
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` to ``path`` atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         frame.to_parquet(temporary, index=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 class ProductsIOManager(dg.ConfigurableIOManager):

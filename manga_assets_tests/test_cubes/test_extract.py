@@ -36,3 +36,10 @@ def test_a_failed_extraction_leaves_no_cube_behind(tmp_path):
     with pytest.raises(KeyError):
         extract_galaxy(maps_path, cube_path, ExtractionSettings())
     assert list(tmp_path.glob("*.npz")) == []
+
+
+def test_cube_files_are_readable_by_others_like_any_product(tmp_path):
+    maps_path = write_maps(tmp_path / "maps.fits.gz")
+    cube_path = tmp_path / "cube.npz"
+    extract_galaxy(maps_path, cube_path, ExtractionSettings())
+    assert cube_path.stat().st_mode & 0o044 == 0o044, "mkstemp's 0600 must not leak into products"
