@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,3 +37,18 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def replace_directory(new: Path, destination: Path) -> None:
+    """Move the finished directory ``new`` onto ``destination``, replacing what is there.
+
+    The old directory is first renamed aside, so at every moment ``destination`` is either the
+    complete old directory or the complete new one.
+    """
+    if destination.exists():
+        old = destination.parent / f".{destination.name}.old-{uuid.uuid4().hex[:12]}"
+        os.replace(destination, old)
+        os.replace(new, destination)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, destination)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import shutil
 import uuid
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from manga_assets.atomic import replace_directory
 from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig
 
 MODEL_FILE = "model.pt"
@@ -84,13 +84,7 @@ def save_model(
         config = {"format_version": FORMAT_VERSION, "model": model_config.to_dict()}
         (tmp_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         (tmp_dir / METRICS_FILE).write_text(json.dumps(json_safe(metrics), indent=2))
-        if model_dir.exists():
-            old = model_dir.parent / f".{model_dir.name}.old-{uuid.uuid4().hex[:12]}"
-            os.replace(model_dir, old)
-            os.replace(tmp_dir, model_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp_dir, model_dir)
+        replace_directory(tmp_dir, model_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from manga_assets.atomic import replace_directory
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets.model.normalise import Normalisation, galaxy_scale, normalise, valid_pixels
 
@@ -321,7 +322,7 @@ def build_training_set(
             "fingerprint": fingerprint,
         }
         (tmp_dir / "meta.json").write_text(json.dumps(meta, indent=2))
-        _replace_directory(tmp_dir, out_dir)
+        replace_directory(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
@@ -355,17 +356,6 @@ def _truncate_rows(directory: Path, name: str, n_rows: int, chunk: int = 512) ->
     target.flush()
     del source, target
     os.replace(target_path, source_path)
-
-
-def _replace_directory(new: Path, destination: Path) -> None:
-    """Move ``new`` to ``destination``, replacing an existing directory there."""
-    if destination.exists():
-        old = destination.parent / f".{destination.name}.old-{uuid.uuid4().hex[:12]}"
-        os.replace(destination, old)
-        os.replace(new, destination)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, destination)
 
 
 @dataclass
