@@ -5,8 +5,9 @@ from __future__ import annotations
 import dagster as dg
 
 from manga_assets.defs.assets import acquisition, analysis, model
+from manga_assets.defs.constants import ANALYSIS, REPORTS
 from manga_assets.defs.io_managers import ProductsIOManager
-from manga_assets.defs.jobs import catalog_job, plates_job
+from manga_assets.defs.jobs import catalog_job, catalog_schedule, plates_job
 from manga_assets.defs.model_io import ModelIOManager
 from manga_assets.defs.resources import DataDirResource, SasResource
 from manga_assets.defs.sensors import new_plates_sensor
@@ -40,6 +41,16 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         ],
         asset_checks=dg.load_asset_checks_from_modules([acquisition]),
         jobs=[catalog_job, plates_job],
-        sensors=[new_plates_sensor],
+        schedules=[catalog_schedule],
+        sensors=[
+            new_plates_sensor,
+            # Refreshes the whole-sample analyses and the report once new plates are embedded.
+            dg.AutomationConditionSensorDefinition(
+                "analyses_automation",
+                target=dg.AssetSelection.groups(ANALYSIS, REPORTS)
+                | dg.AssetSelection.assets(["ae", "latent_table"], ["vae", "latent_table"]),
+                default_status=dg.DefaultSensorStatus.RUNNING,
+            ),
+        ],
         resources=build_resources(settings),
     )

@@ -10,6 +10,18 @@ catalog_job = dg.define_asset_job(
 
 plates_job = dg.define_asset_job(
     "plates_job",
-    selection=dg.AssetSelection.assets("maps_files", "line_cubes"),
-    description="Download the MAPS files of a batch of plates and extract their line cubes.",
+    selection=dg.AssetSelection.assets("maps_files", "line_cubes")
+    | dg.AssetSelection.assets(["ae", "latents"], ["vae", "latents"]),
+    description=(
+        "Download the MAPS files of a batch of plates, extract their cubes and embed them with the "
+        "current models (no retraining)."
+    ),
+)
+
+catalog_schedule = dg.ScheduleDefinition(
+    name="daily_catalog",
+    job=catalog_job,
+    cron_schedule="0 6 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Re-read the release's DRPall/DAPall daily; the new-plates sensor follows up.",
 )

@@ -7,6 +7,7 @@ result and data version is recorded and the UI shows them. Plates are processed 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from manga_assets.cubes.extract import ExtractionSettings
 from manga_assets.defs.constants import PLATES_PARTITION, VARIANTS
 from manga_assets.defs.definitions import build_definitions
 from manga_assets.defs.sensors import batches, plate_range_tags
@@ -35,6 +37,9 @@ class RunSummary:
     cubes: int = 0
     extracted: int = 0
     failed: pd.DataFrame = field(default_factory=pd.DataFrame)
+    changed_plates: list[str] = field(default_factory=list)
+    embedded_plates: list[str] = field(default_factory=list)
+    retrained: dict[str, bool] = field(default_factory=dict)
     report: Path | None = None
     evaluation: dict[str, float] = field(default_factory=dict)
 
@@ -95,10 +100,22 @@ def run_pipeline(
     summary.galaxies, summary.plates = len(catalog), keys
 
     ordered = [k for k in instance.get_dynamic_partitions(PLATES_PARTITION) if k in set(keys)]
-    plate_batches = _contiguous_batches(ordered, instance)
-    for batch in plate_batches:
-        log(f"plates {batch[0]}..{batch[-1]} ({len(batch)} plates): MAPS files and cubes")
-        execute(["maps_files", "line_cubes"], tags=plate_range_tags(batch[0], batch[-1]))
+    products = summary.products
+    before = {k: _manifest_digest(products, k) for k in keys}
+    for batch in _contiguous_batches(ordered, instance):
+        log(f"plates {batch[0]}..{batch[-1]} ({len(batch)} plates): MAPS files")
+        execute(["maps_files"], tags=plate_range_tags(batch[0], batch[-1]))
+    # A plate is extracted again only when one of its MAPS files is new or changed on the server,
+    # or its features are missing; line_cubes itself keeps the cubes of unchanged galaxies.
+    changed = [
+        k
+        for k in ordered
+        if before[k] != _manifest_digest(products, k) or _features_stale(products, k)
+    ]
+    summary.changed_plates = changed
+    for batch in _contiguous_batches(changed, instance):
+        log(f"plates {batch[0]}..{batch[-1]} ({len(batch)} plates): cubes")
+        execute(["line_cubes"], tags=plate_range_tags(batch[0], batch[-1]))
 
     manifests = [pd.read_parquet(summary.products / "manifest" / f"{k}.parquet") for k in keys]
     features = [pd.read_parquet(summary.products / "features" / f"{k}.parquet") for k in keys]
@@ -112,11 +129,25 @@ def run_pipeline(
 
     training = {**(training or {}), **({"epochs": epochs} if epochs else {})}
     log("training set and models" + (f" ({training})" if training else ""))
-    execute(
+    models_before = {v: _model_id(products, v) for v in VARIANTS}
+    result = execute(
         ["training_set", *(f"{v}/model" for v in VARIANTS)],
         run_config={"ops": {f"{v}__model": {"config": training} for v in VARIANTS}},
     )
-    for batch in plate_batches:
+    for variant in VARIANTS:
+        event = result.asset_materializations_for_node(f"{variant}__model")[-1]
+        summary.retrained[variant] = bool(event.metadata["retrained"].value)
+        log(f"{variant}: {event.metadata['retrain_reason'].value}")
+    # Latents are recomputed for every plate when a model changed, else for changed plates only.
+    model_changed = any(models_before[v] != _model_id(products, v) for v in VARIANTS)
+    to_embed = ordered if model_changed else [
+        k for k in ordered
+        if k in changed or not all(
+            (products / v / "latents" / f"{k}.parquet").exists() for v in VARIANTS
+        )
+    ]  # fmt: skip
+    summary.embedded_plates = to_embed
+    for batch in _contiguous_batches(to_embed, instance):
         log(f"plates {batch[0]}..{batch[-1]}: latents")
         execute([f"{v}/latents" for v in VARIANTS], tags=plate_range_tags(batch[0], batch[-1]))
     log("latent spaces, anomaly scores, neighbours, AGN sample and report")
@@ -137,6 +168,31 @@ def run_pipeline(
         if key.startswith(VARIANTS) and isinstance(value.value, float)
     }
     return summary
+
+
+def _manifest_digest(products: Path, plate: str) -> str | None:
+    path = products / "manifest" / f"{plate}.parquet"
+    if not path.exists():
+        return None
+    manifest = pd.read_parquet(path, columns=["plateifu", "status", "sha256"])
+    return "|".join(manifest.sort_values("plateifu").astype(str).agg(":".join, axis=1))
+
+
+def _features_stale(products: Path, plate: str) -> bool:
+    """Features are missing, or were extracted with other settings or extraction code."""
+    path = products / "features" / f"{plate}.parquet"
+    if not path.exists():
+        return True
+    features = pd.read_parquet(path)
+    ok = features[features["status"] == "ok"]
+    return "settings_key" not in ok or bool(
+        (ok["settings_key"] != ExtractionSettings().key()).any()
+    )
+
+
+def _model_id(products: Path, variant: str) -> str | None:
+    path = products / "models" / variant / "metrics.json"
+    return json.loads(path.read_text()).get("model_id") if path.exists() else None
 
 
 def _contiguous_batches(ordered: list[str], instance: dg.DagsterInstance) -> list[list[str]]:

@@ -23,7 +23,9 @@ def batches(keys: list[str], size: int = PLATES_PER_RUN) -> list[list[str]]:
     return [keys[start : start + size] for start in range(0, len(keys), size)]
 
 
-@dg.sensor(job=plates_job, minimum_interval_seconds=60)
+@dg.sensor(
+    job=plates_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING
+)
 def new_plates_sensor(context: dg.SensorEvaluationContext, data_dir: DataDirResource):
     """Adds the catalogue's new plates as partitions and requests their runs in batches."""
     path = data_dir.layout.product("catalog.parquet")

@@ -10,6 +10,7 @@ half-written file is never seen.
 
 from __future__ import annotations
 
+import filecmp
 import gzip
 import os
 from collections.abc import Iterable, Iterator
@@ -215,6 +216,18 @@ def maps_blocks(
         yield name, _data_block(data)
 
 
+def _replace_if_changed(temporary: Path, path: Path) -> None:
+    """Move ``temporary`` onto ``path`` unless ``path`` already holds the same bytes.
+
+    Rebuilding a release (for example with one plate more) then leaves unchanged files untouched,
+    mtime included, as an archive does: a mirror's ETag stays the same and clients are not made
+    to download them again.
+    """
+    if path.exists() and filecmp.cmp(temporary, path, shallow=False):
+        return
+    os.replace(temporary, path)
+
+
 def write_gzipped(path: Path, blocks: Iterable[bytes], gzip_level: int = 1) -> int:
     """Stream ``blocks`` into ``path`` (``.fits.gz``) reproducibly and atomically; return bytes.
 
@@ -231,7 +244,7 @@ def write_gzipped(path: Path, blocks: Iterable[bytes], gzip_level: int = 1) -> i
             ) as stream:
                 for block in blocks:
                     stream.write(block)
-        os.replace(temporary, path)
+        _replace_if_changed(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
     return path.stat().st_size
@@ -243,7 +256,7 @@ def write_fits(path: Path, hdulist: fits.HDUList) -> int:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         hdulist.writeto(temporary, overwrite=True)
-        os.replace(temporary, path)
+        _replace_if_changed(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
     return path.stat().st_size

@@ -104,3 +104,15 @@ def test_progress_reports_every_galaxy(tmp_path):
     )
     total = summary.n_galaxies
     assert calls == [(done, total) for done in range(1, total + 1)]
+
+
+def test_rebuilding_with_a_plate_more_leaves_old_files_untouched(tmp_path):
+    """Same bytes and same mtime, so a mirror's ETag does not change (no re-download)."""
+    from manga_assets.synthetic.release import SyntheticReleaseSpec, build_release
+
+    first = build_release(
+        tmp_path, SyntheticReleaseSpec(n_plates=1, galaxies_per_plate=3, lean=True)
+    )
+    stamps = {p: path.stat().st_mtime_ns for p, path in first.maps_paths.items() if path.exists()}
+    build_release(tmp_path, SyntheticReleaseSpec(n_plates=2, galaxies_per_plate=3, lean=True))
+    assert stamps and all(first.maps_paths[p].stat().st_mtime_ns == t for p, t in stamps.items())

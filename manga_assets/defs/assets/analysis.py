@@ -47,6 +47,7 @@ def _table_asset_kwargs(variant: str, name: str, description: str) -> dict:
         "metadata": {PRODUCT_PATH: f"{variant}/{name}.parquet"},
         "io_manager_key": "products_io_manager",
         "ins": {"latents": dg.AssetIn(key=[variant, "latent_table"])},
+        "automation_condition": dg.AutomationCondition.eager(),
     }
 
 
@@ -121,6 +122,7 @@ class AgnSampleConfig(dg.Config):
     kinds={"parquet"},
     code_version=ANALYSIS_CODE_VERSION,
     metadata={PRODUCT_PATH: "agn_sample.parquet"},
+    automation_condition=dg.AutomationCondition.eager(),
     io_manager_key="products_io_manager",
 )
 def agn_sample(
@@ -186,6 +188,7 @@ def _report_ins() -> dict[str, dg.AssetIn]:
     group_name=REPORTS,
     owners=[OWNER],
     kinds={"html"},
+    automation_condition=dg.AutomationCondition.eager(),
     code_version=ANALYSIS_CODE_VERSION,
     ins=_report_ins(),
 )

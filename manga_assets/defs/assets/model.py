@@ -87,6 +87,8 @@ class ModelTrainingConfig(dg.Config):
     seed: int = 0
     patience: int = 5
     device: str = "auto"
+    force_retrain: bool = False
+    growth_to_retrain: float = 0.25
 
 
 def step_threads() -> int:
@@ -122,6 +124,21 @@ def _loss_curve_markdown(history: pd.DataFrame) -> str:
     return f"![loss curve](data:image/png;base64,{encoded})"
 
 
+# Training settings that define a model; patience, device and threads do not.
+SIGNATURE_FIELDS = ("epochs", "batch_size", "learning_rate", "weight_decay", "seed", "augment")
+
+
+def _saved_metrics(model_dir) -> dict | None:
+    """``metrics.json`` of the model saved in ``model_dir``, if it has a retraining signature."""
+    import json
+
+    path = model_dir / "metrics.json"
+    if not path.exists():
+        return None
+    metrics = json.loads(path.read_text())
+    return metrics if "signature_digest" in metrics else None
+
+
 def build_model_asset(variant: str) -> dg.AssetsDefinition:
     """The ``{variant}/model`` asset: a trained ConvLSTM autoencoder of that variant."""
     check_name = "beats_mean_map_baseline"
@@ -141,9 +158,14 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: ModelTrainingConfig, data_dir: DataDirResource
     ):
         from manga_assets.model.autoencoder import ModelConfig
+        from manga_assets.model.checkpoint import load_model
+        from manga_assets.model.dataset import open_training_set
+        from manga_assets.model.policy import retraining_decision, signature_digest
         from manga_assets.model.train import TrainConfig, train_model
 
         layout = data_dir.layout
+        model_dir = layout.model_dir(variant)
+        training_set_dir = layout.products / TRAINING_SET_DIR
         model_config = ModelConfig(variant=variant, latent_dim=config.latent_dim, beta=config.beta)
         train_config = TrainConfig(
             epochs=config.epochs,
@@ -154,30 +176,74 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
             device=config.device,
             num_threads=step_threads(),
         )
-        result = train_model(
-            model_config,
-            train_config,
-            layout.products / TRAINING_SET_DIR,
-            layout.products / "checkpoints" / variant,
-            log=context.log.info,
+        signature = {
+            "code_version": MODEL_CODE_VERSION,
+            "model": model_config.to_dict(),
+            "training": {k: v for k, v in train_config.to_dict().items() if k in SIGNATURE_FIELDS},
+        }
+        training_set = open_training_set(training_set_dir)
+        n_galaxies = len(training_set.index)
+        previous = _saved_metrics(model_dir)
+        decision = retraining_decision(
+            previous,
+            signature,
+            n_galaxies,
+            growth_to_retrain=config.growth_to_retrain,
+            force=config.force_retrain,
         )
-        history = pd.DataFrame(result.history)
-        ratio = result.best_val_recon / result.baseline_val_loss
+        context.log.info(f"{variant}: {'retraining' if decision.retrain else 'keeping'} the model: "
+                         f"{decision.reason}")  # fmt: skip
+
+        if decision.retrain:
+            result = train_model(
+                model_config,
+                train_config,
+                training_set_dir,
+                layout.products / "checkpoints" / variant,
+                log=context.log.info,
+            )
+            digest = signature_digest(signature)
+            metrics = {
+                **result.metrics(),
+                "signature_digest": digest,
+                "n_galaxies_trained": n_galaxies,
+                "model_id": signature_digest(
+                    {
+                        "signature": digest,
+                        "training_set": training_set.fingerprint,
+                        "loss": result.best_val_recon,
+                    }
+                ),  # fmt: skip
+            }
+            trained = TrainedModel(result.model, model_config, metrics)
+        else:
+            saved_model, saved_config = load_model(model_dir)
+            trained = TrainedModel(saved_model, saved_config, previous)
+            metrics = previous
+
+        history = pd.DataFrame(metrics["history"])
+        ratio = metrics["best_val_recon"] / metrics["baseline_val_loss"]
         yield dg.Output(
-            TrainedModel(result.model, model_config, result.metrics()),
+            trained,
+            data_version=dg.DataVersion(metrics["model_id"]),
             metadata={
-                "device": result.device,
-                "parameters": result.n_parameters,
+                "retrained": decision.retrain,
+                "retrain_reason": decision.reason,
+                "model_id": metrics["model_id"],
+                "galaxies_trained_on": metrics["n_galaxies_trained"],
+                "galaxies_in_training_set": n_galaxies,
+                "device": metrics["device"],
+                "parameters": metrics["n_parameters"],
                 "epochs_run": len(history),
-                "best_epoch": result.best_epoch,
-                "best_val_recon": result.best_val_recon,
-                "baseline_val_loss": result.baseline_val_loss,
-                "training_seconds": result.wall_seconds,
-                "galaxies_per_second": result.galaxies_per_second,
-                "train_galaxies": result.n_train,
-                "val_galaxies": result.n_val,
-                "stopped_early": result.stopped_early,
-                "resumed_from_epoch": result.resumed_from_epoch or 0,
+                "best_epoch": metrics["best_epoch"],
+                "best_val_recon": metrics["best_val_recon"],
+                "baseline_val_loss": metrics["baseline_val_loss"],
+                "training_seconds": metrics["wall_seconds"],
+                "galaxies_per_second": metrics["galaxies_per_second"],
+                "train_galaxies": metrics["n_train"],
+                "val_galaxies": metrics["n_val"],
+                "stopped_early": metrics["stopped_early"],
+                "resumed_from_epoch": metrics["resumed_from_epoch"] or 0,
                 "losses": dg.MetadataValue.md(markdown_table(history.round(5))),
                 "loss_curve": dg.MetadataValue.md(_loss_curve_markdown(history)),
             },
@@ -186,8 +252,8 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
             check_name=check_name,
             passed=bool(ratio <= MAX_LOSS_RATIO_TO_BASELINE),
             metadata={
-                "val_recon_loss": result.best_val_recon,
-                "baseline_val_loss": result.baseline_val_loss,
+                "val_recon_loss": metrics["best_val_recon"],
+                "baseline_val_loss": metrics["baseline_val_loss"],
                 "ratio": ratio,
                 "max_ratio": MAX_LOSS_RATIO_TO_BASELINE,
             },
@@ -279,6 +345,7 @@ def build_latent_table_asset(variant: str) -> dg.AssetsDefinition:
         code_version=LATENTS_CODE_VERSION,
         ins={"latents": dg.AssetIn([variant, "latents"])},
         metadata={PRODUCT_PATH: f"{variant}/latents.parquet"},
+        automation_condition=dg.AutomationCondition.eager(),
         io_manager_key="products_io_manager",
         description=f"The {variant} latents of all plates, gathered.",
     )
