@@ -48,7 +48,8 @@ def incremental(tmp_path_factory):
         spec5 = SyntheticReleaseSpec(n_plates=5, galaxies_per_plate=9, seed=0, lean=True)
         release5 = build_release(root / "release", spec5)
         steps["added"] = (run(), len(read_access_log(log_path)))
-        changed_galaxy = sorted(p for p in release.plateifus if p in release5.maps_paths)[3]
+        catalog = pd.read_parquet(settings.data_dir / "products" / "catalog.parquet")
+        changed_galaxy = catalog.loc[catalog["plate"] == release.plates[1], "plateifu"].iloc[1]
         rewrite_galaxy(root / "release", spec5, changed_galaxy)
         steps["changed"] = (run(), len(read_access_log(log_path)))
     return settings, release, release5, changed_galaxy, steps, log_path
