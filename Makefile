@@ -12,7 +12,7 @@ TORCH_PIP_ARGS ?=
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export MANGA_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install test lint demo dev bench clean
+.PHONY: install test lint demo dev bench clean test-services
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,14 @@ install: $(VENV)/.installed
 lint: install
 	$(PY) -m ruff check manga_assets manga_assets_tests benchmarks
 
-test: install lint
+# Tests start a real PostgreSQL server and a headless Chromium; install them when absent (as root,
+# from the distribution's packages).
+test-services:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v chromium >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium >/dev/null; \
+	fi
+
+test: install lint test-services
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: install

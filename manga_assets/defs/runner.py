@@ -122,7 +122,8 @@ def run_pipeline(
     manifest, table = pd.concat(manifests), pd.concat(features)
     summary.downloaded = int(manifest["fetched"].sum())
     summary.cubes = int((table["status"] == "ok").sum())
-    summary.extracted = int(((table["status"] == "ok") & ~table["reused"].astype(bool)).sum())
+    rerun = table[table["plateifu"].str.split("-").str[0].isin(changed)]
+    summary.extracted = int(((rerun["status"] == "ok") & ~rerun["reused"].astype(bool)).sum())
     summary.failed = table[table["status"] != "ok"][["plateifu", "status", "reason"]]
     if acquisition_only:
         return summary

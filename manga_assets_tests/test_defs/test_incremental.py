@@ -23,8 +23,8 @@ TRAINING = {
 }  # fmt: skip
 
 
-def maps_requests(log_path, since: int):
-    entries = read_access_log(log_path)[since:]
+def maps_requests(log_path, since: int, until: int | None = None):
+    entries = read_access_log(log_path)[since:until]
     return [e for e in entries if e.method == "GET" and "-MAPS-" in e.path]
 
 
@@ -58,13 +58,13 @@ def incremental(tmp_path_factory):
 def test_a_new_plate_is_fetched_embedded_and_analysed_without_retraining(incremental):
     settings, release, release5, _, steps, log_path = incremental
     first, after_first = steps["first"]
-    added, _ = steps["added"]
+    added, after_added = steps["added"]
     new_plate = str(max(release5.plates))
 
     assert first.retrained == {"ae": True, "vae": True}
     assert added.retrained == {"ae": False, "vae": False}
 
-    requests = maps_requests(log_path, after_first)
+    requests = maps_requests(log_path, after_first, after_added)
     fetched = {e.path for e in requests if e.status == 200}
     assert fetched and all(f"/{new_plate}/" in path for path in fetched)
     old = [e for e in requests if f"/{new_plate}/" not in e.path]
