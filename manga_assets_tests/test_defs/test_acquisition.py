@@ -183,3 +183,28 @@ def test_a_dr15_release_runs_with_its_own_layout(tmp_path):
     assert "/dr15/manga/spectro/analysis/v2_4_3/2.2.1/HYB10-GAU-MILESHC/" in str(
         next((settings.data_dir / "sas").rglob(f"manga-{plateifu}-MAPS-*.fits.gz"))
     )
+
+
+def test_new_extraction_code_re_extracts_from_the_mirror_without_downloading(
+    dr17_release, settings, tmp_path, monkeypatch
+):
+    from dagster import AssetKey
+
+    from manga_assets.cubes import extract
+    from manga_assets.defs.definitions import build_definitions
+
+    instance = DagsterInstance.ephemeral()
+    first = acquire(settings, instance)
+    monkeypatch.setattr(extract, "EXTRACTION_VERSION", extract.EXTRACTION_VERSION + 1)
+    gets_before = len(maps_gets(tmp_path / "access.log"))
+
+    second = acquire(settings, instance)
+
+    assert second.changed_plates == first.plates
+    assert second.extracted == first.cubes and second.downloaded == 0
+    new_gets = maps_gets(tmp_path / "access.log")[gets_before:]
+    corrupt = faults_by_kind(dr17_release)["truncated_gzip"]
+    assert all(e.status in (304, 404) or f"manga-{corrupt}-" in e.path for e in new_gets)
+    # The asset's code version names the extraction version, so Dagster marks cubes stale.
+    graph = build_definitions(settings).resolve_asset_graph()
+    assert graph.get(AssetKey("line_cubes")).code_version == "extraction-1"
