@@ -3,6 +3,7 @@
 ``MANGA_SAS_URL``  root of the SAS tree (default https://data.sdss.org/sas)
 ``MANGA_RELEASE``  DR17 (default) or DR15
 ``MANGA_DATA_DIR`` local SAS mirror under ``sas/``, products under ``products/`` (default ./data)
+``MANGA_WATCH_RELEASES`` comma-separated release names to probe for (e.g. "DR18,MPL-12")
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Settings:
     sas_url: str = DEFAULT_SAS_URL
     release: str = DEFAULT_RELEASE
     data_dir: Path = Path(DEFAULT_DATA_DIR)
+    watch_releases: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -31,4 +33,9 @@ class Settings:
             sas_url=os.environ.get("MANGA_SAS_URL", DEFAULT_SAS_URL),
             release=os.environ.get("MANGA_RELEASE", DEFAULT_RELEASE).upper(),
             data_dir=Path(os.environ.get("MANGA_DATA_DIR", DEFAULT_DATA_DIR)).resolve(),
+            watch_releases=tuple(
+                name.strip()
+                for name in os.environ.get("MANGA_WATCH_RELEASES", "").split(",")
+                if name.strip()
+            ),
         )

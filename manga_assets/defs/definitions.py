@@ -10,7 +10,7 @@ from manga_assets.defs.io_managers import ProductsIOManager
 from manga_assets.defs.jobs import catalog_job, catalog_schedule, plates_job
 from manga_assets.defs.model_io import ModelIOManager
 from manga_assets.defs.resources import DataDirResource, SasResource
-from manga_assets.defs.sensors import new_plates_sensor
+from manga_assets.defs.sensors import new_plates_sensor, release_watch_sensor
 from manga_assets.settings import Settings
 
 
@@ -18,7 +18,11 @@ def build_resources(settings: Settings) -> dict[str, object]:
     """The resources of one deployment, all derived from one settings object."""
     data_dir = str(settings.data_dir)
     return {
-        "sas": SasResource(sas_url=settings.sas_url, release=settings.release),
+        "sas": SasResource(
+            sas_url=settings.sas_url,
+            release=settings.release,
+            watch_releases=list(settings.watch_releases),
+        ),
         "data_dir": DataDirResource(data_dir=data_dir),
         "products_io_manager": ProductsIOManager(data_dir=data_dir),
         "model_io_manager": ModelIOManager(data_dir=data_dir),
@@ -44,6 +48,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         schedules=[catalog_schedule],
         sensors=[
             new_plates_sensor,
+            release_watch_sensor,
             # Refreshes the whole-sample analyses and the report once new plates are embedded.
             dg.AutomationConditionSensorDefinition(
                 "analyses_automation",

@@ -20,6 +20,7 @@ class SasResource(dg.ConfigurableResource):
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
     max_retries: int = 4
+    watch_releases: list[str] = []
 
     def release_info(self) -> Release:
         return get_release(self.release)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 import pandas as pd
 
 from manga_assets.defs.constants import PLATES_PARTITION, PLATES_PER_RUN
 from manga_assets.defs.jobs import plates_job
 from manga_assets.defs.partitions import plate_partitions
-from manga_assets.defs.resources import DataDirResource
+from manga_assets.defs.resources import DataDirResource, SasResource
+from manga_assets.sas.watch import release_available, release_url
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -44,4 +47,40 @@ def new_plates_sensor(context: dg.SensorEvaluationContext, data_dir: DataDirReso
             )
             for batch in batches(new)
         ],  # fmt: skip
+    )
+
+
+@dg.sensor(minimum_interval_seconds=24 * 3600, default_status=dg.DefaultSensorStatus.RUNNING)
+def release_watch_sensor(context: dg.SensorEvaluationContext, sas: SasResource):
+    """Reports, once each, watched release names (MANGA_WATCH_RELEASES) that appear on the SAS.
+
+    Switching to a new release stays a deliberate configuration change (MANGA_RELEASE, and a
+    release-table entry for its DRP/DAP versions); it changes the catalogue's data version, which
+    marks everything downstream stale.
+    """
+    if not sas.watch_releases:
+        return dg.SkipReason("no release names to watch (set MANGA_WATCH_RELEASES)")
+    reported = set(json.loads(context.cursor or "[]"))
+    appeared = [
+        name
+        for name in sas.watch_releases
+        if name not in reported and release_available(sas.sas_url, name)
+    ]
+    if not appeared:
+        return dg.SkipReason(f"none of {', '.join(sas.watch_releases)} is on {sas.sas_url} yet")
+    for name in appeared:
+        context.log.warning(f"release {name} has appeared at {release_url(sas.sas_url, name)}")
+    return dg.SensorResult(
+        asset_events=[
+            dg.AssetObservation(
+                asset_key="catalog",
+                metadata={
+                    "release_appeared": name,
+                    "url": dg.MetadataValue.url(release_url(sas.sas_url, name)),
+                    "configured_release": sas.release,
+                },
+            )
+            for name in appeared
+        ],
+        cursor=json.dumps(sorted(reported | set(appeared))),
     )

@@ -272,7 +272,13 @@ class _SasRequestHandler(BaseHTTPRequestHandler):
             return
         file = _resolve_inside(self.server.root, relative) if relative else None
         if file is None:
-            self._send_text(404, "not found")
+            folder = _folder_inside(self.server.root, relative) if relative else None
+            if folder is None:
+                self._send_text(404, "not found")
+            else:
+                # A plain index, as the SAS serves for folders (release watches probe these).
+                names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+                self._send_text(200, "\n".join(names) + "\n")
             return
         self._send_file(file, fault, send_body)
 
@@ -376,7 +382,7 @@ def _sas_relative_path(request_path: str) -> str | None:
     path = unquote(urlsplit(request_path).path)
     if not path.startswith(_URL_PREFIX):
         return None
-    relative = path[len(_URL_PREFIX) :]
+    relative = path[len(_URL_PREFIX) :].rstrip("/")
     parts = relative.split("/")
     if not relative or "\x00" in relative or any(part in ("", ".", "..") for part in parts):
         return None
@@ -390,6 +396,14 @@ def _resolve_inside(root: Path, relative: str) -> Path | None:
     """
     candidate = (root / relative).resolve()
     if not candidate.is_relative_to(root) or not candidate.is_file():
+        return None
+    return candidate
+
+
+def _folder_inside(root: Path, relative: str) -> Path | None:
+    """The folder at ``root/relative``, or None if absent or if it resolves outside root."""
+    candidate = (root / relative).resolve()
+    if not candidate.is_relative_to(root) or not candidate.is_dir():
         return None
     return candidate
 

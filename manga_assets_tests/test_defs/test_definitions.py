@@ -74,3 +74,23 @@ def test_sensor_skips_when_nothing_is_new(tmp_path):
     result = new_plates_sensor(_sensor_context(instance, tmp_path))
     assert isinstance(result, dg.SkipReason)
     assert "partitions already" in result.skip_message
+
+
+def test_a_watched_release_is_reported_once_when_it_appears(tmp_path):
+    from manga_assets.defs.resources import SasResource
+    from manga_assets.defs.sensors import release_watch_sensor
+    from manga_assets.sas.mirror import MirrorServer
+
+    (tmp_path / "dr19" / "manga" / "spectro").mkdir(parents=True)
+    with MirrorServer(tmp_path) as server:
+        sas = SasResource(sas_url=server.url, release="DR17", watch_releases=["DR18", "DR19"])
+        context = dg.build_sensor_context(resources={"sas": sas})
+        result = release_watch_sensor(context)
+        (event,) = result.asset_events
+        assert event.metadata["release_appeared"].value == "DR19"
+        assert result.cursor == '["DR19"]'
+
+        again = release_watch_sensor(
+            dg.build_sensor_context(resources={"sas": sas}, cursor=result.cursor)
+        )
+        assert isinstance(again, dg.SkipReason) and "DR18" in again.skip_message

@@ -132,8 +132,15 @@ def test_paths_outside_the_root_are_404(mirror, tmp_path):
 
 def test_missing_files_and_directories_are_404(mirror, served):
     assert requests.get(mirror.url("dr17/manga/absent.fits"), timeout=5).status_code == 404
-    assert requests.get(mirror.url("dr17/manga/"), timeout=5).status_code == 404
+    assert requests.get(mirror.url("dr18/manga/"), timeout=5).status_code == 404
     assert requests.get(mirror.server.url, timeout=5).status_code == 404
+
+
+def test_existing_folders_answer_with_a_plain_index(mirror, served):
+    """As the SAS does: release watches probe for a release's folder."""
+    response = requests.get(mirror.url("dr17/manga/"), timeout=5)
+    assert response.status_code == 200 and "spectro/" in response.text.split()
+    assert requests.head(mirror.url("dr17"), timeout=5).status_code == 200
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "example.org"])
