@@ -52,7 +52,41 @@ def incremental(tmp_path_factory):
         changed_galaxy = catalog.loc[catalog["plate"] == release.plates[1], "plateifu"].iloc[1]
         rewrite_galaxy(root / "release", spec5, changed_galaxy)
         steps["changed"] = (run(), len(read_access_log(log_path)))
+
+        spec6 = SyntheticReleaseSpec(n_plates=6, galaxies_per_plate=9, seed=0, lean=True)
+        build_release(root / "release", spec6)
+        steps["ticked"] = (
+            tick_schedule_and_sensor(settings, instance),
+            len(read_access_log(log_path)),
+        )
     return settings, release, release5, changed_galaxy, steps, log_path
+
+
+def tick_schedule_and_sensor(settings, instance):
+    """What the daemon does: the daily schedule's run, then the new-plates sensor's runs."""
+    from dagster import build_schedule_context, build_sensor_context
+
+    from manga_assets.defs.definitions import build_definitions
+    from manga_assets.defs.jobs import catalog_schedule
+    from manga_assets.defs.resources import DataDirResource
+    from manga_assets.defs.sensors import new_plates_sensor
+
+    defs = build_definitions(settings)
+    runs = []
+    schedule_tick = catalog_schedule.evaluate_tick(build_schedule_context(instance))
+    assert len(schedule_tick.run_requests) == 1
+    runs.append(defs.get_job_def("catalog_job").execute_in_process(instance=instance))
+    context = build_sensor_context(
+        instance=instance, resources={"data_dir": DataDirResource(data_dir=str(settings.data_dir))}
+    )
+    result = new_plates_sensor(context)
+    for partitions in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(partitions.partitions_def_name, partitions.partition_keys)
+    for request in result.run_requests:
+        runs.append(
+            defs.get_job_def("plates_job").execute_in_process(instance=instance, tags=request.tags)
+        )
+    return result, runs
 
 
 def test_a_new_plate_is_fetched_embedded_and_analysed_without_retraining(incremental):
@@ -91,10 +125,11 @@ def test_a_new_plate_is_fetched_embedded_and_analysed_without_retraining(increme
 def test_a_changed_maps_file_is_fetched_again_and_only_its_plate_rebuilt(incremental):
     settings, _, _, changed_galaxy, steps, log_path = incremental
     _, after_added = steps["added"]
-    changed, _ = steps["changed"]
+    changed, after_changed = steps["changed"]
     plate = changed_galaxy.split("-")[0]
 
-    fetched = [e.path for e in maps_requests(log_path, after_added) if e.status == 200]
+    requests = maps_requests(log_path, after_added, after_changed)
+    fetched = [e.path for e in requests if e.status == 200]
     assert len(fetched) == 1 and f"manga-{changed_galaxy}-MAPS" in fetched[0]
     assert changed.changed_plates == [plate] and changed.embedded_plates == [plate]
     assert changed.retrained == {"ae": False, "vae": False}
@@ -103,3 +138,28 @@ def test_a_changed_maps_file_is_fetched_again_and_only_its_plate_rebuilt(increme
     features = pd.read_parquet(settings.data_dir / "products" / "features" / f"{plate}.parquet")
     extracted_again = features.loc[~features["reused"].astype(bool), "plateifu"].tolist()
     assert extracted_again == [changed_galaxy]
+
+
+def test_ticking_the_schedule_and_sensor_embeds_a_new_plate_with_the_current_models(incremental):
+    from dagster import AssetKey
+
+    settings, _, _, _, steps, log_path = incremental
+    _, after_changed = steps["changed"]
+    (result, runs), _ = steps["ticked"]
+    new_plate = "10006"
+
+    assert [r.tags for r in result.run_requests] == [
+        {"dagster/asset_partition_range_start": new_plate,
+         "dagster/asset_partition_range_end": new_plate}
+    ]  # fmt: skip
+    assert all(run.success for run in runs)
+    fetched = {e.path for e in maps_requests(log_path, after_changed) if e.status == 200}
+    assert fetched and all(f"/{new_plate}/" in path for path in fetched)
+    products = settings.data_dir / "products"
+    for variant in ("ae", "vae"):
+        assert (products / variant / "latents" / f"{new_plate}.parquet").exists()
+    models = {AssetKey(["ae", "model"]), AssetKey(["vae", "model"])}
+    latents = {AssetKey(["ae", "latents"]), AssetKey(["vae", "latents"])}
+    for run in runs:
+        assert not {e.asset_key for e in run.get_asset_materialization_events()} & models
+    assert latents <= {e.asset_key for e in runs[-1].get_asset_materialization_events()}
