@@ -97,7 +97,7 @@ def test_the_runs_materialisations_are_shown(webserver):
         assert {e["runId"] for e in events} <= set(summary.run_ids[1:]), key
     cubes = materialisations(webserver, "line_cubes")
     assert all(
-        {"cubes", "galaxies"} <= {entry["label"] for entry in event["metadataEntries"]}
+        {"cubes_in_run", "cubes_by_plate"} <= {entry["label"] for entry in event["metadataEntries"]}
         for event in cubes
     )
 

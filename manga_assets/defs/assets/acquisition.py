@@ -206,10 +206,16 @@ def maps_files(
         data_version=dg.DataVersion(digests[plates_run[0]]) if len(digests) == 1 else None,
         metadata={
             "sha256_digest_by_plate": dg.MetadataValue.json(digests),
-            "galaxies": len(manifest),
-            "ok": int((manifest["status"] == "ok").sum()),
-            "fetched": int(manifest["fetched"].sum()),
-            "bytes": int(manifest["bytes"].sum()),
+            # A run covers a batch of plates and Dagster copies output metadata onto every plate's
+            # materialisation: totals say so in their names, and the per-plate counts are listed.
+            "plates_in_run": len(by_plate),
+            "galaxies_in_run": len(manifest),
+            "ok_in_run": int((manifest["status"] == "ok").sum()),
+            "fetched_in_run": int(manifest["fetched"].sum()),
+            "bytes_in_run": int(manifest["bytes"].sum()),
+            "ok_by_plate": dg.MetadataValue.json(
+                {plate: int((rows["status"] == "ok").sum()) for plate, rows in by_plate.items()}
+            ),
             "failed": dg.MetadataValue.md(markdown_table(failed[["plateifu", "status", "reason"]])),
         },
     )
@@ -264,10 +270,14 @@ def line_cubes(
     yield dg.Output(
         features,
         metadata={
-            "galaxies": len(every),
-            "cubes": len(ok),
-            "extracted": int((~ok["reused"].astype(bool)).sum()),
-            "invalid": int((every["status"] == "invalid").sum()),
+            "plates_in_run": len(features),
+            "galaxies_in_run": len(every),
+            "cubes_in_run": len(ok),
+            "extracted_in_run": int((~ok["reused"].astype(bool)).sum()),
+            "invalid_in_run": int((every["status"] == "invalid").sum()),
+            "cubes_by_plate": dg.MetadataValue.json(
+                {plate: int((table["status"] == "ok").sum()) for plate, table in features.items()}
+            ),
             "grid": settings.grid,
             "lines": len(settings.lines),
             "median_valid_fraction": float(ok["valid_fraction"].median()),

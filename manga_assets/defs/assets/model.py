@@ -302,7 +302,8 @@ def build_latents_asset(variant: str) -> dg.AssetsDefinition:
         return dg.Output(
             tables,
             metadata={
-                "galaxies": len(every),
+                "plates_in_run": len(tables),
+                "galaxies_in_run": len(every),
                 "without_cube": len(skipped),
                 "median_recon_error": float(every["recon_error"].median()) if len(every) else 0.0,
             },
