@@ -75,7 +75,7 @@ def tick_schedule_and_sensor(settings, instance):
     runs = []
     schedule_tick = catalog_schedule.evaluate_tick(build_schedule_context(instance))
     assert len(schedule_tick.run_requests) == 1
-    runs.append(defs.get_job_def("catalog_job").execute_in_process(instance=instance))
+    runs.append(defs.resolve_job_def("catalog_job").execute_in_process(instance=instance))
     context = build_sensor_context(
         instance=instance, resources={"data_dir": DataDirResource(data_dir=str(settings.data_dir))}
     )
@@ -84,7 +84,9 @@ def tick_schedule_and_sensor(settings, instance):
         instance.add_dynamic_partitions(partitions.partitions_def_name, partitions.partition_keys)
     for request in result.run_requests:
         runs.append(
-            defs.get_job_def("plates_job").execute_in_process(instance=instance, tags=request.tags)
+            defs.resolve_job_def("plates_job").execute_in_process(
+                instance=instance, tags=request.tags
+            )
         )
     return result, runs
 
