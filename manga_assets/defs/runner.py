@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +103,7 @@ def run_pipeline(
     ordered = [k for k in instance.get_dynamic_partitions(PLATES_PARTITION) if k in set(keys)]
     products = summary.products
     before = {k: _manifest_digest(products, k) for k in keys}
-    for batch in _contiguous_batches(ordered, instance):
+    for batch in _bar(_contiguous_batches(ordered, instance), "MAPS files, plate batches"):
         log(f"plates {batch[0]}..{batch[-1]} ({len(batch)} plates): MAPS files")
         execute(["maps_files"], tags=plate_range_tags(batch[0], batch[-1]))
     # A plate is extracted again only when one of its MAPS files is new or changed on the server,
@@ -113,7 +114,7 @@ def run_pipeline(
         if before[k] != _manifest_digest(products, k) or _features_stale(products, k)
     ]
     summary.changed_plates = changed
-    for batch in _contiguous_batches(changed, instance):
+    for batch in _bar(_contiguous_batches(changed, instance), "cubes, plate batches"):
         log(f"plates {batch[0]}..{batch[-1]} ({len(batch)} plates): cubes")
         execute(["line_cubes"], tags=plate_range_tags(batch[0], batch[-1]))
 
@@ -148,7 +149,7 @@ def run_pipeline(
         )
     ]  # fmt: skip
     summary.embedded_plates = to_embed
-    for batch in _contiguous_batches(to_embed, instance):
+    for batch in _bar(_contiguous_batches(to_embed, instance), "latents, plate batches"):
         log(f"plates {batch[0]}..{batch[-1]}: latents")
         execute([f"{v}/latents" for v in VARIANTS], tags=plate_range_tags(batch[0], batch[-1]))
     previous_report = instance.get_latest_materialization_event(dg.AssetKey("agn_report"))
@@ -174,6 +175,15 @@ def run_pipeline(
         if key.startswith(VARIANTS) and isinstance(value.value, float)
     }
     return summary
+
+
+def _bar(batches: list[list[str]], description: str):
+    """``batches`` with a progress bar when the command runs on a terminal."""
+    if len(batches) < 2 or not sys.stderr.isatty():
+        return batches
+    from tqdm import tqdm
+
+    return tqdm(batches, desc=description, unit="batch")
 
 
 def _manifest_digest(products: Path, plate: str) -> str | None:
