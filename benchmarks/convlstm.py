@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from machine_limit import matmul_flops_per_second, synchronize  # benchmarks/ is on sys.path
 
 from manga_assets.model.convlstm import ConvLSTM, conv_lstm_flops
 
@@ -87,30 +88,6 @@ def channels_last_reference(layer: ConvLSTM, x: torch.Tensor) -> torch.Tensor:
         hidden = torch.sigmoid(o) * torch.tanh(cell)
         outputs.append(hidden)
     return torch.stack(outputs, dim=1)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, repeats: int) -> float:
-    """Best FLOP/s of a 4096x4096 matmul over ``repeats`` timings."""
-    n = 4096
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    synchronize(device)
-    best = float("inf")
-    inner = 1 if device.type == "cpu" else 20
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            a @ b
-        synchronize(device)
-        best = min(best, (time.perf_counter() - start) / inner)
-    return 2 * n**3 / best
 
 
 def run_case(

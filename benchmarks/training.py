@@ -33,6 +33,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for manga_assets_tests
 
+from machine_limit import matmul_flops_per_second  # noqa: E402
+
 from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig  # noqa: E402
 from manga_assets.model.dataset import build_training_set  # noqa: E402
 from manga_assets.model.train import TrainConfig, train_model  # noqa: E402
@@ -60,29 +62,6 @@ class PeakMemory:
     def __exit__(self, *exc_info) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
-    n = 4096
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    inner = 1 if device.type == "cpu" else 50
-    for _ in range(2):
-        a @ b
-    synchronize(device)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            a @ b
-        synchronize(device)
-        best = min(best, (time.perf_counter() - start) / inner)
-    return 2 * n**3 / best
 
 
 def flops_per_galaxy(config: ModelConfig, batch: int = 8) -> float:
