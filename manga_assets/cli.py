@@ -2,7 +2,7 @@
 
 manga-assets run [--release DR17] [--limit N] [--plates P ...] [--epochs N]
 manga-assets demo [--dir DIR] [--plates N]
-manga-assets mirror build DIR [--release DR17] [--plates N] [--lean] [--faults]
+manga-assets mirror build DIR [--release DR17] [--plates N] [--lean] [--faults] [--survey]
 manga-assets mirror serve DIR [--port P]
 """
 
@@ -72,15 +72,19 @@ def _build_mirror(directory: Path, args: argparse.Namespace):
     from tqdm import tqdm
 
     from manga_assets.synthetic.release import SyntheticReleaseSpec, build_release
+    from manga_assets.synthetic.spec import DR17_SURVEY
 
-    spec = SyntheticReleaseSpec(
-        release=args.release.upper(),
-        n_plates=args.plates,
-        galaxies_per_plate=args.galaxies_per_plate,
-        seed=args.seed,
-        lean=args.lean,
-        faults=args.faults,
-    )
+    if getattr(args, "survey", False):
+        spec = replace(DR17_SURVEY, seed=args.seed)
+    else:
+        spec = SyntheticReleaseSpec(
+            release=args.release.upper(),
+            n_plates=args.plates,
+            galaxies_per_plate=args.galaxies_per_plate,
+            seed=args.seed,
+            lean=args.lean,
+            faults=args.faults,
+        )
     with tqdm(desc="writing synthetic release", unit="galaxy") as bar:
 
         def progress(done: int, total: int) -> None:
@@ -195,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     build = mirror_commands.add_parser("build", help="write a synthetic release into DIR")
     build.add_argument("dir")
     _add_release_options(build)
+    build.add_argument(
+        "--survey",
+        action="store_true",
+        help="a lean DR17-sized release: 11,273 cubes on 664 plates (overrides the size options)",
+    )
     build.set_defaults(handler=command_mirror_build)
     serve = mirror_commands.add_parser("serve", help="serve DIR on 127.0.0.1 as a SAS")
     serve.add_argument("dir")

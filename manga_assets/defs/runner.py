@@ -102,25 +102,27 @@ def run_pipeline(
 
     ordered = [k for k in instance.get_dynamic_partitions(PLATES_PARTITION) if k in set(keys)]
     products = summary.products
-    before = {k: _manifest_digest(products, k) for k in keys}
+    before = {k: _manifest_digest(_read_table(products / "manifest", k)) for k in keys}
     for batch in _bar(_contiguous_batches(ordered, instance), "MAPS files, plate batches"):
         log(f"plates {batch[0]}..{batch[-1]} ({len(batch)} plates): MAPS files")
         execute(["maps_files"], tags=plate_range_tags(batch[0], batch[-1]))
+    manifests = {k: _read_table(products / "manifest", k) for k in keys}
+    features = {k: _read_table(products / "features", k) for k in keys}
     # A plate is extracted again only when one of its MAPS files is new or changed on the server,
     # or its features are missing; line_cubes itself keeps the cubes of unchanged galaxies.
     changed = [
         k
         for k in ordered
-        if before[k] != _manifest_digest(products, k) or _features_stale(products, k)
+        if before[k] != _manifest_digest(manifests[k]) or _features_stale(features[k])
     ]
     summary.changed_plates = changed
     for batch in _bar(_contiguous_batches(changed, instance), "cubes, plate batches"):
         log(f"plates {batch[0]}..{batch[-1]} ({len(batch)} plates): cubes")
         execute(["line_cubes"], tags=plate_range_tags(batch[0], batch[-1]))
+    for k in changed:
+        features[k] = _read_table(products / "features", k)
 
-    manifests = [pd.read_parquet(summary.products / "manifest" / f"{k}.parquet") for k in keys]
-    features = [pd.read_parquet(summary.products / "features" / f"{k}.parquet") for k in keys]
-    manifest, table = pd.concat(manifests), pd.concat(features)
+    manifest, table = pd.concat(manifests.values()), pd.concat(features.values())
     summary.downloaded = int(manifest["fetched"].sum())
     summary.cubes = int((table["status"] == "ok").sum())
     rerun = table[table["plateifu"].str.split("-").str[0].isin(changed)]
@@ -132,8 +134,10 @@ def run_pipeline(
     training = {**(training or {}), **({"epochs": epochs} if epochs else {})}
     log("training set and models" + (f" ({training})" if training else ""))
     models_before = {v: _model_id(products, v) for v in VARIANTS}
+    # The model assets always run: they decide whether the training settings call for a new model.
+    training_set_current = not changed and _built_after(instance, "training_set", "line_cubes")
     result = execute(
-        ["training_set", *(f"{v}/model" for v in VARIANTS)],
+        [*([] if training_set_current else ["training_set"]), *(f"{v}/model" for v in VARIANTS)],
         run_config={"ops": {f"{v}__model": {"config": training} for v in VARIANTS}},
     )
     for variant in VARIANTS:
@@ -186,20 +190,29 @@ def _bar(batches: list[list[str]], description: str):
     return tqdm(batches, desc=description, unit="batch")
 
 
-def _manifest_digest(products: Path, plate: str) -> str | None:
-    path = products / "manifest" / f"{plate}.parquet"
-    if not path.exists():
+def _built_after(instance: dg.DagsterInstance, asset: str, upstream: str) -> bool:
+    """``asset`` was materialised after the latest materialisation of any ``upstream`` partition."""
+    built = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    source = instance.get_latest_materialization_event(dg.AssetKey(upstream))
+    return built is not None and (source is None or built.timestamp > source.timestamp)
+
+
+def _read_table(folder: Path, plate: str) -> pd.DataFrame | None:
+    path = folder / f"{plate}.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def _manifest_digest(manifest: pd.DataFrame | None) -> str | None:
+    if manifest is None:
         return None
-    manifest = pd.read_parquet(path, columns=["plateifu", "status", "sha256"])
-    return "|".join(manifest.sort_values("plateifu").astype(str).agg(":".join, axis=1))
+    rows = manifest[["plateifu", "status", "sha256"]].sort_values("plateifu").astype(str)
+    return "|".join(rows.agg(":".join, axis=1))
 
 
-def _features_stale(products: Path, plate: str) -> bool:
+def _features_stale(features: pd.DataFrame | None) -> bool:
     """Features are missing, or were extracted with other settings or extraction code."""
-    path = products / "features" / f"{plate}.parquet"
-    if not path.exists():
+    if features is None:
         return True
-    features = pd.read_parquet(path)
     ok = features[features["status"] == "ok"]
     return "settings_key" not in ok or bool(
         (ok["settings_key"] != ExtractionSettings().key()).any()

@@ -230,6 +230,7 @@ def _draw_plate(spec: SyntheticReleaseSpec, plate: int) -> _PlateDraw:
     rng = seeded_rng(spec.seed, plate, 0, PLATE_STREAM)
     bundles = _plate_bundles(spec)
     n = int(np.clip(spec.galaxies_per_plate + rng.integers(-1, 2), 1, len(bundles)))
+    n = spec.cubes_on_plate(plate) or n
     order = rng.permutation(len(bundles))
     chosen = sorted(bundles[i] for i in order[:n])
     spare = sorted(bundles[i] for i in order[n:])

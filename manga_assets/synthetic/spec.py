@@ -63,6 +63,11 @@ class SyntheticReleaseSpec:
     gzip_level : int
         zlib level of the MAPS ``.fits.gz`` files, 1 (fastest) by default. Decompression cost,
         which is what readers pay, hardly depends on it.
+    n_cubes : int, optional
+        Exact number of cubes drawn for the plates, spread as evenly as the plates allow
+        (replaces the per-plate jitter of ``galaxies_per_plate``); the second visit of the
+        repeated target comes on top. Files then depend on ``n_plates`` too: adding plates
+        redistributes the cubes.
     """
 
     release: str = "DR17"
@@ -74,6 +79,7 @@ class SyntheticReleaseSpec:
     first_plate: int = 10001
     ifu_mix: tuple[tuple[int, int], ...] = DEFAULT_IFU_MIX
     gzip_level: int = 1
+    n_cubes: int | None = None
 
     def __post_init__(self) -> None:
         if self.release not in RELEASES:
@@ -99,6 +105,14 @@ class SyntheticReleaseSpec:
                 f"galaxies_per_plate must be 1..{self.bundles_per_plate} (the bundles of "
                 f"ifu_mix), got {self.galaxies_per_plate}"
             )
+        if self.n_cubes is not None and not (
+            self.n_plates <= self.n_cubes <= self.n_plates * self.bundles_per_plate
+        ):
+            raise ValueError(
+                f"n_cubes must be {self.n_plates}..{self.n_plates * self.bundles_per_plate} "
+                f"(one to {self.bundles_per_plate} cubes on each of {self.n_plates} plates), "
+                f"got {self.n_cubes}"
+            )
         if not 0 <= self.gzip_level <= 9:
             raise ValueError(f"gzip_level must be 0..9, got {self.gzip_level}")
 
@@ -111,6 +125,21 @@ class SyntheticReleaseSpec:
     def plates(self) -> list[int]:
         """The plate numbers of the release."""
         return [self.first_plate + index for index in range(self.n_plates)]
+
+    def cubes_on_plate(self, plate: int) -> int | None:
+        """Cubes fixed by ``n_cubes`` for ``plate`` (None: drawn around galaxies_per_plate)."""
+        if self.n_cubes is None:
+            return None
+        base, extra = divmod(self.n_cubes, self.n_plates)
+        return base + (1 if plate - self.first_plate < extra else 0)
+
+
+# DR17 published 11,273 MAPS cubes: 11,272 drawn plus the repeated target's second visit. A plate
+# carries 17 science bundles, so they need at least 664 plates; lean files keep the release to a
+# few GB on disk.
+DR17_SURVEY = SyntheticReleaseSpec(
+    release="DR17", n_plates=664, n_cubes=11272, lean=True, faults=True
+)
 
 
 @dataclass(frozen=True)

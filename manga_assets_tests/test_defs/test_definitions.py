@@ -94,3 +94,18 @@ def test_a_watched_release_is_reported_once_when_it_appears(tmp_path):
             dg.build_sensor_context(resources={"sas": sas}, cursor=result.cursor)
         )
         assert isinstance(again, dg.SkipReason) and "DR18" in again.skip_message
+
+
+def test_stage_jobs_cover_every_asset_once_in_dependency_order(tmp_path):
+    defs = build_definitions(Settings(data_dir=tmp_path))
+    graph = defs.resolve_asset_graph()
+    stages = ["catalog_job", "acquisition_job", "models_job", "latents_job", "analyses_job"]
+    built: set[dg.AssetKey] = set()
+    for name in stages:
+        selected = set(defs.resolve_job_def(name).asset_layer.executable_asset_keys)
+        assert not selected & built, f"{name} rebuilds {selected & built}"
+        for key in selected:
+            missing = set(graph.get(key).parent_keys) - built - selected
+            assert not missing, f"{name}: {key.to_user_string()} needs {missing} first"
+        built |= selected
+    assert built == set(graph.get_all_asset_keys())

@@ -60,3 +60,29 @@ def test_cardelli_curve_reddens_the_blue_more():
     k = cardelli_k([3727.0, 4862.7, 6564.6, 9532.0])
     assert np.all(np.diff(k) < 0)
     assert k[1] - k[2] == pytest.approx(1.07, abs=0.03)  # the Balmer-decrement lever arm
+
+
+def test_n_cubes_fixes_the_release_size_and_spreads_cubes_evenly():
+    spec = SyntheticReleaseSpec(n_plates=3, n_cubes=40, galaxies_per_plate=9)
+    galaxies = [g for g in plan_release(spec) if g.catalogue_case != "repeat_observation"]
+    per_plate = collections.Counter(g.plateifu.plate for g in galaxies)
+    assert len(galaxies) == 40
+    assert sorted(per_plate.values(), reverse=True) == [14, 13, 13]
+
+
+def test_the_dr17_sized_release_has_dr17s_cube_count_and_bundle_mix():
+    from manga_assets.synthetic.spec import DR17_SURVEY
+
+    galaxies = plan_release(DR17_SURVEY)
+    assert len(galaxies) == 11273
+    sizes = collections.Counter(g.ifu_size for g in galaxies)
+    # Every plate carries 2, 4, 4, 2 and 5 bundles of 19, 37, 61, 91 and 127 fibres.
+    assert set(sizes) == {19, 37, 61, 91, 127}
+    assert sizes[127] > sizes[61] > sizes[91]
+    assert DR17_SURVEY.lean
+
+
+@pytest.mark.parametrize("n_cubes", [2, 3 * 17 + 1])
+def test_n_cubes_must_fit_the_plates(n_cubes):
+    with pytest.raises(ValueError, match="n_cubes"):
+        SyntheticReleaseSpec(n_plates=3, n_cubes=n_cubes)
