@@ -12,7 +12,7 @@ TORCH_PIP_ARGS ?=
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export MANGA_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install test lint demo dev bench clean test-services
+.PHONY: install test lint demo dev bench bench-survey clean test-services
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ dev: install
 bench: install
 	$(PY) benchmarks/extraction.py
 	$(PY) benchmarks/download.py
+
+# A DR17-sized release (3.6 GB, written once into survey/) through every stage; ~30 min on 2 cores.
+bench-survey: install
+	$(PY) benchmarks/survey_scale.py --dir survey
 
 clean:
 	rm -rf $(VENV) demo data

@@ -8,7 +8,8 @@ a fresh instance and data directory runs every stage as its own ``dagster job ex
 (multiprocess executor: every step in its own process):
 
     catalog        catalog_job
-    acquisition    acquisition_job per range of ``--batch-plates`` plates (MAPS files, cubes)
+    acquisition    acquisition_job per range of ``--batch-plates`` plates (MAPS files, cubes;
+                   default PLATES_PER_RUN, as the new-plates sensor requests them)
     models         models_job (training set, AE and VAE side by side, ``--epochs`` each)
     latents        latents_job per range of plates
     analyses       analyses_job (latent tables, UMAP, scores, neighbours, AGN sample, report)
@@ -162,7 +163,7 @@ class Bench:
         self.stages: list[Stage] = []
         (work / "logs").mkdir(parents=True, exist_ok=True)
 
-    def run(self, name: str, command: list[str], may_fail: bool = False) -> Stage:
+    def run(self, name: str, command: list[str]) -> Stage:
         from dagster import DagsterInstance
 
         report = self.work / "logs" / f"{len(self.stages):03d}-{name}.json"
@@ -172,7 +173,7 @@ class Bench:
             known = {run.run_id for run in instance.get_runs()}
         subprocess.run(wrapper, env=self.env, check=False)
         measured = json.loads(report.read_text())
-        if measured["returncode"] != 0 and not may_fail:
+        if measured["returncode"] != 0:
             raise SystemExit(f"stage {name} failed (exit {measured['returncode']}); see {log}")
         stage = Stage(
             name=name,
@@ -287,13 +288,13 @@ def run_survey(args: argparse.Namespace) -> tuple[Bench, dict]:
             bench.run(f"acquisition {first}..{last}", dagster_job("acquisition_job", tags))
 
         models_config = configs / "models.yaml"
-        training = {"epochs": args.epochs}
+        # Two epochs time the pipeline; they do not make a model that halves the mean-map
+        # baseline's loss, so the blocking check's bar is lowered and the ratio reported.
+        training = {"epochs": args.epochs, "max_loss_ratio": args.max_loss_ratio}
         models_config.write_text(
             json.dumps({"ops": {f"{v}__model": {"config": training} for v in ("ae", "vae")}})
         )
-        # A model that does not beat the mean-map baseline fails its blocking check (and so the
-        # run) after it is stored; the latents still use it, and RESULTS.md reports the ratio.
-        bench.run("models", dagster_job("models_job", config=models_config), may_fail=True)
+        bench.run("models", dagster_job("models_job", config=models_config))
 
         for first, last in ranges:
             tags = {RANGE_START: first, RANGE_END: last}
@@ -307,7 +308,7 @@ def run_survey(args: argparse.Namespace) -> tuple[Bench, dict]:
         bench.run("analyses", dagster_job("analyses_job", config=report_config))
 
         rerun = [str(Path(sys.executable).parent / "manga-assets"), "run", "--epochs"]
-        rerun += [str(args.epochs)]
+        rerun += [str(args.epochs), "--max-loss-ratio", str(args.max_loss_ratio)]
         if args.plates:
             rerun += ["--plates", *map(str, plates)]
         bench.run("no-change rerun", rerun)
@@ -433,8 +434,9 @@ def write_results(bench: Bench, counts: dict, args: argparse.Namespace, path: Pa
         f"files downloaded, {counts['products_bytes'] / GIB:.2f} GiB of products.",
         f"- Every stage is a `dagster job execute` command (multiprocess executor), plates in "
         f"ranges of {args.batch_plates}; {args.epochs} epochs per model, "
-        f"MANGA_TORCH_THREADS={args.torch_threads}. The rerun is `manga-assets run` with nothing "
-        f"changed.",
+        f"MANGA_TORCH_THREADS={args.torch_threads}, the models' blocking check at "
+        f"max_loss_ratio={args.max_loss_ratio:g} (a timing run, not a science run). The rerun is "
+        f"`manga-assets run` with nothing changed (in-process executor, as users run it).",
         "",
         "| stage | runs | wall (s) | CPU (s) | peak RSS of largest process (GiB) | read (GiB) "
         "| written (GiB) | Dagster overhead (s) |",
@@ -485,6 +487,7 @@ def write_results(bench: Bench, counts: dict, args: argparse.Namespace, path: Pa
             for variant, m in counts["models"].items()
         ),
         "",
+        *comparison(rows, args.before),
         f"![where the time goes]({chart.name})",
         "",
     ]
@@ -492,7 +495,33 @@ def write_results(bench: Bench, counts: dict, args: argparse.Namespace, path: Pa
     print(f"wrote {path} and {chart}")
 
 
+def comparison(rows: list[Stage], before_path: Path | None) -> list[str]:
+    """A before/after table against the stages.json of an earlier run (``--before``)."""
+    if before_path is None:
+        return []
+    saved = json.loads(before_path.read_text())
+    before = {row.name: row for row in grouped([Stage(**stage) for stage in saved["stages"]])}
+    lines = [
+        f"Against an earlier run (`{saved.get('label', before_path.name)}`):",
+        "",
+        "| stage | runs before / after | wall before (s) | wall after (s) "
+        "| Dagster before (s) | Dagster after (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        old = before.get(row.name)
+        if old is None:
+            continue
+        lines.append(
+            f"| {row.name} | {old.runs} / {row.runs} | {old.wall_s:.1f} | {row.wall_s:.1f} | "
+            f"{old.overhead_s:.1f} | {row.overhead_s:.1f} |"
+        )
+    return [*lines, ""]
+
+
 def main() -> None:
+    from manga_assets.defs.constants import PLATES_PER_RUN
+
     if len(sys.argv) > 1 and sys.argv[1] == "measure":
         report, log, separator, *command = sys.argv[2:]
         assert separator == "--"
@@ -502,9 +531,13 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=REPO / "survey", help="release and run")
     parser.add_argument("--plates", type=int, help="only the first N plates (a quick look)")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-plates", type=int, default=50)
+    parser.add_argument(
+        "--batch-plates", type=int, default=PLATES_PER_RUN, help="plates per range run"
+    )
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--max-loss-ratio", type=float, default=1.0, help="models' check bar")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
+    parser.add_argument("--before", type=Path, help="stages.json of an earlier run to compare")
     args = parser.parse_args()
     bench, counts = run_survey(args)
     json.dump(

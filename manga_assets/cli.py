@@ -1,6 +1,6 @@
 """The ``manga-assets`` command.
 
-manga-assets run [--release DR17] [--limit N] [--plates P ...] [--epochs N]
+manga-assets run [--release DR17] [--limit N] [--plates P ...] [--epochs N] [--revalidate-after H]
 manga-assets demo [--dir DIR] [--plates N]
 manga-assets mirror build DIR [--release DR17] [--plates N] [--lean] [--faults] [--survey]
 manga-assets mirror serve DIR [--port P]
@@ -14,7 +14,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from manga_assets.settings import Settings
+from manga_assets.settings import REVALIDATE_AFTER_HOURS, Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -60,7 +60,14 @@ def command_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     try:
-        summary = run_pipeline(settings, plates=args.plates, limit=args.limit, epochs=args.epochs)
+        summary = run_pipeline(
+            settings,
+            plates=args.plates,
+            limit=args.limit,
+            epochs=args.epochs,
+            training={"max_loss_ratio": args.max_loss_ratio} if args.max_loss_ratio else None,
+            revalidate_after_hours=args.revalidate_after,
+        )
     except RuntimeError as error:
         print(f"manga-assets run failed: {error}", file=sys.stderr)
         return 1
@@ -184,6 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, help="at most N galaxies")
     run.add_argument("--plates", type=int, nargs="+", help="only these plates")
     run.add_argument("--epochs", type=int, help="training epochs per model")
+    run.add_argument(
+        "--max-loss-ratio",
+        type=float,
+        help="bar of the models' blocking check: validation loss <= this x the mean-map "
+        "baseline's (default 0.5)",
+    )
+    run.add_argument(
+        "--revalidate-after",
+        type=float,
+        default=REVALIDATE_AFTER_HOURS,
+        metavar="HOURS",
+        help="check a plate's MAPS files against the server again only after this long "
+        f"(default {REVALIDATE_AFTER_HOURS:g}; 0: every run)",
+    )
     run.set_defaults(handler=command_run)
 
     demo = commands.add_parser("demo", help="build, serve and run a synthetic release")

@@ -15,6 +15,8 @@ from pathlib import Path
 DEFAULT_SAS_URL = "https://data.sdss.org/sas"
 DEFAULT_RELEASE = "DR17"
 DEFAULT_DATA_DIR = "./data"
+# `manga-assets run` asks the server about a plate's MAPS files again only after this many hours.
+REVALIDATE_AFTER_HOURS = 24.0
 
 
 @dataclass(frozen=True)

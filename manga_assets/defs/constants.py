@@ -7,7 +7,10 @@ REPORTS = "reports"
 
 PLATES_PARTITION = "plates"
 DOWNLOAD_POOL = "sas_download"
-PLATES_PER_RUN = 50
+# Plates per run of the plate-partitioned assets. A run with the multiprocess executor costs
+# ~5 s to start (CLI or daemon, code location, forkserver, step processes); 200 plates (~3,400
+# galaxies) keep that near 5% of the run's work (benchmarks/RESULTS.md).
+PLATES_PER_RUN = 200
 
 OWNER = "team:manga-assets"
 

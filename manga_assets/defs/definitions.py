@@ -31,9 +31,16 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 # Step processes fork from a server that has already imported the code location, instead of each
 # starting a fresh interpreter that imports dagster, pandas, astropy and the assets (~2 s a step).
-STEP_EXECUTOR = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": ["manga_assets.definitions"]}}}
+FORKSERVER = {"forkserver": {"preload_modules": ["manga_assets.definitions"]}}
+
+
+@dg.configured(
+    dg.multiprocess_executor,
+    config_schema={"max_concurrent": dg.Field(int, is_required=False)},
 )
+def step_executor(config: dict) -> dict:
+    """The multiprocess executor with forked step processes; ``max_concurrent`` stays settable."""
+    return {**config, "start_method": FORKSERVER}
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -65,5 +72,5 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             ),
         ],
         resources=build_resources(settings),
-        executor=STEP_EXECUTOR,
+        executor=step_executor,
     )

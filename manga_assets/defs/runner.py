@@ -21,7 +21,7 @@ from manga_assets.cubes.extract import ExtractionSettings
 from manga_assets.defs.constants import PLATES_PARTITION, VARIANTS
 from manga_assets.defs.definitions import build_definitions
 from manga_assets.defs.sensors import batches, plate_range_tags
-from manga_assets.settings import Settings
+from manga_assets.settings import REVALIDATE_AFTER_HOURS, Settings
 
 WHOLE_SAMPLE_ANALYSES = ("latent_table", "umap", "anomaly_scores", "neighbours")
 
@@ -38,6 +38,7 @@ class RunSummary:
     cubes: int = 0
     extracted: int = 0
     failed: pd.DataFrame = field(default_factory=pd.DataFrame)
+    checked_plates: list[str] = field(default_factory=list)
     changed_plates: list[str] = field(default_factory=list)
     embedded_plates: list[str] = field(default_factory=list)
     retrained: dict[str, bool] = field(default_factory=dict)
@@ -63,6 +64,7 @@ def run_pipeline(
     training: dict | None = None,
     truth_table: Path | None = None,
     acquisition_only: bool = False,
+    revalidate_after_hours: float = REVALIDATE_AFTER_HOURS,
     instance: dg.DagsterInstance | None = None,
     log: Callable[[str], None] = print,
 ) -> RunSummary:
@@ -74,6 +76,11 @@ def run_pipeline(
     ``training`` overrides fields of ``ModelTrainingConfig`` for both models (``epochs`` is a
     shortcut for one of them). ``truth_table`` (a synthetic release's truth.parquet) adds the
     evaluation to the report.
+
+    A plate's MAPS files are checked against the server (conditional requests) when the plate is
+    new, when its galaxies in the catalogue changed, or when they were last checked more than
+    ``revalidate_after_hours`` ago (0: every run). Released MaNGA files do not change, so by
+    default a run soon after another sends no request per file.
     """
     instance = instance or instance_for(settings)
     defs = build_definitions(settings)
@@ -102,11 +109,19 @@ def run_pipeline(
 
     ordered = [k for k in instance.get_dynamic_partitions(PLATES_PARTITION) if k in set(keys)]
     products = summary.products
-    before = {k: _manifest_digest(_read_table(products / "manifest", k)) for k in keys}
-    for batch in _bar(_contiguous_batches(ordered, instance), "MAPS files, plate batches"):
+    manifests = {k: _read_table(products / "manifest", k) for k in keys}
+    before = {k: _manifest_digest(manifests[k]) for k in keys}
+    galaxies_on = catalog.groupby(catalog["plate"].astype(str))["plateifu"].agg(frozenset)
+    checked_before = pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=revalidate_after_hours)
+    to_check = [k for k in ordered if _needs_check(manifests[k], galaxies_on[k], checked_before)]
+    summary.checked_plates = to_check
+    if len(to_check) < len(ordered):
+        log(f"{len(ordered) - len(to_check)} plates were checked against the server within "
+            f"{revalidate_after_hours:g} h: their MAPS files are current")  # fmt: skip
+    for batch in _bar(_contiguous_batches(to_check, instance), "MAPS files, plate batches"):
         log(f"plates {batch[0]}..{batch[-1]} ({len(batch)} plates): MAPS files")
         execute(["maps_files"], tags=plate_range_tags(batch[0], batch[-1]))
-    manifests = {k: _read_table(products / "manifest", k) for k in keys}
+    manifests.update({k: _read_table(products / "manifest", k) for k in to_check})
     features = {k: _read_table(products / "features", k) for k in keys}
     # A plate is extracted again only when one of its MAPS files is new or changed on the server,
     # or its features are missing; line_cubes itself keeps the cubes of unchanged galaxies.
@@ -122,8 +137,8 @@ def run_pipeline(
     for k in changed:
         features[k] = _read_table(products / "features", k)
 
-    manifest, table = pd.concat(manifests.values()), pd.concat(features.values())
-    summary.downloaded = int(manifest["fetched"].sum())
+    table = pd.concat(features.values())
+    summary.downloaded = int(sum(manifests[k]["fetched"].sum() for k in to_check))
     summary.cubes = int((table["status"] == "ok").sum())
     rerun = table[table["plateifu"].str.split("-").str[0].isin(changed)]
     summary.extracted = int(((rerun["status"] == "ok") & ~rerun["reused"].astype(bool)).sum())
@@ -195,6 +210,17 @@ def _built_after(instance: dg.DagsterInstance, asset: str, upstream: str) -> boo
     built = instance.get_latest_materialization_event(dg.AssetKey(asset))
     source = instance.get_latest_materialization_event(dg.AssetKey(upstream))
     return built is not None and (source is None or built.timestamp > source.timestamp)
+
+
+def _needs_check(
+    manifest: pd.DataFrame | None, galaxies: frozenset[str], checked_before: pd.Timestamp
+) -> bool:
+    """The plate is new, its catalogue galaxies changed, or its last check is too old."""
+    if manifest is None or "checked_at" not in manifest:
+        return True
+    if set(manifest["plateifu"]) != galaxies:
+        return True
+    return bool(manifest["checked_at"].min() < checked_before)
 
 
 def _read_table(folder: Path, plate: str) -> pd.DataFrame | None:

@@ -12,11 +12,11 @@ from manga_assets.sas.mirror import read_access_log
 from manga_assets.sas.paths import PlateIFU
 
 
-def acquire(settings, instance=None):
+def acquire(settings, instance=None, **options):
     """Catalogue, MAPS files and cubes through Dagster (the acquisition slice of ``run``)."""
     instance = instance or DagsterInstance.ephemeral()
     return run_pipeline(
-        settings, instance=instance, log=lambda message: None, acquisition_only=True
+        settings, instance=instance, log=lambda message: None, acquisition_only=True, **options
     )
 
 
@@ -69,13 +69,17 @@ def test_a_second_run_downloads_and_extracts_nothing(dr17_release, settings, tmp
     fetched_first = len(maps_gets(tmp_path / "access.log"))
 
     second = acquire(settings, instance)
+    fetched_second = len(maps_gets(tmp_path / "access.log"))
+    third = acquire(settings, instance, revalidate_after_hours=0)
 
     assert first.downloaded > 0 and first.extracted > 0
-    assert second.downloaded == 0 and second.extracted == 0
-    second_gets = maps_gets(tmp_path / "access.log")[fetched_first:]
-    assert second_gets, "the second run still asks the server whether files changed"
-    assert {entry.status for entry in second_gets} <= {304, 404, 200}
-    refetched = {entry.path for entry in second_gets if entry.status == 200}
+    assert second.downloaded == 0 and second.extracted == 0 and second.checked_plates == []
+    assert fetched_second == fetched_first, "files checked within the window are not asked about"
+    assert third.downloaded == 0 and third.extracted == 0 and third.checked_plates == first.plates
+    third_gets = maps_gets(tmp_path / "access.log")[fetched_second:]
+    assert third_gets, "with no window, the run asks the server whether files changed"
+    assert {entry.status for entry in third_gets} <= {304, 404, 200}
+    refetched = {entry.path for entry in third_gets if entry.status == 200}
     corrupt = faults_by_kind(dr17_release)["truncated_gzip"]
     assert all(f"manga-{corrupt}-MAPS" in path for path in refetched), refetched
 

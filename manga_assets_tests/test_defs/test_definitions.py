@@ -53,7 +53,7 @@ def _sensor_context(instance, tmp_path):
 
 
 def test_sensor_adds_new_plates_and_requests_batched_runs(tmp_path):
-    plates = list(range(10001, 10001 + 120))
+    plates = list(range(10001, 10001 + 420))
     write_parquet(pd.DataFrame({"plate": plates}), tmp_path / "products" / "catalog.parquet")
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("plates", ["10001"])
@@ -63,7 +63,7 @@ def test_sensor_adds_new_plates_and_requests_batched_runs(tmp_path):
     (request,) = result.dynamic_partitions_requests
     assert request.partition_keys == [str(p) for p in plates[1:]]
     assert [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in result.run_requests] == [
-        ("10002", "10051"), ("10052", "10101"), ("10102", "10120"),
+        ("10002", "10201"), ("10202", "10401"), ("10402", "10420"),
     ]  # fmt: skip
 
 
@@ -109,3 +109,16 @@ def test_stage_jobs_cover_every_asset_once_in_dependency_order(tmp_path):
             assert not missing, f"{name}: {key.to_user_string()} needs {missing} first"
         built |= selected
     assert built == set(graph.get_all_asset_keys())
+
+
+def test_steps_fork_from_a_preloaded_server_and_concurrency_stays_settable(tmp_path):
+    from manga_assets.defs.definitions import step_executor
+
+    job = build_definitions(Settings(data_dir=tmp_path)).resolve_job_def("acquisition_job")
+    assert job.executor_def is step_executor
+    resolved = step_executor.config_schema.resolve_config({"config": {"max_concurrent": 3}})
+    assert resolved.success, resolved.errors
+    assert resolved.value["config"]["max_concurrent"] == 3
+    assert resolved.value["config"]["start_method"] == {
+        "forkserver": {"preload_modules": ["manga_assets.definitions"]}
+    }

@@ -39,9 +39,9 @@ def incremental(tmp_path_factory):
     with MirrorServer(release.root, access_log=log_path) as server:
         settings = Settings(sas_url=server.url, release="DR17", data_dir=root / "data")
 
-        def run():
+        def run(**options):
             return run_pipeline(
-                settings, training=TRAINING, instance=instance, log=lambda message: None
+                settings, training=TRAINING, instance=instance, log=lambda message: None, **options
             )
 
         steps["first"] = (run(), len(read_access_log(log_path)))
@@ -51,7 +51,8 @@ def incremental(tmp_path_factory):
         catalog = pd.read_parquet(settings.data_dir / "products" / "catalog.parquet")
         changed_galaxy = catalog.loc[catalog["plate"] == release.plates[1], "plateifu"].iloc[1]
         rewrite_galaxy(root / "release", spec5, changed_galaxy)
-        steps["changed"] = (run(), len(read_access_log(log_path)))
+        # Within the revalidation window a run would not ask; 0 asks about every file.
+        steps["changed"] = (run(revalidate_after_hours=0), len(read_access_log(log_path)))
 
         spec6 = SyntheticReleaseSpec(n_plates=6, galaxies_per_plate=9, seed=0, lean=True)
         build_release(root / "release", spec6)
@@ -104,7 +105,8 @@ def test_a_new_plate_is_fetched_embedded_and_analysed_without_retraining(increme
     fetched = {e.path for e in requests if e.status == 200}
     assert fetched and all(f"/{new_plate}/" in path for path in fetched)
     old = [e for e in requests if f"/{new_plate}/" not in e.path]
-    assert old and all(e.status == 304 for e in old), "old files are only revalidated"
+    assert not old, "old plates were checked within the revalidation window: no request"
+    assert added.checked_plates == [new_plate]
 
     assert added.changed_plates == [new_plate] and added.embedded_plates == [new_plate]
     products = settings.data_dir / "products"
@@ -133,6 +135,9 @@ def test_a_changed_maps_file_is_fetched_again_and_only_its_plate_rebuilt(increme
     requests = maps_requests(log_path, after_added, after_changed)
     fetched = [e.path for e in requests if e.status == 200]
     assert len(fetched) == 1 and f"manga-{changed_galaxy}-MAPS" in fetched[0]
+    others = [e for e in requests if e.status != 200]
+    assert others and all(e.status == 304 for e in others), "the rest are only revalidated"
+    assert changed.checked_plates == changed.plates
     assert changed.changed_plates == [plate] and changed.embedded_plates == [plate]
     assert changed.retrained == {"ae": False, "vae": False}
     assert changed.downloaded == 1 and changed.extracted == 1

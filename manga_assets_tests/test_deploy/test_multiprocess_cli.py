@@ -1,8 +1,8 @@
 """The acquisition graph through the Dagster CLI with the multiprocess executor.
 
 ``materialize()`` and ``execute_in_process`` run every step in one process; a deployment runs
-each step in a fresh (spawned) process. These runs prove that the code location loads in a
-spawned process, that resources come from the environment there, and that the IO managers
+each step in its own process, forked from the executor's forkserver. These runs prove that the
+code location loads there, that resources come from the environment, and that the IO managers
 hand products between processes.
 """
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
-MULTIPROCESS = {"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}
+MULTIPROCESS = {"execution": {"config": {"max_concurrent": 2}}}
 
 
 def materialize(env: dict[str, str], select: str, partition: str | None = None) -> None:

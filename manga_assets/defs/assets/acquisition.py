@@ -171,6 +171,7 @@ def maps_files(
         if event.done % step == 0 or event.done == event.total:
             context.log.info(f"MAPS files {event.done}/{event.total}, {event.bytes / 1e6:.1f} MB")
 
+    checked_at = pd.Timestamp.now(tz="UTC")
     with sas.downloader() as downloader:
         results = downloader.fetch_many(jobs, on_progress=report)
     _fail_if_unreachable(results, sas)
@@ -185,6 +186,8 @@ def maps_files(
             "sha256": [r.sha256 or "" for r in results],
             "fetched": [r.fetched for r in results],
             "location": locations,
+            # When the server was asked: `manga-assets run` re-asks only after a while.
+            "checked_at": checked_at,
         }
     )
     by_plate = {str(plate): rows.drop(columns="plate") for plate, rows in manifest.groupby("plate")}

@@ -20,8 +20,8 @@ TRAINING_SET_CODE_VERSION = "1"
 MODEL_CODE_VERSION = "1"
 LATENTS_CODE_VERSION = "1"
 TRAINING_SET_DIR = "training_set"
-# A model must reconstruct validation galaxies at least this much better than the mean-map
-# baseline (validation loss <= ratio x baseline loss).
+# By default a model must reconstruct validation galaxies at least this much better than the
+# mean-map baseline (validation loss <= ratio x baseline loss).
 MAX_LOSS_RATIO_TO_BASELINE = 0.5
 
 
@@ -89,6 +89,9 @@ class ModelTrainingConfig(dg.Config):
     device: str = "auto"
     force_retrain: bool = False
     growth_to_retrain: float = 0.25
+    # The blocking check's bar: validation loss <= this x the mean-map baseline's. A short
+    # training made only to time the pipeline may lower the bar (1.0: beat the baseline at all).
+    max_loss_ratio: float = MAX_LOSS_RATIO_TO_BASELINE
 
 
 def step_threads() -> int:
@@ -250,12 +253,12 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
         )
         yield dg.AssetCheckResult(
             check_name=check_name,
-            passed=bool(ratio <= MAX_LOSS_RATIO_TO_BASELINE),
+            passed=bool(ratio <= config.max_loss_ratio),
             metadata={
                 "val_recon_loss": metrics["best_val_recon"],
                 "baseline_val_loss": metrics["baseline_val_loss"],
                 "ratio": ratio,
-                "max_ratio": MAX_LOSS_RATIO_TO_BASELINE,
+                "max_ratio": config.max_loss_ratio,
             },
         )
 
