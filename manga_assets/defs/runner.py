@@ -147,10 +147,12 @@ def run_pipeline(
         return summary
 
     training = {**(training or {}), **({"epochs": epochs} if epochs else {})}
-    log("training set and models" + (f" ({training})" if training else ""))
+
     models_before = {v: _model_id(products, v) for v in VARIANTS}
     # The model assets always run: they decide whether the training settings call for a new model.
     training_set_current = not changed and _built_after(instance, "training_set", "line_cubes")
+    log(("models" if training_set_current else "training set and models")
+        + (f" ({training})" if training else ""))  # fmt: skip
     result = execute(
         [*([] if training_set_current else ["training_set"]), *(f"{v}/model" for v in VARIANTS)],
         run_config={"ops": {f"{v}__model": {"config": training} for v in VARIANTS}},

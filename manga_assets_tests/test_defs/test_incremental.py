@@ -9,7 +9,7 @@ plate is extracted and embedded again.
 
 import pandas as pd
 import pytest
-from dagster import DagsterInstance
+from dagster import DagsterEventType, DagsterInstance
 
 from manga_assets.defs.runner import run_pipeline
 from manga_assets.sas.mirror import MirrorServer, read_access_log
@@ -53,6 +53,13 @@ def incremental(tmp_path_factory):
         rewrite_galaxy(root / "release", spec5, changed_galaxy)
         # Within the revalidation window a run would not ask; 0 asks about every file.
         steps["changed"] = (run(revalidate_after_hours=0), len(read_access_log(log_path)))
+        unchanged = run()
+        steps["unchanged"] = (unchanged, len(read_access_log(log_path)))
+        steps["unchanged_materialised"] = {
+            record.dagster_event.asset_key.to_user_string()
+            for run_id in unchanged.run_ids
+            for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+        }
 
         spec6 = SyntheticReleaseSpec(n_plates=6, galaxies_per_plate=9, seed=0, lean=True)
         build_release(root / "release", spec6)
@@ -145,6 +152,20 @@ def test_a_changed_maps_file_is_fetched_again_and_only_its_plate_rebuilt(increme
     features = pd.read_parquet(settings.data_dir / "products" / "features" / f"{plate}.parquet")
     extracted_again = features.loc[~features["reused"].astype(bool), "plateifu"].tolist()
     assert extracted_again == [changed_galaxy]
+
+
+def test_a_run_with_nothing_new_asks_only_for_the_catalogue_and_rebuilds_nothing(incremental):
+    _, _, _, _, steps, log_path = incremental
+    changed, after_changed = steps["changed"]
+    unchanged, after_unchanged = steps["unchanged"]
+
+    requests = read_access_log(log_path)[after_changed:after_unchanged]
+    assert requests and not [e for e in requests if "-MAPS-" in e.path]
+    assert unchanged.checked_plates == [] and unchanged.changed_plates == []
+    assert unchanged.embedded_plates == [] and unchanged.retrained == {"ae": False, "vae": False}
+    assert unchanged.report == changed.report
+    # The catalogue is re-read and the models decide to keep themselves; nothing else runs.
+    assert steps["unchanged_materialised"] == {"catalog", "ae/model", "vae/model"}
 
 
 def test_ticking_the_schedule_and_sensor_embeds_a_new_plate_with_the_current_models(incremental):
