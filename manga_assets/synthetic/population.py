@@ -31,6 +31,7 @@ PLATE_STREAM = 1
 GALAXY_STREAM = 2
 LINE_NOISE_STREAM = 3
 EXTENSION_STREAM = 4
+REPEAT_STREAM = 5
 
 # Class mix of a plate, drawn by systematic sampling so every plate is close to it. AGN are far
 # more common than in MaNGA (a few percent) so that a small release has some of each.
@@ -506,6 +507,7 @@ def plan_release(spec: SyntheticReleaseSpec) -> list[GalaxyParams]:
             else:
                 galaxies[index] = dataclasses.replace(galaxy, fault=case)
 
+    _plant_repeat_visits(spec, plates)
     if repeated is not None:
         target = repeat_plates[0]
         same_size = [d for d in spares[target] if d // 100 == repeated.ifu_size]
@@ -518,3 +520,55 @@ def plan_release(spec: SyntheticReleaseSpec) -> list[GalaxyParams]:
         )
         plates[target] = sorted(plates[target] + [repeat], key=lambda g: g.plateifu)
     return [galaxy for galaxies in plates for galaxy in galaxies]
+
+
+def _plant_repeat_visits(spec: SyntheticReleaseSpec, plates: list[list[GalaxyParams]]) -> None:
+    """Make ``spec.n_repeats`` cubes second visits of galaxies first observed on an earlier plate.
+
+    A second visit keeps the galaxy's MaNGA-ID and physics and takes the bundle (and so the noise)
+    of the cube it replaces; it goes to a galaxy observed with the same bundle size when one is
+    left. Cubes with a catalogue case or a fault are left alone.
+    """
+    if not spec.n_repeats:
+        return
+    plain = [
+        (p, i)
+        for p, galaxies in enumerate(plates)
+        for i, galaxy in enumerate(galaxies)
+        if galaxy.catalogue_case == "none" and galaxy.fault == "none"
+    ]
+    later = [slot for slot in plain if slot[0] > 0]
+    if spec.n_repeats > len(later) // 2:
+        raise ValueError(
+            f"n_repeats={spec.n_repeats} is too many for {len(plain)} plain cubes; at most "
+            f"{len(later) // 2}"
+        )
+    rng = seeded_rng(spec.seed, 0, 0, REPEAT_STREAM)
+    chosen = sorted(later[k] for k in rng.choice(len(later), spec.n_repeats, replace=False))
+    taken = set(chosen)
+    # First visits, earliest first, per bundle size.
+    firsts: dict[int, list[tuple[int, int]]] = {}
+    for slot in plain:
+        if slot not in taken:
+            firsts.setdefault(plates[slot[0]][slot[1]].ifu_size, []).append(slot)
+    for plate_index, index in chosen:
+        visit = plates[plate_index][index]
+        earlier = [
+            slots for _, slots in sorted(firsts.items()) if slots and slots[0][0] < plate_index
+        ]
+        same_size = firsts.get(visit.ifu_size)
+        if same_size and same_size[0][0] < plate_index:
+            pool = same_size
+        elif earlier:
+            pool = earlier[0]
+        else:
+            raise ValueError(f"no galaxy left before plate {visit.plateifu.plate} to observe again")
+        first_plate, first_index = pool[0]
+        pool.pop(0)
+        first = plates[first_plate][first_index]
+        plates[first_plate][first_index] = dataclasses.replace(
+            first, catalogue_case="repeated_target"
+        )
+        plates[plate_index][index] = dataclasses.replace(
+            first, plateifu=visit.plateifu, ifu_size=visit.ifu_size, catalogue_case=REPEAT_CASE
+        )

@@ -68,6 +68,10 @@ class SyntheticReleaseSpec:
         (replaces the per-plate jitter of ``galaxies_per_plate``); the second visit of the
         repeated target comes on top. Files then depend on ``n_plates`` too: adding plates
         redistributes the cubes.
+    n_repeats : int
+        Cubes that are second visits of galaxies first observed on an earlier plate (same
+        MaNGA-ID and physics, new noise), as DR17 has 11,273 cubes of 10,010 galaxies. The first
+        visit is marked 'repeated_target' and the second 'repeat_observation'.
     """
 
     release: str = "DR17"
@@ -80,6 +84,7 @@ class SyntheticReleaseSpec:
     ifu_mix: tuple[tuple[int, int], ...] = DEFAULT_IFU_MIX
     gzip_level: int = 1
     n_cubes: int | None = None
+    n_repeats: int = 0
 
     def __post_init__(self) -> None:
         if self.release not in RELEASES:
@@ -113,6 +118,8 @@ class SyntheticReleaseSpec:
                 f"(one to {self.bundles_per_plate} cubes on each of {self.n_plates} plates), "
                 f"got {self.n_cubes}"
             )
+        if self.n_repeats < 0:
+            raise ValueError(f"n_repeats must be non-negative, got {self.n_repeats}")
         if not 0 <= self.gzip_level <= 9:
             raise ValueError(f"gzip_level must be 0..9, got {self.gzip_level}")
 
@@ -134,11 +141,11 @@ class SyntheticReleaseSpec:
         return base + (1 if plate - self.first_plate < extra else 0)
 
 
-# DR17 published 11,273 MAPS cubes: 11,272 drawn plus the repeated target's second visit. A plate
-# carries 17 science bundles, so they need at least 664 plates; lean files keep the release to a
-# few GB on disk.
+# DR17 published 11,273 MAPS cubes of 10,010 galaxies: 11,272 drawn plus the repeated target's
+# second visit, 1,262 more second visits. A plate carries 17 science bundles, so they need at
+# least 664 plates; lean files keep the release to a few GB on disk.
 DR17_SURVEY = SyntheticReleaseSpec(
-    release="DR17", n_plates=664, n_cubes=11272, lean=True, faults=True
+    release="DR17", n_plates=664, n_cubes=11272, n_repeats=1262, lean=True, faults=True
 )
 
 

@@ -75,6 +75,7 @@ def test_the_dr17_sized_release_has_dr17s_cube_count_and_bundle_mix():
 
     galaxies = plan_release(DR17_SURVEY)
     assert len(galaxies) == 11273
+    assert len({g.mangaid for g in galaxies}) == 10010
     sizes = collections.Counter(g.ifu_size for g in galaxies)
     # Every plate carries 2, 4, 4, 2 and 5 bundles of 19, 37, 61, 91 and 127 fibres.
     assert set(sizes) == {19, 37, 61, 91, 127}
@@ -86,3 +87,42 @@ def test_the_dr17_sized_release_has_dr17s_cube_count_and_bundle_mix():
 def test_n_cubes_must_fit_the_plates(n_cubes):
     with pytest.raises(ValueError, match="n_cubes"):
         SyntheticReleaseSpec(n_plates=3, n_cubes=n_cubes)
+
+
+def test_second_visits_repeat_a_galaxy_of_an_earlier_plate_and_the_selection_keeps_one(tmp_path):
+    from manga_assets.dap.catalog import read_dapall, read_drpall, select_cubes
+    from manga_assets.sas.releases import get_release
+    from manga_assets.synthetic import build_release
+
+    spec = SyntheticReleaseSpec(n_plates=4, galaxies_per_plate=9, n_repeats=5, lean=True)
+    galaxies = plan_release(spec)
+    first = {g.mangaid: g for g in galaxies if g.catalogue_case == "repeated_target"}
+    second = [g for g in galaxies if g.catalogue_case == "repeat_observation"]
+    assert len(second) == 6  # five planted, plus the repeated target's own second visit
+    for visit in second:
+        original = first[visit.mangaid]
+        assert original.plateifu.plate < visit.plateifu.plate or visit.mangaid == second[0].mangaid
+        assert (visit.bpt_class, visit.z, visit.log_mass) == (
+            original.bpt_class, original.z, original.log_mass
+        )  # fmt: skip
+
+    summary = build_release(tmp_path, spec)
+    release = get_release("DR17")
+    selection = select_cubes(
+        read_drpall(summary.drpall_path),
+        read_dapall(summary.dapall_path, release.daptype, per_daptype_extensions=True),
+    )
+    selected, rejected = selection.selected, selection.rejected
+    assert selected["mangaid"].is_unique
+    for visit in second:
+        pair = {str(visit.plateifu), str(first[visit.mangaid].plateifu)}
+        assert len(pair & set(selected["plateifu"])) == 1, pair
+        reason = rejected.set_index("plateifu").loc[
+            list(pair - set(selected["plateifu"])), "reason"
+        ]
+        assert reason.str.startswith("repeat observation").all()
+
+
+def test_too_many_second_visits_are_refused():
+    with pytest.raises(ValueError, match="n_repeats"):
+        plan_release(SyntheticReleaseSpec(n_plates=2, galaxies_per_plate=9, n_repeats=50))
