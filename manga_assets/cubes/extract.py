@@ -12,7 +12,6 @@ from manga_assets.atomic import atomic_path
 from manga_assets.cubes.features import galaxy_features
 from manga_assets.cubes.resample import resample_maps
 from manga_assets.dap.datamodel import DEFAULT_INVALID_BITS, PROJECT_LINES
-from manga_assets.dap.maps import read_maps
 
 DEFAULT_GRID = 32
 # Bump when extraction changes what a cube holds: every cube is then extracted again.
@@ -87,6 +86,9 @@ def extract_galaxy(
     Raises the typed errors of :func:`manga_assets.dap.maps.read_maps`; the caller decides how a
     broken galaxy is recorded.
     """
+    # astropy loads here, not when the code location imports this module (every run's start).
+    from manga_assets.dap.maps import read_maps
+
     maps = read_maps(
         maps_path,
         lines=settings.lines,

@@ -8,9 +8,10 @@ REPORTS = "reports"
 PLATES_PARTITION = "plates"
 DOWNLOAD_POOL = "sas_download"
 # Plates per run of the plate-partitioned assets. A run with the multiprocess executor costs
-# ~5 s to start (CLI or daemon, code location, forkserver, step processes); 200 plates (~3,400
-# galaxies) keep that near 5% of the run's work (benchmarks/RESULTS.md).
-PLATES_PER_RUN = 200
+# ~5 s before and after its steps (CLI or daemon, code location, forkserver, step processes) plus
+# ~5 ms per planned partition; 250 plates (~4,000 galaxies, three runs for DR17) keep that near
+# 5% of the run's work (benchmarks/RESULTS.md).
+PLATES_PER_RUN = 250
 
 OWNER = "team:manga-assets"
 

@@ -53,7 +53,7 @@ def _sensor_context(instance, tmp_path):
 
 
 def test_sensor_adds_new_plates_and_requests_batched_runs(tmp_path):
-    plates = list(range(10001, 10001 + 420))
+    plates = list(range(10001, 10001 + 520))
     write_parquet(pd.DataFrame({"plate": plates}), tmp_path / "products" / "catalog.parquet")
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("plates", ["10001"])
@@ -63,7 +63,7 @@ def test_sensor_adds_new_plates_and_requests_batched_runs(tmp_path):
     (request,) = result.dynamic_partitions_requests
     assert request.partition_keys == [str(p) for p in plates[1:]]
     assert [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in result.run_requests] == [
-        ("10002", "10201"), ("10202", "10401"), ("10402", "10420"),
+        ("10002", "10251"), ("10252", "10501"), ("10502", "10520"),
     ]  # fmt: skip
 
 

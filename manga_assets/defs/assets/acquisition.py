@@ -7,7 +7,6 @@ import pandas as pd
 
 from manga_assets.cubes.extract import EXTRACTION_VERSION, ExtractionSettings
 from manga_assets.cubes.plate import extract_plate
-from manga_assets.dap.catalog import CATALOG_COLUMNS, read_dapall, read_drpall, select_cubes
 from manga_assets.defs.constants import (
     ACQUISITION,
     CATALOG_CODE_VERSION,
@@ -68,6 +67,8 @@ def catalog(
     data_dir: DataDirResource,
 ) -> dg.Output[pd.DataFrame]:
     """DRPall + DAPall of the configured release: one row per selected data cube."""
+    from manga_assets.dap.catalog import read_dapall, read_drpall, select_cubes
+
     release = sas.release_info()
     layout = data_dir.layout
     locations = [drpall_location(release), dapall_location(release)]
@@ -124,6 +125,8 @@ def catalog(
 @dg.asset_check(asset=catalog, blocking=True)
 def catalog_schema(catalog: pd.DataFrame) -> dg.AssetCheckResult:
     """The catalogue has every contract column, unique plate-IFUs, and at least one galaxy."""
+    from manga_assets.dap.catalog import CATALOG_COLUMNS
+
     missing = [column for column in CATALOG_COLUMNS if column not in catalog.columns]
     duplicated = int(catalog["plateifu"].duplicated().sum()) if "plateifu" in catalog else -1
     return dg.AssetCheckResult(
