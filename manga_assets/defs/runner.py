@@ -268,8 +268,15 @@ def _contiguous_batches(ordered: list[str], instance: dg.DagsterInstance) -> lis
 def _failure_message(result: dg.ExecuteInProcessResult, selection: list[str]) -> str:
     messages = []
     for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data:
+        evaluation = event.event_specific_data
+        failed_check = isinstance(evaluation, dg.AssetCheckEvaluation) and not evaluation.passed
+        if failed_check and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+            text = evaluation.description or f"check {evaluation.check_name} did not pass"
+            messages.append(f"{evaluation.asset_key.to_user_string()}: {text}")
+        elif event.is_step_failure and event.step_failure_data:
             error = event.step_failure_data.error
+            if error and error.cls_name == "DagsterAssetCheckFailedError":
+                continue  # the failed check's own description says more
             user = event.step_failure_data.user_failure_data
             text = (user.description if user and user.description else None) or (
                 error.message.strip() if error else "unknown error"

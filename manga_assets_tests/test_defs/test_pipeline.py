@@ -105,3 +105,19 @@ def test_neighbours_command_answers_within_a_second(pipeline):
 
     unknown = subprocess.run([*command[:2], "1-1", *command[3:]], capture_output=True, text=True)
     assert unknown.returncode != 0 and "1-1" in unknown.stderr
+
+
+def test_a_model_below_the_bar_stops_the_run_with_what_to_do(settings):
+    # One epoch cannot reach a hundredth of the mean-map baseline's loss.
+    training = {"epochs": 1, "batch_size": 8, "max_loss_ratio": 0.01}
+    with pytest.raises(RuntimeError) as failure:
+        run_pipeline(
+            settings,
+            training=training,
+            instance=DagsterInstance.ephemeral(),
+            log=lambda message: None,
+        )
+    message = str(failure.value)
+    assert "ae/model: validation loss is" in message and "vae/model" in message
+    assert "above the bar of 0.01" in message and "--max-loss-ratio" in message
+    assert not (settings.data_dir / "products" / "ae" / "latents").exists()
