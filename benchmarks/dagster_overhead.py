@@ -8,7 +8,7 @@ plate is small and the overhead shows), serves it on 127.0.0.1, and in one proce
 - baseline: the same work without Dagster: download every MAPS file with the project's
   downloader, then extract every plate with ``extract_plate``;
 - pipeline: the acquisition slice through Dagster (catalogue run, then the plate runs in batches
-  of 50 plates, as the new-plates sensor requests them) on a fresh instance;
+  of PLATES_PER_RUN plates, as the new-plates sensor requests them) on a fresh instance;
 - rerun: the same command again with nothing new, within the revalidation window (no request
   per file, no extraction);
 - revalidating rerun: again with ``revalidate_after_hours=0`` (a conditional request per file).
