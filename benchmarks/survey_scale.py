@@ -41,8 +41,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFINITIONS_MODULE = "manga_assets.definitions"
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 GIB = 1024**3
 
 
@@ -116,11 +114,9 @@ def measure_child(report: Path, command: list[str], log: Path) -> int:
 
 def build_or_reuse_release(directory: Path):
     """The DR17-sized release under ``directory``; written only when missing."""
-    from tqdm import tqdm
-
+    from manga_assets.cli import build_release_with_bar
     from manga_assets.sas.paths import dapall_location
     from manga_assets.sas.releases import get_release
-    from manga_assets.synthetic.release import build_release
     from manga_assets.synthetic.spec import DR17_SURVEY
 
     marker = directory / "spec.json"
@@ -131,13 +127,7 @@ def build_or_reuse_release(directory: Path):
             print(f"reusing the DR17-sized release in {directory}")
             return None
     started = time.perf_counter()
-    with tqdm(desc="writing the DR17-sized release", unit="galaxy") as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        summary = build_release(directory, DR17_SURVEY, progress=progress)
+    summary = build_release_with_bar(directory, DR17_SURVEY, "writing the DR17-sized release")
     marker.write_text(wanted)
     print(f"{summary.n_galaxies} cubes, {summary.maps_bytes / GIB:.2f} GiB of MAPS files, "
           f"written in {time.perf_counter() - started:.0f} s")  # fmt: skip
@@ -230,17 +220,12 @@ def union_length(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def plate_ranges(plates: list[str], size: int) -> list[tuple[str, str]]:
-    return [
-        (plates[i], plates[min(i + size, len(plates)) - 1]) for i in range(0, len(plates), size)
-    ]
-
-
 def run_survey(args: argparse.Namespace) -> tuple[Bench, dict]:
     import pandas as pd
     from dagster import DagsterInstance
 
     from manga_assets.defs.constants import PLATES_PARTITION
+    from manga_assets.defs.sensors import batches, plate_range_tags
     from manga_assets.sas.mirror import MirrorServer
     from manga_assets.synthetic.spec import DR17_SURVEY
 
@@ -282,9 +267,9 @@ def run_survey(args: argparse.Namespace) -> tuple[Bench, dict]:
         with DagsterInstance.get() as instance:
             instance.add_dynamic_partitions(PLATES_PARTITION, keys)
 
-        ranges = plate_ranges(keys, args.batch_plates)
+        ranges = [(batch[0], batch[-1]) for batch in batches(keys, args.batch_plates)]
         for first, last in ranges:
-            tags = {RANGE_START: first, RANGE_END: last}
+            tags = plate_range_tags(first, last)
             bench.run(f"acquisition {first}..{last}", dagster_job("acquisition_job", tags))
 
         models_config = configs / "models.yaml"
@@ -297,7 +282,7 @@ def run_survey(args: argparse.Namespace) -> tuple[Bench, dict]:
         bench.run("models", dagster_job("models_job", config=models_config))
 
         for first, last in ranges:
-            tags = {RANGE_START: first, RANGE_END: last}
+            tags = plate_range_tags(first, last)
             bench.run(f"latents {first}..{last}", dagster_job("latents_job", tags))
 
         report_config = configs / "analyses.yaml"

@@ -75,10 +75,23 @@ def command_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_mirror(directory: Path, args: argparse.Namespace):
+def build_release_with_bar(directory: Path, spec, description: str = "writing synthetic release"):
+    """``build_release`` with a tqdm bar over the galaxies written."""
     from tqdm import tqdm
 
-    from manga_assets.synthetic.release import SyntheticReleaseSpec, build_release
+    from manga_assets.synthetic.release import build_release
+
+    with tqdm(desc=description, unit="galaxy") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        return build_release(directory, spec, progress=progress)
+
+
+def _build_mirror(directory: Path, args: argparse.Namespace):
+    from manga_assets.synthetic.release import SyntheticReleaseSpec
     from manga_assets.synthetic.spec import DR17_SURVEY
 
     if getattr(args, "survey", False):
@@ -92,13 +105,7 @@ def _build_mirror(directory: Path, args: argparse.Namespace):
             lean=args.lean,
             faults=args.faults,
         )
-    with tqdm(desc="writing synthetic release", unit="galaxy") as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        return build_release(directory, spec, progress=progress)
+    return build_release_with_bar(directory, spec)
 
 
 def command_mirror_build(args: argparse.Namespace) -> int:

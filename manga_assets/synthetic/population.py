@@ -553,18 +553,12 @@ def _plant_repeat_visits(spec: SyntheticReleaseSpec, plates: list[list[GalaxyPar
             firsts.setdefault(plates[slot[0]][slot[1]].ifu_size, []).append(slot)
     for plate_index, index in chosen:
         visit = plates[plate_index][index]
-        earlier = [
-            slots for _, slots in sorted(firsts.items()) if slots and slots[0][0] < plate_index
-        ]
-        same_size = firsts.get(visit.ifu_size)
-        if same_size and same_size[0][0] < plate_index:
-            pool = same_size
-        elif earlier:
-            pool = earlier[0]
-        else:
+        # The same bundle size first, else any size, from a plate before this one.
+        pools = [firsts.get(visit.ifu_size, []), *(firsts[size] for size in sorted(firsts))]
+        pool = next((slots for slots in pools if slots and slots[0][0] < plate_index), None)
+        if pool is None:
             raise ValueError(f"no galaxy left before plate {visit.plateifu.plate} to observe again")
-        first_plate, first_index = pool[0]
-        pool.pop(0)
+        first_plate, first_index = pool.pop(0)
         first = plates[first_plate][first_index]
         plates[first_plate][first_index] = dataclasses.replace(
             first, catalogue_case="repeated_target"
