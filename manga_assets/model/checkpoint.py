@@ -11,14 +11,13 @@ import json
 import math
 import pickle
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from manga_assets.atomic import replace_directory
+from manga_assets.atomic import publish_directory, resolve_published, temporary_directory
 from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig
 
 MODEL_FILE = "model.pt"
@@ -56,8 +55,10 @@ def save_model(
 ) -> Path:
     """Write a trained model to ``model_dir`` atomically.
 
-    The three files are written into a temporary sibling directory which then replaces
-    ``model_dir``, so readers see the old model or the new one, never a mix.
+    The three files are written into a temporary sibling directory which is then published as
+    ``model_dir`` (:func:`manga_assets.atomic.publish_directory`: a versioned directory and a
+    symbolic link swapped in one rename), so ``model_dir`` is never missing and readers see the
+    old model or the new one, never a mix.
 
     Parameters
     ----------
@@ -75,16 +76,14 @@ def save_model(
         ``model_dir``.
     """
     model_dir = Path(model_dir)
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = model_dir.parent / f".{model_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp_dir.mkdir()
+    tmp_dir = temporary_directory(model_dir)
     try:
         state = {key: value.detach().cpu() for key, value in unwrap(model).state_dict().items()}
         torch.save(state, tmp_dir / MODEL_FILE)
         config = {"format_version": FORMAT_VERSION, "model": model_config.to_dict()}
         (tmp_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         (tmp_dir / METRICS_FILE).write_text(json.dumps(json_safe(metrics), indent=2))
-        replace_directory(tmp_dir, model_dir)
+        publish_directory(tmp_dir, model_dir, durable=True)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
@@ -132,7 +131,8 @@ def load_model(
         If a file is missing, truncated or corrupted, or the weights do not fit the architecture
         in config.json (e.g. written by another version of the model).
     """
-    model_dir = Path(model_dir)
+    # Pin one published version: config and weights must come from the same model.
+    model_dir = resolve_published(model_dir)
     remedy = f"delete {model_dir} and retrain the model (re-materialise the model asset)"
     config_path = model_dir / CONFIG_FILE
     try:

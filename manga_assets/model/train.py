@@ -1,18 +1,21 @@
 """Training: a function from (model config, train config, training set, checkpoint dir) to a model.
 
-The loop is deliberately plain (nanoGPT's ``train.py`` without the globals): Adam on the masked
-reconstruction loss (+ beta KL for the VAE), random sky symmetries as augmentation, a full pass over
-the validation split after every epoch, early stopping on the validation loss, and a checkpoint
-written atomically after every epoch. Calling `train_model` again with the same configurations and
-the same training set resumes from that checkpoint; each epoch draws its shuffling, augmentation and
-VAE noise from generators seeded by (seed, epoch), so a resumed run repeats the epochs an
-uninterrupted run would have made.
+The loop is deliberately plain (nanoGPT's ``train.py`` without the globals): AdamW on the
+chi-square loss in units of the noise (+ beta KL for the VAE, see
+`manga_assets.model.autoencoder`), a learning rate that warms up linearly and then follows a cosine
+to a tenth of its peak, random sky symmetries and hidden pixels (random cells and sometimes a whole
+line) as augmentation, a full pass over the validation split after every epoch, early stopping on
+the validation loss, and a checkpoint written atomically after every epoch.
+
+Calling `train_model` again with the same configurations and the same training set resumes from
+that checkpoint (``fresh=True`` starts from epoch 1 instead); each epoch draws its shuffling,
+augmentation and VAE noise from generators seeded by (seed, epoch), and the learning rate is a
+function of the step, so a resumed run repeats the epochs an uninterrupted run would have made.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -21,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from manga_assets.model.augment import random_dihedral
-from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig, per_galaxy_errors
+from manga_assets.atomic import atomic_path
+from manga_assets.model.augment import dihedral, hide_pixels, random_dihedral
+from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig, per_line_chi_square
 from manga_assets.model.checkpoint import (
     CheckpointError,
     json_safe,
@@ -40,7 +44,7 @@ from manga_assets.model.dataset import (
 )
 
 CHECKPOINT_FILE = "training_state.pt"
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2
 
 
 class TrainingError(RuntimeError):
@@ -54,13 +58,16 @@ class TrainConfig:
     Parameters
     ----------
     epochs : int
-        Most passes over the training split (default 30).
+        Most passes over the training split (default 40; the learning-rate schedule spans them).
     batch_size : int
         Galaxies per optimisation step (default 32).
     learning_rate : float
-        Adam step size (default 1e-3).
+        Peak AdamW step size (default 2e-3).
+    warmup_fraction : float
+        Share of the steps over which the learning rate rises linearly from a tenth of the peak
+        (default 0.05); it then follows a cosine down to a tenth of the peak at the last epoch.
     weight_decay : float
-        Decoupled weight decay (AdamW, default 0).
+        Decoupled weight decay (AdamW, default 1e-4).
     grad_clip : float
         Largest gradient norm; 0 disables clipping (default 1: LSTMs can have rare large steps).
     seed : int
@@ -68,13 +75,14 @@ class TrainConfig:
     device : str
         "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N".
     patience : int
-        Stop after this many epochs without a better validation loss (default 5).
+        Stop after this many epochs without a better validation loss (default 8).
     min_delta : float
         Smallest decrease of the validation loss that counts as better (default 0).
     num_threads : int or None
         Torch CPU threads during training (restored afterwards); None keeps the current setting.
     augment : bool
-        Apply a random one of the 8 sky symmetries to every training batch (default True).
+        Apply a random one of the 8 sky symmetries to every training batch, and hide some valid
+        pixels from the encoder (`manga_assets.model.augment.hide_pixels`; default True).
     compile : bool
         CPU: run the ConvLSTM gate arithmetic as compiled kernels; CUDA: ``torch.compile`` the
         whole model. Needs a C++ compiler or Triton (default False).
@@ -82,14 +90,15 @@ class TrainConfig:
         bfloat16 autocast for the forward pass (CUDA; default False).
     """
 
-    epochs: int = 30
+    epochs: int = 40
     batch_size: int = 32
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
+    learning_rate: float = 2e-3
+    warmup_fraction: float = 0.05
+    weight_decay: float = 1e-4
     grad_clip: float = 1.0
     seed: int = 0
     device: str = "auto"
-    patience: int = 5
+    patience: int = 8
     min_delta: float = 0.0
     num_threads: int | None = None
     augment: bool = True
@@ -104,6 +113,8 @@ class TrainConfig:
             )
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be positive or None, got {self.num_threads}")
 
@@ -121,11 +132,11 @@ class TrainConfig:
     def resume_key(self) -> dict:
         """The fields that must match for a checkpoint to be resumed.
 
-        Epochs, patience, device, threads and compilation may change between runs: they do not
-        change what the finished epochs computed.
+        Patience, device, threads and compilation may change between runs: they do not change
+        what the finished epochs computed. Epochs do, through the learning-rate schedule.
         """
         values = self.to_dict()
-        for name in ("epochs", "patience", "min_delta", "device", "num_threads", "compile"):
+        for name in ("patience", "min_delta", "device", "num_threads", "compile"):
             values.pop(name)
         return values
 
@@ -139,14 +150,15 @@ class TrainResult:
     model : ConvLSTMAutoencoder
         The weights of the best epoch, on the CPU, in evaluation mode.
     history : list of dict
-        Per epoch: epoch, train_recon, train_kl, train_total, val_recon, val_kl, val_total,
-        seconds, galaxies_per_second.
+        Per epoch: epoch, learning_rate, train_chi2, train_kl, train_total, val_chi2, val_kl,
+        val_total, seconds, galaxies_per_second.
     best_epoch : int
         1-based epoch with the lowest validation total loss.
-    best_val_recon, best_val_total : float
-        Validation losses at the best epoch.
-    baseline_val_loss : float
-        `baseline_loss` of the training set (the asset check wants best_val_recon <= 0.5 x this).
+    best_val_chi2, best_val_total : float
+        Validation chi-square per valid pixel and total loss at the best epoch.
+    baseline_val_chi2 : float
+        `baseline_chi_square` of the training set: the mean-map predictor's chi-square per
+        valid pixel over the validation split.
     wall_seconds : float
         Duration of this call.
     galaxies_per_second : float
@@ -162,9 +174,9 @@ class TrainResult:
     model: ConvLSTMAutoencoder
     history: list[dict]
     best_epoch: int
-    best_val_recon: float
+    best_val_chi2: float
     best_val_total: float
-    baseline_val_loss: float
+    baseline_val_chi2: float
     wall_seconds: float
     galaxies_per_second: float
     device: str
@@ -177,9 +189,6 @@ class TrainResult:
     def metrics(self) -> dict:
         """Everything but the model, JSON-safe (for ``metrics.json`` and asset metadata)."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
-        values["val_recon_over_baseline"] = (
-            self.best_val_recon / self.baseline_val_loss if self.baseline_val_loss > 0 else None
-        )
         return json_safe(values)
 
 
@@ -218,30 +227,55 @@ def mean_training_maps(training_set: TrainingSet, chunk: int = 256) -> np.ndarra
     return np.divide(total, count, out=np.zeros_like(total), where=count > 0).astype(np.float32)
 
 
-def baseline_loss(training_set: TrainingSet, chunk: int = 256) -> float:
-    """Validation reconstruction loss of predicting each line's mean training map.
+def baseline_chi_square(training_set: TrainingSet, chunk: int = 256) -> float:
+    """Validation chi-square per valid pixel of predicting each line's mean training map.
 
-    The predictor is `mean_training_maps`; the loss is the squared error per valid pixel over the
-    validation split (the training split when the validation split is empty), computed chunk by
-    chunk from the memory maps, like the model's validation loss.
-
-    Returns
-    -------
-    float
+    The predictor is `mean_training_maps` (the model's starting point: its decoder adds these
+    maps), taken back to linear units; the chi-square is the model's (`chi_square_terms`, with
+    the default systematic floor), over the validation split (the training split when the
+    validation split is empty), chunk by chunk from the memory maps.
     """
-    mean_map = mean_training_maps(training_set, chunk).astype(np.float64)
+    config = ModelConfig(
+        line_names=training_set.line_names,
+        n_lines=len(training_set.line_names),
+        grid=training_set.grid,
+        **_normalisation_fields(training_set),
+    )
+    model = ConvLSTMAutoencoder(config)
+    mean_map = torch.from_numpy(mean_training_maps(training_set, chunk))
     val_rows = training_set.rows("val")
     if len(val_rows) == 0:
         val_rows = training_set.rows("train")
-    squared_error = 0.0
-    n_valid = 0
+    chi2, n_valid = 0.0, 0
     for start in range(0, len(val_rows), chunk):
         rows = val_rows[start : start + chunk]
-        valid = np.asarray(training_set.valid[rows])
-        difference = np.asarray(training_set.flux[rows], dtype=np.float64) - mean_map
-        squared_error += float(np.where(valid, difference**2, 0.0).sum())
+        x = torch.from_numpy(np.asarray(training_set.flux[rows]))
+        valid = torch.from_numpy(np.asarray(training_set.valid[rows]))
+        weight = torch.from_numpy(np.asarray(training_set.weight[rows]))
+        terms = model.chi_square_terms(mean_map.expand_as(x), x, weight, valid)
+        chi2 += float(terms.double().sum())
         n_valid += int(valid.sum())
-    return squared_error / max(n_valid, 1)
+    return chi2 / max(n_valid, 1)
+
+
+def _normalisation_fields(training_set: TrainingSet) -> dict:
+    normalisation = training_set.normalisation
+    return {
+        "norm_reference_line": normalisation.reference_line,
+        "norm_percentile": normalisation.percentile,
+        "norm_softening": normalisation.softening,
+        "norm_min_reference_pixels": normalisation.min_reference_pixels,
+    }
+
+
+def learning_rate_at(step: int, total_steps: int, train_config: TrainConfig) -> float:
+    """Linear warm-up from a tenth of the peak, then a cosine down to a tenth of the peak."""
+    peak = train_config.learning_rate
+    warmup = max(1, int(train_config.warmup_fraction * total_steps))
+    if step < warmup:
+        return peak * (0.1 + 0.9 * step / warmup)
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return peak * (0.1 + 0.45 * (1.0 + math.cos(math.pi * progress)))
 
 
 @torch.no_grad()
@@ -259,8 +293,8 @@ def evaluate(
     Returns
     -------
     dict
-        ``recon``: squared error per valid pixel over the split; ``kl``: mean per galaxy (nats);
-        ``total``: ``recon + kl_weight * kl`` as in the model's loss.
+        ``chi2``: chi-square per valid pixel over the split; ``kl``: mean per galaxy (nats);
+        ``total``: the training loss over the split.
 
     Raises
     ------
@@ -270,30 +304,37 @@ def evaluate(
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    squared_error, n_valid, kl_sum, n_galaxies = 0.0, 0, 0.0, 0
+    chi2_sum, n_valid, kl_sum, n_galaxies = 0.0, 0, 0.0, 0
     loader = make_loader(GalaxyMapsDataset(training_set, split), batch_size, shuffle=False)
     try:
         for batch in loader:
             x = batch.x.to(device, non_blocking=True)
             valid = batch.valid.to(device, non_blocking=True)
+            weight = batch.weight.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                reconstruction, losses = model(x, valid)
-            _, _, sse, count = per_galaxy_errors(reconstruction.float(), x, valid)
-            if not torch.isfinite(sse).all():
-                bad = batch.rows[~torch.isfinite(sse).cpu().numpy()]
+                reconstruction, losses = model(x, valid, weight)
+            chi2_line, count_line = per_line_chi_square(
+                model.chi_square_terms(reconstruction, x, weight, valid), valid
+            )
+            chi2 = chi2_line.sum(1)
+            if not torch.isfinite(chi2).all():
+                bad = batch.rows[~torch.isfinite(chi2).cpu().numpy()]
                 raise TrainingError(
                     f"non-finite reconstruction for galaxies {training_set.plateifus(bad)} "
                     f"({split} split of {training_set.path})"
                 )
-            squared_error += float(sse.sum())
-            n_valid += int(count.sum())
+            chi2_sum += float(chi2.double().sum())
+            n_valid += int(count_line.sum())
             kl_sum += float(losses["kl"].detach()) * len(batch.rows)
             n_galaxies += len(batch.rows)
     finally:
         model.train(was_training)
-    recon = squared_error / max(n_valid, 1)
-    kl = kl_sum / max(n_galaxies, 1)
-    return {"recon": recon, "kl": kl, "total": recon + model.config.kl_weight * kl}
+    total = (chi2_sum + 2.0 * model.config.kl_weight * kl_sum) / max(n_valid, 1)
+    return {
+        "chi2": chi2_sum / max(n_valid, 1),
+        "kl": kl_sum / max(n_galaxies, 1),
+        "total": total,
+    }
 
 
 def _check_compatible(model_config: ModelConfig, training_set: TrainingSet) -> None:
@@ -318,9 +359,8 @@ def _check_compatible(model_config: ModelConfig, training_set: TrainingSet) -> N
 
 def _save_checkpoint(path: Path, state: dict) -> None:
     """torch.save to a temporary name, then rename: a crash never leaves half a checkpoint."""
-    tmp_path = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp_path)
-    os.replace(tmp_path, path)
+    with atomic_path(path, durable=True) as temporary:
+        torch.save(state, temporary)
 
 
 def _state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -333,6 +373,8 @@ def train_model(
     training_set_dir: Path | str,
     checkpoint_dir: Path | str,
     log: Callable[[str], None] | None = None,
+    *,
+    fresh: bool = False,
 ) -> TrainResult:
     """Train a ConvLSTM autoencoder, resuming from ``checkpoint_dir`` when possible.
 
@@ -349,6 +391,8 @@ def train_model(
         other is replaced.
     log : callable, optional
         Receives one line per epoch and notes (resume, early stop).
+    fresh : bool
+        Start from epoch 1 whatever the checkpoint holds (a forced retraining).
 
     Returns
     -------
@@ -373,7 +417,9 @@ def train_model(
     if train_config.num_threads is not None:
         torch.set_num_threads(train_config.num_threads)
     try:
-        return _train(model_config, train_config, training_set, Path(checkpoint_dir), device, log)
+        return _train(
+            model_config, train_config, training_set, Path(checkpoint_dir), device, log, fresh
+        )
     finally:
         torch.set_num_threads(previous_threads)
         log(f"training call took {time.perf_counter() - started:.1f} s")
@@ -386,6 +432,7 @@ def _train(
     checkpoint_dir: Path,
     device: torch.device,
     log: Callable[[str], None],
+    fresh: bool,
 ) -> TrainResult:
     started = time.perf_counter()
     torch.manual_seed(train_config.seed)
@@ -399,11 +446,11 @@ def _train(
     val_split = "val" if len(training_set.rows("val")) else "train"
     if val_split == "train":
         log("the validation split is empty: validating on the training split")
-    baseline = baseline_loss(training_set)
+    baseline = baseline_chi_square(training_set)
 
     history: list[dict] = []
     best_state = _state_copy(model)
-    best_epoch, best_val_total, best_val_recon = 0, math.inf, math.inf
+    best_epoch, best_val_total, best_val_chi2 = 0, math.inf, math.inf
     epochs_since_best, stopped_early, resumed_from = 0, False, None
     start_epoch = 1
 
@@ -415,7 +462,9 @@ def _train(
         "train_key": train_config.resume_key(),
         "training_set": training_set.fingerprint,
     }
-    if checkpoint_path.exists():
+    if fresh and checkpoint_path.exists():
+        log(f"forced retraining: ignoring the checkpoint in {checkpoint_path}")
+    elif checkpoint_path.exists():
         remedy = f"delete {checkpoint_path} to train from scratch"
         saved = load_state_file(checkpoint_path, remedy)
         if isinstance(saved, dict) and all(
@@ -432,7 +481,7 @@ def _train(
             history = list(saved["history"])
             best_epoch = int(saved["best_epoch"])
             best_val_total = float(saved["best_val_total"])
-            best_val_recon = float(saved["best_val_recon"])
+            best_val_chi2 = float(saved["best_val_chi2"])
             epochs_since_best = int(saved["epochs_since_best"])
             stopped_early = bool(saved["stopped_early"])
             resumed_from = int(saved["epoch"])
@@ -454,9 +503,11 @@ def _train(
     log(
         f"training {model_config.variant} ({n_parameters:,} parameters) on {device}: "
         f"{len(train_rows)} train / {len(training_set.rows(val_split))} {val_split} galaxies, "
-        f"baseline val loss {baseline:.4g}"
+        f"mean-map val chi2 {baseline:.4g} per pixel"
     )
     dataset = GalaxyMapsDataset(training_set, "train")
+    steps_per_epoch = math.ceil(len(dataset) / train_config.batch_size)
+    total_steps = steps_per_epoch * train_config.epochs
     for epoch in range(start_epoch, train_config.epochs + 1):
         if stopped_early:
             break
@@ -466,9 +517,14 @@ def _train(
         augment_generator = torch.Generator().manual_seed(epoch_seed + 1)
         loader = make_loader(dataset, train_config.batch_size, shuffle=True, seed=epoch_seed)
         model.train()
-        squared_error, n_valid, kl_sum, n_galaxies = 0.0, 0, 0.0, 0
-        for batch in loader:
-            x, valid = batch.x, batch.valid
+        chi2_sum, n_valid, kl_sum, n_galaxies = 0.0, 0, 0.0, 0
+        for step_in_epoch, batch in enumerate(loader):
+            learning_rate = learning_rate_at(
+                (epoch - 1) * steps_per_epoch + step_in_epoch, total_steps, train_config
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
+            x, valid, weight = batch.x, batch.valid, batch.weight
             finite = torch.isfinite(x).flatten(1).all(dim=1)
             if not finite.all():
                 bad = batch.rows[~finite.numpy()]
@@ -476,12 +532,17 @@ def _train(
                     f"non-finite input values in galaxies {training_set.plateifus(bad)} of the "
                     f"training set at {training_set.path}; rebuild the training set"
                 )
+            input_valid = valid
             if train_config.augment:
-                x, valid, _ = random_dihedral(x, valid, augment_generator)
+                x, valid, element = random_dihedral(x, valid, augment_generator)
+                weight = dihedral(weight, element)
+                input_valid = hide_pixels(valid, augment_generator)
             x = x.to(device, non_blocking=True)
             valid = valid.to(device, non_blocking=True)
+            weight = weight.to(device, non_blocking=True)
+            input_valid = input_valid.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_config.bf16):
-                _, losses = training_model(x, valid)
+                _, losses = training_model(x, valid, weight, input_valid)
             total = losses["total"]
             if not torch.isfinite(total):
                 raise TrainingError(
@@ -495,7 +556,7 @@ def _train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
             optimizer.step()
             batch_valid = int(valid.sum())
-            squared_error += float(losses["recon"].detach()) * batch_valid
+            chi2_sum += float(losses["chi2"].detach()) * batch_valid
             n_valid += batch_valid
             kl_sum += float(losses["kl"].detach()) * len(batch.rows)
             n_galaxies += len(batch.rows)
@@ -508,15 +569,15 @@ def _train(
             device=device,
             bf16=train_config.bf16,
         )
-        train_recon = squared_error / max(n_valid, 1)
+        train_chi2 = chi2_sum / max(n_valid, 1)
         train_kl = kl_sum / max(n_galaxies, 1)
         history.append(
             {
                 "epoch": epoch,
-                "train_recon": train_recon,
+                "learning_rate": learning_rate,
+                "train_chi2": train_chi2,
                 "train_kl": train_kl,
-                "train_total": train_recon + model_config.kl_weight * train_kl,
-                "val_recon": val["recon"],
+                "val_chi2": val["chi2"],
                 "val_kl": val["kl"],
                 "val_total": val["total"],
                 "seconds": time.perf_counter() - epoch_started,
@@ -525,7 +586,7 @@ def _train(
             }
         )
         if val["total"] < best_val_total - train_config.min_delta:
-            best_epoch, best_val_total, best_val_recon = epoch, val["total"], val["recon"]
+            best_epoch, best_val_total, best_val_chi2 = epoch, val["total"], val["chi2"]
             best_state = _state_copy(model)
             epochs_since_best = 0
         else:
@@ -541,17 +602,17 @@ def _train(
                 "best_model": best_state,
                 "best_epoch": best_epoch,
                 "best_val_total": best_val_total,
-                "best_val_recon": best_val_recon,
+                "best_val_chi2": best_val_chi2,
                 "epochs_since_best": epochs_since_best,
                 "stopped_early": stopped_early,
                 "history": history,
             },
         )
         log(
-            f"epoch {epoch}/{train_config.epochs}: train recon {train_recon:.4g} kl {train_kl:.3g}"
-            f" | val recon {val['recon']:.4g} total {val['total']:.4g} "
-            f"({val['recon'] / baseline if baseline > 0 else math.nan:.3f} x baseline)"
-            f" | {n_galaxies / train_seconds:.1f} galaxies/s"
+            f"epoch {epoch}/{train_config.epochs}: lr {learning_rate:.2e} | train chi2 "
+            f"{train_chi2:.4g} kl {train_kl:.3g} | val chi2 {val['chi2']:.4g} per pixel (mean "
+            f"map {baseline:.4g}) total {val['total']:.4g} | {n_galaxies / train_seconds:.1f} "
+            f"galaxies/s"
         )
         if stopped_early:
             log(
@@ -570,9 +631,9 @@ def _train(
         model=model,
         history=history,
         best_epoch=best_epoch,
-        best_val_recon=best_val_recon,
+        best_val_chi2=best_val_chi2,
         best_val_total=best_val_total,
-        baseline_val_loss=baseline,
+        baseline_val_chi2=baseline,
         wall_seconds=time.perf_counter() - started,
         galaxies_per_second=seen / train_time if train_time > 0 else 0.0,
         device=str(device),

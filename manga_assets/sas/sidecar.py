@@ -9,9 +9,10 @@ changed (a conditional GET) instead of downloading it again.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from manga_assets.atomic import write_text
 
 PART_SUFFIX = ".part"
 RECORD_SUFFIX = ".meta.json"
@@ -72,8 +73,6 @@ def read_record(dest: Path) -> DownloadRecord | None:
 
 
 def write_record(dest: Path, record: DownloadRecord) -> None:
-    """Write the sidecar of ``dest`` atomically (temporary name, then rename)."""
-    final = record_path(dest)
-    temporary = final.with_name(final.name + ".tmp")
-    temporary.write_text(json.dumps(asdict(record), indent=1) + "\n", encoding="utf-8")
-    os.replace(temporary, final)
+    """Write the sidecar of ``dest`` atomically and durably."""
+    # A unique temporary name: two downloads of the same file never write into each other's.
+    write_text(record_path(dest), json.dumps(asdict(record), indent=1) + "\n", durable=True)

@@ -10,9 +10,7 @@ half-written file is never seen.
 
 from __future__ import annotations
 
-import filecmp
 import gzip
-import os
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from manga_assets.atomic import atomic_path
 from manga_assets.dap.datamodel import (
     FLUX_EXTENSION,
     IVAR_EXTENSION,
@@ -216,47 +215,26 @@ def maps_blocks(
         yield name, _data_block(data)
 
 
-def _replace_if_changed(temporary: Path, path: Path) -> None:
-    """Move ``temporary`` onto ``path`` unless ``path`` already holds the same bytes.
-
-    Rebuilding a release (for example with one plate more) then leaves unchanged files untouched,
-    mtime included, as an archive does: a mirror's ETag stays the same and clients are not made
-    to download them again.
-    """
-    if path.exists() and filecmp.cmp(temporary, path, shallow=False):
-        return
-    os.replace(temporary, path)
-
-
 def write_gzipped(path: Path, blocks: Iterable[bytes], gzip_level: int = 1) -> int:
     """Stream ``blocks`` into ``path`` (``.fits.gz``) reproducibly and atomically; return bytes.
 
     The gzip header carries mtime 0 and the uncompressed file name, so equal content gives equal
     bytes. The file appears under its name only once complete.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     inner_name = path.name[: -len(".gz")] if path.name.endswith(".gz") else path.name
-    try:
-        with open(temporary, "wb") as handle:
-            with gzip.GzipFile(
-                filename=inner_name, mode="wb", compresslevel=gzip_level, fileobj=handle, mtime=0
-            ) as stream:
-                for block in blocks:
-                    stream.write(block)
-        _replace_if_changed(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    # keep_unchanged: rebuilding a release (say with one plate more) leaves unchanged files
+    # untouched, mtime included, as an archive does, so a mirror's ETags stay the same.
+    with atomic_path(path, keep_unchanged=True) as temporary, open(temporary, "wb") as handle:
+        with gzip.GzipFile(
+            filename=inner_name, mode="wb", compresslevel=gzip_level, fileobj=handle, mtime=0
+        ) as stream:
+            for block in blocks:
+                stream.write(block)
     return path.stat().st_size
 
 
 def write_fits(path: Path, hdulist: fits.HDUList) -> int:
     """Write an uncompressed FITS file atomically (catalogues); return its size in bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path, keep_unchanged=True) as temporary:
         hdulist.writeto(temporary, overwrite=True)
-        _replace_if_changed(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path.stat().st_size

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from manga_assets.atomic import atomic_path
 from manga_assets.synthetic.physics import centre_ratios
 from manga_assets.synthetic.population import GalaxyParams
 
@@ -55,7 +55,5 @@ def truth_row(params: GalaxyParams, has_maps: bool) -> dict[str, object]:
 
 def write_truth(path: Path, rows: Sequence[dict[str, object]]) -> None:
     """Write the truth table to ``path`` (Parquet) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pd.DataFrame(list(rows)).to_parquet(temporary, index=False)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        pd.DataFrame(list(rows)).to_parquet(temporary, index=False)

@@ -45,7 +45,9 @@ def test_saving_again_replaces_the_model_atomically(saved):
     loaded, _ = load_model(model_dir)
     assert torch.equal(loaded.to_latent.weight, other.to_latent.weight)
     assert json.loads((model_dir / "metrics.json").read_text()) == {"best_epoch": 7, "loss": None}
-    assert [p.name for p in model_dir.parent.iterdir()] == ["vae"]  # no temporary leftovers
+    # What is left is the link and the one version it shows: no temporaries, no old version.
+    names = sorted(p.name for p in model_dir.parent.iterdir())
+    assert names == sorted(["vae", model_dir.resolve().name]) and model_dir.is_symlink()
 
 
 def test_another_architecture_is_a_checkpoint_error(saved):
