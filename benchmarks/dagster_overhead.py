@@ -46,7 +46,7 @@ def baseline(release_summary, server_url: str, data_dir: Path) -> float:
     start = time.perf_counter()
     catalog = select_cubes(
         read_drpall(release_summary.drpall_path),
-        read_dapall(release_summary.dapall_path, release.daptype, per_daptype_extensions=True),
+        read_dapall(release_summary.dapall_path, release.daptype),
     ).selected
     locations = [maps_location(release, PlateIFU.parse(p)) for p in catalog["plateifu"]]
     with Downloader() as downloader:

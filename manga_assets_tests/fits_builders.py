@@ -11,6 +11,7 @@ from manga_assets.dap.datamodel import (
     EMLINE_CHANNELS,
     FLUX_EXTENSION,
     IVAR_EXTENSION,
+    MAPS_EXTENSIONS,
     MASK_EXTENSION,
     channel_keyword,
 )
@@ -45,8 +46,13 @@ def write_maps(
     drop_channel: str | None = None,
     filler_before: int = 2,
     compress: bool = True,
+    versdap: str | None = None,
 ) -> Path:
-    """Write a minimal MAPS file: primary header, filler extensions, then the three GFLUX ones."""
+    """Write a minimal MAPS file: primary header, filler extensions, then the three GFLUX ones.
+
+    ``versdap`` overrides the primary header's VERSDAP (default ``dapver``, whose layout is
+    written).
+    """
     channels = EMLINE_CHANNELS[dapver]
     if drop_channel:
         channels = tuple(c for c in channels if c != drop_channel)
@@ -60,12 +66,13 @@ def write_maps(
     primary.header["MANGAID"] = "1-209232"
     primary.header["SCINPVEL"] = 0.0407 * 299792.458
     primary.header["DAPTYPE"] = DAPVER_DAPTYPE[dapver]
-    primary.header["VERSDAP"] = dapver
+    primary.header["VERSDAP"] = dapver if versdap is None else versdap
     primary.header["OBJRA"], primary.header["OBJDEC"], primary.header["EBVGAL"] = 232.5, 48.7, 0.02
     hdus = [primary]
+    # Fillers carry the names of the layout's first extensions, so the file passes a layout check.
     hdus += [
-        _extension(f"FILLER{i}", np.random.default_rng(i).random((3, *shape), np.float32), None)
-        for i in range(filler_before)
+        _extension(name, np.random.default_rng(i).random((3, *shape), np.float32), None)
+        for i, name in enumerate(MAPS_EXTENSIONS[dapver][:filler_before])
     ]
     for name, data in (
         (FLUX_EXTENSION, flux),

@@ -46,31 +46,47 @@ class CatalogueSelection:
     rejected: pd.DataFrame
 
 
-def _table(path: Path, extname: str, columns: tuple[str, ...], optional: tuple[str, ...]):
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            names = [hdu.name for hdu in hdul]
-            if extname.upper() not in names:
-                raise CatalogueError(
-                    f"{path}: no extension {extname!r} (extensions: {', '.join(names)}). "
-                    "Is this the catalogue of the configured release and DAPTYPE?"
-                )
-            data = hdul[extname].data
-            present = {name.lower(): name for name in data.columns.names}
-            missing = [c for c in columns if c.lower() not in present]
-            if missing:
-                raise CatalogueError(
-                    f"{path} [{extname}]: missing column(s) {', '.join(missing)}; "
-                    "the catalogue does not follow the MaNGA data model."
-                )
-            wanted = [c for c in (*columns, *optional) if c.lower() in present]
-            frame = pd.DataFrame({c: _native(data[present[c.lower()]]) for c in wanted})
-    except OSError as error:
-        raise CatalogueError(f"{path}: cannot read the catalogue ({error})") from error
+def _describe(hdul: fits.HDUList) -> str:
+    """What a FITS file holds, for error messages: 'HDU 0 PRIMARY, HDU 1 (unnamed, 12 rows)'."""
+    parts = []
+    for index, hdu in enumerate(hdul):
+        name = hdu.name or "(unnamed)"
+        if isinstance(hdu, fits.BinTableHDU | fits.TableHDU):
+            name += f" table, {len(hdu.data) if hdu.data is not None else 0} rows"
+        parts.append(f"HDU {index} {name}")
+    return ", ".join(parts)
+
+
+def _columns(hdu) -> dict[str, str]:
+    """Lower-case column name -> the name as written, for a table HDU (empty for an image)."""
+    if not isinstance(hdu, fits.BinTableHDU | fits.TableHDU) or hdu.columns is None:
+        return {}
+    return {name.lower(): name for name in hdu.columns.names}
+
+
+def _missing(hdu, columns: tuple[str, ...]) -> list[str]:
+    present = _columns(hdu)
+    return [c for c in columns if c.lower() not in present]
+
+
+def _frame(hdu, columns: tuple[str, ...], optional: tuple[str, ...]) -> pd.DataFrame:
+    """The wanted columns of a table, named as in ``columns`` whatever their case in the file."""
+    present = _columns(hdu)
+    wanted = [c for c in (*columns, *optional) if c.lower() in present]
+    frame = pd.DataFrame({c: _native(hdu.data[present[c.lower()]]) for c in wanted})
     for column in frame.columns:
         if frame[column].dtype == object:
             frame[column] = frame[column].astype(str).str.strip()
     return frame
+
+
+def _open(path: Path) -> fits.HDUList:
+    try:
+        return fits.open(path, memmap=False)
+    except (OSError, ValueError) as error:
+        raise CatalogueError(
+            f"{path}: cannot read the catalogue ({error}). Delete it and let the next run fetch it."
+        ) from error
 
 
 def _native(column: np.ndarray) -> np.ndarray:
@@ -81,19 +97,86 @@ def _native(column: np.ndarray) -> np.ndarray:
 
 
 def read_drpall(path: Path) -> pd.DataFrame:
-    """The MANGA extension of a DRPall file, with the columns the pipeline uses (lower case)."""
-    return _table(Path(path), "MANGA", DRPALL_COLUMNS, DRPALL_OPTIONAL_COLUMNS)
+    """The MaNGA table of a DRPall file, with the columns the pipeline uses (lower case).
+
+    DR17 names its tables 'MANGA' (HDU 1) and 'MASTAR' (HDU 2). Earlier DRPall files, such as
+    DR15's ``drpall-v2_4_3.fits``, hold one table in HDU 1 that the DAP reads by position. The
+    table is therefore 'MANGA' when the file has one, otherwise HDU 1, and it must have the
+    columns the pipeline uses (in upper or lower case).
+
+    Raises
+    ------
+    CatalogueError
+        The file cannot be read, or neither layout fits; the message lists what the file holds.
+    """
+    path = Path(path)
+    with _open(path) as hdul:
+        names = [hdu.name for hdu in hdul]
+        if "MANGA" in names:
+            hdu, where = hdul["MANGA"], "[MANGA]"
+        elif len(hdul) > 1:
+            hdu, where = hdul[1], "[HDU 1]"
+        else:
+            raise CatalogueError(
+                f"{path}: no 'MANGA' table and no HDU 1 (the file has {_describe(hdul)}). "
+                "A DRPall holds its MaNGA cubes in an extension 'MANGA' (DR17) or in HDU 1 (DR15); "
+                "is this the DRPall of the configured release?"
+            )
+        if not _columns(hdu):
+            raise CatalogueError(
+                f"{path} {where}: not a table (the file has {_describe(hdul)}). "
+                "Is this the DRPall of the configured release?"
+            )
+        missing = _missing(hdu, DRPALL_COLUMNS)
+        if missing:
+            raise CatalogueError(
+                f"{path} {where}: missing column(s) {', '.join(missing)}; the catalogue does not "
+                f"follow the MaNGA data model (the file has {_describe(hdul)})."
+            )
+        return _frame(hdu, DRPALL_COLUMNS, DRPALL_OPTIONAL_COLUMNS)
 
 
-def read_dapall(path: Path, daptype: str, *, per_daptype_extensions: bool) -> pd.DataFrame:
+def read_dapall(path: Path, daptype: str) -> pd.DataFrame:
     """The DAPall rows of one DAPTYPE.
 
-    DR17 (DAP 3.x) writes one extension per DAPTYPE; DR15 (DAP 2.2.1) one extension ``DAPALL``
-    with a DAPTYPE column. ``per_daptype_extensions`` says which layout to expect.
+    DR17 (DAP 3.x) writes one table extension per DAPTYPE, named after it. DR15 (DAP 2.2.1) writes
+    one table, 'DAPALL', with a DAPTYPE column and a row per cube and DAPTYPE. The layout is read
+    from the file: an extension named ``daptype`` when there is one, otherwise the 'DAPALL' table.
+
+    Raises
+    ------
+    CatalogueError
+        The file cannot be read, neither layout fits, a column is missing, or the DAPALL table
+        has no row of ``daptype``; the message lists what the file holds.
     """
-    extname = daptype if per_daptype_extensions else "DAPALL"
-    frame = _table(Path(path), extname, DAPALL_COLUMNS, DAPALL_OPTIONAL_COLUMNS)
-    return frame[frame["DAPTYPE"] == daptype].reset_index(drop=True)
+    path = Path(path)
+    with _open(path) as hdul:
+        names = [hdu.name for hdu in hdul]
+        if daptype.upper() in names:
+            hdu, where = hdul[daptype], f"[{daptype}]"
+        elif "DAPALL" in names:
+            hdu, where = hdul["DAPALL"], "[DAPALL]"
+        else:
+            raise CatalogueError(
+                f"{path}: no extension {daptype!r} (DR17 layout) and no 'DAPALL' table (DR15 "
+                f"layout); the file has {_describe(hdul)}. Is this the DAPall of the configured "
+                "release, and is the DAPTYPE one it analysed?"
+            )
+        missing = _missing(hdu, DAPALL_COLUMNS)
+        if missing:
+            raise CatalogueError(
+                f"{path} {where}: missing column(s) {', '.join(missing)}; the catalogue does not "
+                f"follow the MaNGA data model (the file has {_describe(hdul)})."
+            )
+        frame = _frame(hdu, DAPALL_COLUMNS, DAPALL_OPTIONAL_COLUMNS)
+    rows = frame[frame["DAPTYPE"] == daptype].reset_index(drop=True)
+    if rows.empty and len(frame):
+        found = ", ".join(sorted(frame["DAPTYPE"].unique()))
+        raise CatalogueError(
+            f"{path} {where}: no row of DAPTYPE {daptype!r} (DAPTYPEs present: {found}). "
+            "Is this the DAPall of the configured release?"
+        )
+    return rows
 
 
 def _is_critical(bits: pd.Series) -> pd.Series:

@@ -136,9 +136,27 @@ def _read_image(
     return data
 
 
-def read_hdus(
-    path: Path, *, extnames: Iterable[str]
-) -> tuple[fits.Header, dict[str, tuple[fits.Header, np.ndarray]]]:
+@dataclass(frozen=True)
+class SelectedHdus:
+    """What :func:`read_hdus` read from one file.
+
+    Attributes
+    ----------
+    primary : astropy.io.fits.Header
+        The primary header.
+    extensions : dict
+        Upper-case EXTNAME -> (header, data array in native byte order, numpy axis order).
+    extnames_seen : tuple of str
+        EXTNAMEs of every extension passed on the way, in file order, up to the last one read:
+        enough to tell one DAP version's layout from another's without reading the rest.
+    """
+
+    primary: fits.Header
+    extensions: dict[str, tuple[fits.Header, np.ndarray]]
+    extnames_seen: tuple[str, ...]
+
+
+def read_hdus(path: Path, *, extnames: Iterable[str]) -> SelectedHdus:
     """Read the primary header and the named image extensions, in one forward pass.
 
     Parameters
@@ -150,9 +168,8 @@ def read_hdus(
 
     Returns
     -------
-    primary_header : astropy.io.fits.Header
-    extensions : dict
-        Upper-case EXTNAME -> (header, data array in native byte order, numpy axis order).
+    SelectedHdus
+        The primary header, the named extensions, and the EXTNAMEs passed on the way.
 
     Raises
     ------
@@ -197,4 +214,4 @@ def read_hdus(
             f"{len(seen)} extensions ({', '.join(seen[:8])}{', ...' if len(seen) > 8 else ''}). "
             "Is it a DAP MAPS file of the configured release?"
         )
-    return primary_header, found
+    return SelectedHdus(primary_header, found, tuple(seen))

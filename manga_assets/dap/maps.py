@@ -2,6 +2,11 @@
 
 Channels are chosen by name from the ``C01..Cnn`` header keywords, never by index, because the
 channel order differs between releases (DR15: 22 lines, DR17: 35 lines).
+
+A file is matched to a release by its layout (extension names and emission-line channels), not by
+its VERSDAP: files of one release can carry other patch or development versions of the DAP (the
+real DR15-layout file in ``shared/data/real/`` says ``2.2.3dev``), and what the reader relies on
+is the layout.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from manga_assets.dap.datamodel import (
     MASK_EXTENSION,
     PROJECT_LINES,
     SPEED_OF_LIGHT_KMS,
+    maps_layout,
     mask_value,
 )
 from manga_assets.dap.errors import (
+    DapError,
     DapWarning,
     MapsShapeError,
     MissingChannelError,
@@ -102,6 +109,67 @@ def _select_channels(
     return data[[channels[line] for line in lines]]
 
 
+def _few(names: Sequence[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit])
+    return f"{shown}, ... ({len(names)} in all)" if len(names) > limit else shown
+
+
+def _check_layout(
+    path: Path,
+    dapver: str,
+    release_dapver: str,
+    extnames_seen: Sequence[str],
+    channels: Sequence[str],
+) -> None:
+    """Refuse a file of another DAP layout; warn about another DAP version of the same layout.
+
+    Only the extensions passed before the last one read are known (the rest of the file is never
+    decompressed); an extension that the release's DAP does not write is enough to tell DR17 from
+    DR15 (STELLAR_FOM, EMLINE_SEW_CNT against STELLAR_CONT_FRESID, STELLAR_CONT_RCHI2). An
+    extension that is absent is not held against the file: the three the pipeline reads are
+    checked by name anyway.
+    """
+    layout = maps_layout(release_dapver)
+    foreign = [name for name in extnames_seen if name not in layout.extensions]
+    extra = [name for name in channels if name not in layout.emline_channels]
+    missing = [name for name in layout.emline_channels if name not in channels]
+    differences = []
+    if foreign:
+        differences.append(f"extensions DAP {release_dapver} does not write ({_few(foreign)})")
+    if extra or missing:
+        differences.append(
+            f"{len(channels)} {FLUX_EXTENSION} channels where DAP {release_dapver} writes "
+            f"{len(layout.emline_channels)} (not in its list: {_few(extra) or 'none'}; "
+            f"absent: {_few(missing) or 'none'})"
+        )
+    if differences:
+        raise ReleaseMismatchError(
+            f"{path}: made by DAP {dapver or 'unknown'}, but the configured release uses DAP "
+            f"{release_dapver}; the file has {' and '.join(differences)}. Point MANGA_RELEASE "
+            "at the file's release or use another data dir."
+        )
+    if dapver != release_dapver:
+        warnings.warn(
+            f"{path}: VERSDAP is {dapver or 'missing'}, not the release's {release_dapver}; the "
+            f"file has the extensions and channels of DAP {release_dapver} and is read as such.",
+            DapWarning,
+            stacklevel=3,
+        )
+
+
+def read_versdap(path: Path | str) -> str:
+    """The VERSDAP of a MAPS file's primary header ('' if absent or the file is unreadable).
+
+    Only the primary header is decompressed. An unreadable file gives '' rather than an error:
+    the extraction step reads the file in full and reports why it is broken.
+    """
+    try:
+        primary = read_hdus(Path(path), extnames=()).primary
+    except DapError:
+        return ""
+    return str(primary.get("VERSDAP", "")).strip()
+
+
 def read_maps(
     path: Path | str,
     *,
@@ -123,9 +191,14 @@ def read_maps(
         Channel names to read, e.g. ``'Ha-6564'``; default the project's 19 lines.
     invalid_bits : sequence of str, optional
         MANGA_DAPPIXMASK bits that make a value invalid; default NOCOV, UNRELIABLE, DONOTUSE.
-    expected_dapver, expected_daptype : str, optional
-        When given, the primary header's VERSDAP and DAPTYPE must match: a DR15 file in a DR17
-        products tree (or the reverse) is refused rather than mixed in.
+    expected_dapver : str, optional
+        The DAP version of the configured release ('2.2.1' for DR15, '3.1.0' for DR17). When
+        given, the file must have that version's layout: no extension that version does not
+        write, and the same EMLINE_GFLUX channels. A DR15 file in a DR17 products tree (or the
+        reverse) is refused rather than mixed in. A file of that layout but another VERSDAP
+        (a patch or development version) is read, with a :class:`DapWarning` naming its VERSDAP.
+    expected_daptype : str, optional
+        When given, the primary header's DAPTYPE must match.
 
     Raises
     ------
@@ -136,18 +209,27 @@ def read_maps(
     MapsShapeError
         The three extensions disagree in shape.
     ReleaseMismatchError
-        VERSDAP or DAPTYPE differ from the expected ones.
+        The file's layout is not that of ``expected_dapver``, or DAPTYPE differs.
+
+    Warns
+    -----
+    DapWarning
+        The file has the expected layout but another VERSDAP; or it holds NaN or infinite values.
     """
     path = Path(path)
     bad_bits = mask_value(tuple(invalid_bits))
-    primary, hdus = read_hdus(path, extnames=(FLUX_EXTENSION, IVAR_EXTENSION, MASK_EXTENSION))
+    selected = read_hdus(path, extnames=(FLUX_EXTENSION, IVAR_EXTENSION, MASK_EXTENSION))
+    primary, hdus = selected.primary, selected.extensions
 
     dapver = str(primary.get("VERSDAP", "")).strip()
     daptype = str(primary.get("DAPTYPE", "")).strip()
-    if expected_dapver is not None and dapver != expected_dapver:
-        raise ReleaseMismatchError(
-            f"{path}: made by DAP {dapver or 'unknown'}, but the configured release uses DAP "
-            f"{expected_dapver}. Point MANGA_RELEASE at the file's release or use another data dir."
+    if expected_dapver is not None:
+        _check_layout(
+            path,
+            dapver,
+            expected_dapver,
+            selected.extnames_seen,
+            tuple(channel_indices(hdus[FLUX_EXTENSION][0])),
         )
     if expected_daptype is not None and daptype != expected_daptype:
         raise ReleaseMismatchError(

@@ -1,9 +1,10 @@
 """DRPall and DAPall catalogues of a synthetic release, in the layouts of DR15 and DR17.
 
-DRPall: HDU 1 'MANGA' with one row per data cube and lower-case columns (DR17 adds HDU 2 'MASTAR'
-with a few stellar cubes). DAPall: in DR17 an empty primary and one table per DAPTYPE named after
-it; in DR15 one table 'DAPALL' with a DAPTYPE column and a row per cube and DAPTYPE. DAPall
-columns are upper case; values the DAP could not measure are -999, as in the real catalogue.
+DRPall: one row per data cube with lower-case columns; in DR17 HDU 1 'MANGA' and HDU 2 'MASTAR'
+(a few stellar cubes); in DR15 one unnamed table in HDU 1, as DAP 2.2.1 reads it (by position).
+DAPall: in DR17 an empty primary and one table per DAPTYPE named after it; in DR15 one table
+'DAPALL' with a DAPTYPE column and a row per cube and DAPTYPE. DAPall columns are upper case;
+values the DAP could not measure are -999, as in the real catalogue.
 """
 
 from __future__ import annotations
@@ -289,9 +290,12 @@ def dapall_rows(
 
 
 def table_hdu(
-    rows: Sequence[dict[str, object]], columns: Sequence[Column], extname: str
+    rows: Sequence[dict[str, object]], columns: Sequence[Column], extname: str | None
 ) -> fits.BinTableHDU:
-    """A binary table with ``columns`` filled from ``rows`` (strings sized to their longest)."""
+    """A binary table with ``columns`` filled from ``rows`` (strings sized to their longest).
+
+    ``extname`` None writes no EXTNAME.
+    """
     dtype = []
     for column in columns:
         if column.kind == "S":
@@ -309,14 +313,18 @@ def table_hdu(
 
 def write_drpall(path: Path, galaxies: Sequence[GalaxyParams], release: Release) -> int:
     """Write the DRPall of ``galaxies``; return its size in bytes."""
+    rows = [drpall_row(g) for g in galaxies]
+    if not release.dapall_per_daptype:
+        # DR15 (drpall-v2_4_3): one unnamed table in HDU 1, read by position.
+        unnamed = table_hdu(rows, DRPALL_COLUMNS, None)
+        return write_fits(path, fits.HDUList([fits.PrimaryHDU(), unnamed]))
+    # DR17 splits MaNGA galaxies (HDU 1 'MANGA') from MaStar stars (HDU 2 'MASTAR').
+    first_plate = galaxies[0].plateifu.plate if galaxies else 10001
     hdus = [
         fits.PrimaryHDU(),
-        table_hdu([drpall_row(g) for g in galaxies], DRPALL_COLUMNS, "MANGA"),
+        table_hdu(rows, DRPALL_COLUMNS, "MANGA"),
+        table_hdu(mastar_rows(first_plate), DRPALL_COLUMNS, "MASTAR"),
     ]
-    if release.dapall_per_daptype:
-        # DR17 splits MaNGA galaxies (HDU 1) from MaStar stars (HDU 2).
-        first_plate = galaxies[0].plateifu.plate if galaxies else 10001
-        hdus.append(table_hdu(mastar_rows(first_plate), DRPALL_COLUMNS, "MASTAR"))
     return write_fits(path, fits.HDUList(hdus))
 
 

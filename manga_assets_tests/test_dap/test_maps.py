@@ -12,7 +12,7 @@ from manga_assets.dap.errors import (
     MissingExtensionError,
     ReleaseMismatchError,
 )
-from manga_assets.dap.maps import read_maps
+from manga_assets.dap.maps import read_maps, read_versdap
 from manga_assets_tests.fits_builders import line_values, write_maps
 
 
@@ -141,3 +141,57 @@ def test_a_file_of_the_other_release_is_refused_when_a_release_is_expected(
     path = write_maps(tmp_path / "maps.fits.gz", dapver=written)
     with pytest.raises(ReleaseMismatchError, match=f"made by DAP {written}, but the configured"):
         read_maps(path, expected_dapver=expected)
+
+
+def test_a_release_layout_file_of_another_dap_version_is_read_with_a_warning(tmp_path):
+    # Files of one release can carry patch or development versions of the DAP (the real DR15
+    # file says 2.2.3dev); the layout is what the reader relies on.
+    path = write_maps(
+        tmp_path / "maps.fits.gz", dapver="2.2.1", versdap="2.2.3dev", filler_before=6
+    )
+
+    with pytest.warns(
+        DapWarning, match=r"maps.fits.gz: VERSDAP is 2.2.3dev, not the release's 2.2.1"
+    ):
+        maps = read_maps(path, expected_dapver="2.2.1", expected_daptype="HYB10-GAU-MILESHC")
+
+    assert maps.dapver == "2.2.3dev"
+    expected = line_values("2.2.1", (12, 12))
+    np.testing.assert_array_equal(maps.flux[PROJECT_LINES.index("Ha-6564")], expected["Ha-6564"])
+
+
+def test_a_file_of_the_release_version_is_read_without_a_warning(tmp_path, recwarn):
+    read_maps(write_maps(tmp_path / "maps.fits.gz", dapver="2.2.1"), expected_dapver="2.2.1")
+    assert not [w for w in recwarn if issubclass(w.category, DapWarning)]
+
+
+def test_a_dr17_layout_is_refused_in_a_dr15_tree_whatever_its_versdap(tmp_path):
+    path = write_maps(tmp_path / "maps.fits.gz", dapver="3.1.0", versdap="2.2.3dev")
+    with pytest.raises(
+        ReleaseMismatchError,
+        match=r"made by DAP 2.2.3dev, but the configured release uses DAP 2.2.1; the file has 35 "
+        r"EMLINE_GFLUX channels where DAP 2.2.1 writes 22 \(not in its list: H12-3751, H11-3771, "
+        r"HeI-3889, NI-5199, NI-5201, HeI-7067, ... \(13 in all\); absent: none\)\. "
+        r"Point MANGA_RELEASE at the file's release",
+    ):
+        read_maps(path, expected_dapver="2.2.1")
+
+
+def test_an_extension_the_release_does_not_write_is_refused(tmp_path):
+    from astropy.io import fits
+
+    path = write_maps(tmp_path / "maps.fits", dapver="2.2.1", compress=False)
+    with fits.open(path, mode="update") as hdul:
+        hdul[1].name = "EMLINE_SEW_CNT"  # DR17 only
+    with pytest.raises(
+        ReleaseMismatchError,
+        match=r"DAP 2.2.1; the file has extensions DAP 2.2.1 does not write \(EMLINE_SEW_CNT\)",
+    ):
+        read_maps(path, expected_dapver="2.2.1")
+
+
+def test_versdap_is_read_from_the_primary_header_alone(tmp_path):
+    path = write_maps(tmp_path / "maps.fits.gz", dapver="2.2.1", versdap="2.2.3dev")
+    assert read_versdap(path) == "2.2.3dev"
+    path.write_bytes(b"<html>not found</html>")
+    assert read_versdap(path) == ""

@@ -31,13 +31,14 @@ def release_summary(request, full_dr17, full_dr15):
 def test_drpall_layout_and_rows(release_summary):
     with fits.open(release_summary.drpall_path) as hdus:
         names = [hdu.name for hdu in hdus]
-        manga = hdus["MANGA"].data
+        manga = hdus[1].data
         assert set(DRPALL_COLUMNS) <= set(manga.columns.names)
         if release_summary.release == "DR17":
             assert names == ["PRIMARY", "MANGA", "MASTAR"]
             assert 0 < len(hdus["MASTAR"].data) < 10
         else:
-            assert names == ["PRIMARY", "MANGA"]
+            # As DAP 2.2.1 reads drpall-v2_4_3.fits: one table in HDU 1, by position, unnamed.
+            assert names == ["PRIMARY", ""]
         assert list(manga["plateifu"]) == release_summary.plateifus
         assert len(manga) == release_summary.n_galaxies
         assert all(
@@ -91,7 +92,7 @@ def test_catalogue_edge_cases_are_planted(release_summary):
     by_kind = {kind: plateifu for plateifu, kind in release_summary.catalogue_cases}
     release = get_release(release_summary.release)
     with fits.open(release_summary.drpall_path) as hdus:
-        drpall = hdus["MANGA"].data
+        drpall = hdus[1].data
     with fits.open(release_summary.dapall_path) as hdus:
         dapall = hdus[release.daptype if release.dapall_per_daptype else "DAPALL"].data
     dapall = dapall[dapall["DAPTYPE"] == release.daptype]

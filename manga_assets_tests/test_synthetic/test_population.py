@@ -110,7 +110,7 @@ def test_second_visits_repeat_a_galaxy_of_an_earlier_plate_and_the_selection_kee
     release = get_release("DR17")
     selection = select_cubes(
         read_drpall(summary.drpall_path),
-        read_dapall(summary.dapall_path, release.daptype, per_daptype_extensions=True),
+        read_dapall(summary.dapall_path, release.daptype),
     )
     selected, rejected = selection.selected, selection.rejected
     assert selected["mangaid"].is_unique

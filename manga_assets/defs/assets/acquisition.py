@@ -84,9 +84,7 @@ def catalog(
                 f"{result.reason}. Check MANGA_SAS_URL and MANGA_RELEASE={release.name}."
             )
     drpall = read_drpall(results[0].dest)
-    dapall = read_dapall(
-        results[1].dest, release.daptype, per_daptype_extensions=release.dapall_per_daptype
-    )
+    dapall = read_dapall(results[1].dest, release.daptype)
     selection = select_cubes(drpall, dapall)
     selected = selection.selected
     if config.plates:
