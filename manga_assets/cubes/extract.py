@@ -83,6 +83,8 @@ def extract_galaxy(
 ) -> dict[str, float | int | str]:
     """Read a MAPS file, write its cube, and return its features row.
 
+    ``expected_dapver`` is the configured release's DAP version: the file must have its layout
+    (see :func:`manga_assets.dap.maps.read_maps`); the row's ``versdap`` is the file's own.
     Raises the typed errors of :func:`manga_assets.dap.maps.read_maps`; the caller decides how a
     broken galaxy is recorded.
     """
@@ -108,6 +110,8 @@ def extract_galaxy(
         "n_nonfinite": maps.n_nonfinite,
         "valid_fraction": float((~mask).mean()),
         "n_valid_pixels": int((~mask).sum()),
+        # The DAP version that wrote the file: a release's files may carry patch versions.
+        "versdap": maps.dapver,
     }
     row.update(galaxy_features(maps.lines, maps.flux, maps.ivar, maps.invalid))
     return row

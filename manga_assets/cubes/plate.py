@@ -53,7 +53,9 @@ def extract_plate(
             return {**row, "status": record["status"], "reason": record["reason"]}
         cube_path = layout.cube(plateifu)
         earlier = reusable.get(str(plateifu))
-        if earlier and earlier["maps_sha256"] == record["sha256"] and cube_path.exists():
+        # A row from before the file's VERSDAP was recorded is extracted again, once.
+        recorded = earlier is not None and isinstance(earlier.get("versdap"), str)
+        if recorded and earlier["maps_sha256"] == record["sha256"] and cube_path.exists():
             return {**earlier, "reused": True}
         try:
             features = extract_galaxy(

@@ -157,6 +157,8 @@ def maps_files(
     data_dir: DataDirResource,
 ):
     """The plate's DAP MAPS files in the local SAS mirror, with a manifest row per galaxy."""
+    from manga_assets.dap.maps import read_versdap
+
     release = sas.release_info()
     layout = data_dir.layout
     plates_run = list(context.partition_keys)
@@ -187,6 +189,8 @@ def maps_files(
             "sha256": [r.sha256 or "" for r in results],
             "fetched": [r.fetched for r in results],
             "location": locations,
+            # The DAP version named in each file's primary header ('' when it did not arrive).
+            "versdap": [read_versdap(r.dest) if r.status == "ok" else "" for r in results],
             # When the server was asked: `manga-assets run` re-asks only after a while.
             "checked_at": checked_at,
         }
@@ -271,6 +275,16 @@ def line_cubes(
     every = pd.concat(features.values(), ignore_index=True)
     ok = every[every["status"] == "ok"]
     sanity = _cube_sanity(ok, settings, data_dir)
+    # A release's files may carry other patch versions of its DAP; the reader accepted them
+    # because their layout is the release's, and the run says so.
+    counts = ok["versdap"].fillna("").value_counts() if "versdap" in ok else pd.Series()
+    versions = {str(version): int(n) for version, n in counts.items()}
+    for version in sorted(set(versions) - {release.dapver}):
+        named = ok.loc[ok["versdap"].fillna("") == version, "plateifu"].tolist()
+        context.log.warning(
+            f"{len(named)} MAPS file(s) made by DAP {version or '(no VERSDAP)'}, not the release's "
+            f"{release.dapver}, have its layout and were read as such: {', '.join(named[:10])}"
+        )
     yield dg.Output(
         features,
         metadata={
@@ -285,6 +299,7 @@ def line_cubes(
             "grid": settings.grid,
             "lines": len(settings.lines),
             "median_valid_fraction": float(ok["valid_fraction"].median()),
+            "dap_versions_in_run": dg.MetadataValue.json(versions),
         },
     )
     yield sanity
