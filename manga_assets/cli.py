@@ -1,9 +1,10 @@
 """The ``manga-assets`` command.
 
 manga-assets run [--release DR17] [--limit N] [--plates P ...] [--epochs N] [--revalidate-after H]
+                 [--strict] [--wait]
 manga-assets demo [--dir DIR] [--plates N]
 manga-assets mirror build DIR [--release DR17] [--plates N] [--lean] [--faults] [--survey]
-manga-assets mirror serve DIR [--port P]
+manga-assets mirror serve DIR [--port P] [--user USER]
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from manga_assets.settings import REVALIDATE_AFTER_HOURS, Settings
+
+MIRROR_PASSWORD_ENV = "MANGA_MIRROR_PASSWORD"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -38,6 +41,11 @@ def _print_summary(summary) -> None:
         print(f"{len(summary.failed)} galaxies without a cube:")
         for row in summary.failed.itertuples(index=False):
             print(f"  {row.plateifu}: {row.status}: {row.reason}")
+    if summary.unusable_plates:
+        print(
+            f"{len(summary.unusable_plates)} plates without any cube (see their manifests): "
+            + ", ".join(summary.unusable_plates)
+        )
     print(f"products: {summary.products}")
     print(f"  catalogue  {summary.products / 'catalog.parquet'}")
     print(f"  manifests  {summary.products / 'manifest'}/<plate>.parquet")
@@ -67,11 +75,19 @@ def command_run(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             training={"max_loss_ratio": args.max_loss_ratio} if args.max_loss_ratio else None,
             revalidate_after_hours=args.revalidate_after,
+            wait=args.wait,
         )
     except RuntimeError as error:
         print(f"manga-assets run failed: {error}", file=sys.stderr)
         return 1
     _print_summary(summary)
+    # Failed galaxies are data (listed above); CI users ask for them to fail the command.
+    if args.strict and len(summary.failed):
+        print(
+            f"manga-assets run --strict: {len(summary.failed)} galaxies have no cube",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -117,8 +133,22 @@ def command_mirror_build(args: argparse.Namespace) -> int:
 def command_mirror_serve(args: argparse.Namespace) -> int:
     from manga_assets.sas.mirror import serve_forever
 
+    credentials = None
+    if args.user:
+        password = os.environ.get(MIRROR_PASSWORD_ENV)
+        if not password:
+            print(
+                f"mirror serve --user {args.user}: set {MIRROR_PASSWORD_ENV} to the password "
+                "(it is read from the environment so it never shows in the process list)",
+                file=sys.stderr,
+            )
+            return 2
+        credentials = (args.user, password)
     serve_forever(
-        Path(args.dir), port=args.port, on_ready=lambda url: print(f"serving {args.dir} at {url}")
+        Path(args.dir),
+        port=args.port,
+        credentials=credentials,
+        on_ready=lambda url: print(f"serving {args.dir} at {url}", flush=True),
     )
     return 0
 
@@ -212,6 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a plate's MAPS files against the server again only after this long "
         f"(default {REVALIDATE_AFTER_HOURS:g}; 0: every run)",
     )
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit non-zero when any galaxy has no cube (default: only when none has one, or a "
+        "blocking check failed)",
+    )
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for a run already working on the data directory instead of refusing",
+    )
     run.set_defaults(handler=command_run)
 
     demo = commands.add_parser("demo", help="build, serve and run a synthetic release")
@@ -236,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = mirror_commands.add_parser("serve", help="serve DIR on 127.0.0.1 as a SAS")
     serve.add_argument("dir")
     serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument(
+        "--user",
+        help="require HTTP Basic authentication as USER, with the password in "
+        f"${MIRROR_PASSWORD_ENV}",
+    )
     serve.set_defaults(handler=command_mirror_serve)
     near = commands.add_parser("neighbours", help="latent nearest neighbours of a galaxy")
     near.add_argument("plateifu")

@@ -1,6 +1,7 @@
 """The project's configuration, read from the environment in one place.
 
-``MANGA_SAS_URL``  root of the SAS tree (default https://data.sdss.org/sas)
+``MANGA_SAS_URL``  root of the SAS tree (default https://data.sdss.org/sas); a user:password@
+                   part is split off and used only to authenticate (sas/credentials.py)
 ``MANGA_RELEASE``  DR17 (default) or DR15
 ``MANGA_DATA_DIR`` local SAS mirror under ``sas/``, products under ``products/`` (default ./data)
 ``MANGA_WATCH_RELEASES`` comma-separated release names to probe for (e.g. "DR18,MPL-12")
@@ -27,6 +28,12 @@ class Settings:
     release: str = DEFAULT_RELEASE
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     watch_releases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A user:password@ part never stays in the URL the rest of the process sees.
+        from manga_assets.sas.credentials import strip_credentials
+
+        object.__setattr__(self, "sas_url", strip_credentials(self.sas_url))
 
     @classmethod
     def from_env(cls) -> Settings:

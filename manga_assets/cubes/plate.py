@@ -32,7 +32,10 @@ def extract_plate(
 
     Returns one features row per galaxy of ``manifest``: ``status`` is 'ok' when its cube was
     written, the manifest status when the file never arrived, or 'invalid' with the reader's
-    message when the file could not be read as a MAPS file of this release.
+    message when the file could not be read as a MAPS file of this release. Every row records
+    ``maps_sha256`` (the manifest's) and ``settings_key``, so staleness can be computed from the
+    products alone (:func:`plate_is_current`). A plate where every galaxy failed is a table of
+    failed rows, never an error.
 
     ``previous`` is the plate's last features table: a galaxy whose MAPS file (by sha256) and
     extraction settings are unchanged, and whose cube is still on disk, keeps its row and cube
@@ -48,7 +51,12 @@ def extract_plate(
     def one(record: pd.Series) -> dict:
         plateifu = PlateIFU.parse(record["plateifu"])
         row = {c: catalog_rows.at[str(plateifu), c] for c in CATALOG_FEATURE_COLUMNS[1:]}
-        row["plateifu"] = str(plateifu)
+        # Every row records what it was made from, failed ones too: a row is current exactly
+        # when its MAPS sha256 and settings key equal the manifest's and the code's.
+        row.update(
+            plateifu=str(plateifu), maps_sha256=record["sha256"], settings_key=settings_key,
+            reused=False, n_valid_pixels=0, valid_fraction=0.0,
+        )  # fmt: skip
         if record["status"] != "ok":
             return {**row, "status": record["status"], "reason": record["reason"]}
         cube_path = layout.cube(plateifu)
@@ -68,13 +76,37 @@ def extract_plate(
         except DapError as error:
             log(f"{plateifu}: {error}")
             return {**row, "status": "invalid", "reason": str(error)}
-        return {
-            **row, "status": "ok", "reason": "", "maps_sha256": record["sha256"],
-            "settings_key": settings_key, "reused": False, **features,
-        }  # fmt: skip
+        return {**row, "status": "ok", "reason": "", **features}
 
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         rows = list(pool.map(one, (record for _, record in manifest.iterrows())))
-    frame = pd.DataFrame(rows)
     leading = ["plateifu", "status", "reason"]
+    frame = pd.DataFrame(rows, columns=None if rows else [*leading, *CATALOG_FEATURE_COLUMNS[1:]])
     return frame[leading + [c for c in frame.columns if c not in leading]]
+
+
+def plate_is_current(
+    manifest: pd.DataFrame, features: pd.DataFrame | None, layout: DataLayout, settings_key: str
+) -> bool:
+    """Whether a plate's features (and cubes) were made from exactly what its manifest lists.
+
+    Decided from the products alone, so it holds after any interruption: every features row must
+    record the manifest row's MAPS sha256 and the current extraction ``settings_key``, keep the
+    manifest's failure status when the download failed, and have its cube on disk when 'ok'.
+    """
+    if features is None or not {"maps_sha256", "settings_key"} <= set(features.columns):
+        return False
+    if len(features) != len(manifest) or set(features["plateifu"]) != set(manifest["plateifu"]):
+        return False
+    joined = manifest.merge(features, on="plateifu", suffixes=("_manifest", ""))
+    downloaded = joined["status_manifest"] == "ok"
+    same_input = (joined["maps_sha256"] == joined["sha256"]) & (
+        joined["settings_key"] == settings_key
+    )
+    same_status = (downloaded & joined["status"].isin(["ok", "invalid"])) | (
+        ~downloaded & (joined["status"] == joined["status_manifest"])
+    )
+    if not (same_input & same_status).all():
+        return False
+    ok = joined.loc[joined["status"] == "ok", "plateifu"]
+    return all(layout.cube(PlateIFU.parse(plateifu)).exists() for plateifu in ok)

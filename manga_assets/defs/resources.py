@@ -7,12 +7,17 @@ from pathlib import Path
 import dagster as dg
 
 from manga_assets.layout import DataLayout
+from manga_assets.sas.credentials import credentials_for
 from manga_assets.sas.releases import Release, get_release
 from manga_assets.sas.transfer import Downloader
 
 
 class SasResource(dg.ConfigurableResource):
-    """The Science Archive Server (or a mirror of it) and how to download from it."""
+    """The Science Archive Server (or a mirror of it) and how to download from it.
+
+    ``sas_url`` never holds credentials (the settings split them off, see sas/credentials.py),
+    so it is safe in the UI's resource configuration.
+    """
 
     sas_url: str
     release: str
@@ -32,6 +37,7 @@ class SasResource(dg.ConfigurableResource):
     def downloader(self) -> Downloader:
         """A new downloader; use it in a ``with`` block so its connections close."""
         return Downloader(
+            auth=credentials_for(self.sas_url),
             max_workers=self.max_workers,
             connect_timeout=self.connect_timeout_s,
             read_timeout=self.read_timeout_s,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,13 +18,31 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from manga_assets.atomic import clean_temporaries
 from manga_assets.cubes.extract import ExtractionSettings
+from manga_assets.cubes.plate import plate_is_current
+from manga_assets.defs.assets.model import TRAINING_SET_DIR
 from manga_assets.defs.constants import PLATES_PARTITION, VARIANTS
 from manga_assets.defs.definitions import build_definitions
 from manga_assets.defs.sensors import batches, plate_range_tags
+from manga_assets.layout import DataLayout
+from manga_assets.lock import data_dir_lock
+from manga_assets.sas.sidecar import record_path
 from manga_assets.settings import REVALIDATE_AFTER_HOURS, Settings
 
 WHOLE_SAMPLE_ANALYSES = ("latent_table", "umap", "anomaly_scores", "neighbours")
+# Test-only: the crash-injection tests set this to a stage name ("cubes", "models", ...) and the
+# run kills itself with SIGKILL as that stage starts, as the OOM killer or `kill -9` would.
+CRASH_AT_ENV = "MANGA_ASSETS_CRASH_AT"
+
+
+class NoUsableCubeError(RuntimeError):
+    """No galaxy of the selection could be turned into a cube: there is nothing to train on."""
+
+
+def _stage(name: str) -> None:
+    if os.environ.get(CRASH_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -38,6 +57,7 @@ class RunSummary:
     cubes: int = 0
     extracted: int = 0
     failed: pd.DataFrame = field(default_factory=pd.DataFrame)
+    unusable_plates: list[str] = field(default_factory=list)
     checked_plates: list[str] = field(default_factory=list)
     changed_plates: list[str] = field(default_factory=list)
     embedded_plates: list[str] = field(default_factory=list)
@@ -67,8 +87,9 @@ def run_pipeline(
     revalidate_after_hours: float = REVALIDATE_AFTER_HOURS,
     instance: dg.DagsterInstance | None = None,
     log: Callable[[str], None] = print,
+    wait: bool = False,
 ) -> RunSummary:
-    """Materialise the whole graph through Dagster.
+    """Materialise the whole graph through Dagster, holding the data directory's lock.
 
     One run fetches the catalogue; one run per batch of plates downloads MAPS files and extracts
     cubes; one run builds the training set and trains both models; one run per batch of plates
@@ -81,7 +102,43 @@ def run_pipeline(
     new, when its galaxies in the catalogue changed, or when they were last checked more than
     ``revalidate_after_hours`` ago (0: every run). Released MaNGA files do not change, so by
     default a run soon after another sends no request per file.
+
+    What is stale is decided from the products, never from what this invocation did, so a run
+    killed at any point is repaired by the next: a plate is extracted again when its features do
+    not record its manifest's MAPS checksums and the current extraction settings
+    (:func:`plate_is_current`), and asked about again when a MAPS file in the mirror is newer
+    than its manifest. A plate without any usable galaxy is listed in ``unusable_plates`` and
+    never stops the others; :class:`NoUsableCubeError` only when no cube came out at all.
+
+    Only one run at a time works on a data directory (:func:`manga_assets.lock.data_dir_lock`;
+    ``wait`` queues behind a running one instead of refusing), and it first removes what killed
+    runs left half-written.
     """
+    with data_dir_lock(settings.data_dir, wait=wait, log=log):
+        layout = DataLayout(settings.data_dir)
+        removed = [*clean_temporaries(layout.products), *clean_temporaries(layout.mirror)]
+        if removed:
+            log(f"removed {len(removed)} temporary files left by an interrupted run")
+        return _run_locked(
+            settings, plates=plates, limit=limit, epochs=epochs, training=training,
+            truth_table=truth_table, acquisition_only=acquisition_only,
+            revalidate_after_hours=revalidate_after_hours, instance=instance, log=log,
+        )  # fmt: skip
+
+
+def _run_locked(
+    settings: Settings,
+    *,
+    plates: list[int] | None,
+    limit: int | None,
+    epochs: int | None,
+    training: dict | None,
+    truth_table: Path | None,
+    acquisition_only: bool,
+    revalidate_after_hours: float,
+    instance: dg.DagsterInstance | None,
+    log: Callable[[str], None],
+) -> RunSummary:
     instance = instance or instance_for(settings)
     defs = build_definitions(settings)
     job = defs.resolve_implicit_global_asset_job_def()
@@ -110,27 +167,33 @@ def run_pipeline(
     ordered = [k for k in instance.get_dynamic_partitions(PLATES_PARTITION) if k in set(keys)]
     products = summary.products
     manifests = {k: _read_table(products / "manifest", k) for k in keys}
-    before = {k: _manifest_digest(manifests[k]) for k in keys}
     galaxies_on = catalog.groupby(catalog["plate"].astype(str))["plateifu"].agg(frozenset)
     checked_before = pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=revalidate_after_hours)
-    to_check = [k for k in ordered if _needs_check(manifests[k], galaxies_on[k], checked_before)]
+    layout = DataLayout(settings.data_dir)
+    to_check = [
+        k for k in ordered
+        if _needs_check(manifests[k], galaxies_on[k], checked_before)
+        or _mirror_newer_than_manifest(layout, k, manifests[k])
+    ]  # fmt: skip
     summary.checked_plates = to_check
     if len(to_check) < len(ordered):
         log(f"{len(ordered) - len(to_check)} plates were checked against the server within "
             f"{revalidate_after_hours:g} h: their MAPS files are current")  # fmt: skip
+    _stage("maps_files")
     for batch in _bar(_contiguous_batches(to_check, instance), "MAPS files, plate batches"):
         log(f"plates {batch[0]}..{batch[-1]} ({len(batch)} plates): MAPS files")
         execute(["maps_files"], tags=plate_range_tags(batch[0], batch[-1]))
     manifests.update({k: _read_table(products / "manifest", k) for k in to_check})
     features = {k: _read_table(products / "features", k) for k in keys}
-    # A plate is extracted again only when one of its MAPS files is new or changed on the server,
-    # or its features are missing; line_cubes itself keeps the cubes of unchanged galaxies.
+    # A plate is extracted again when its features were not made from its current manifest
+    # (a MAPS file changed, even in a run killed before extracting it) or with other settings;
+    # line_cubes itself keeps the cubes of unchanged galaxies.
+    settings_key = ExtractionSettings().key()
     changed = [
-        k
-        for k in ordered
-        if before[k] != _manifest_digest(manifests[k]) or _features_stale(features[k])
+        k for k in ordered if not plate_is_current(manifests[k], features[k], layout, settings_key)
     ]
     summary.changed_plates = changed
+    _stage("cubes")
     for batch in _bar(_contiguous_batches(changed, instance), "cubes, plate batches"):
         log(f"plates {batch[0]}..{batch[-1]} ({len(batch)} plates): cubes")
         execute(["line_cubes"], tags=plate_range_tags(batch[0], batch[-1]))
@@ -143,6 +206,16 @@ def run_pipeline(
     rerun = table[table["plateifu"].str.split("-").str[0].isin(changed)]
     summary.extracted = int(((rerun["status"] == "ok") & ~rerun["reused"].astype(bool)).sum())
     summary.failed = table[table["status"] != "ok"][["plateifu", "status", "reason"]]
+    summary.unusable_plates = [k for k in keys if not (features[k]["status"] == "ok").any()]
+    if summary.cubes == 0:
+        listed = "; ".join(
+            f"{row.plateifu}: {row.status}: {row.reason}"
+            for row in summary.failed.head(5).itertuples(index=False)
+        )
+        raise NoUsableCubeError(
+            f"no usable cube among {summary.galaxies} galaxies ({listed}); the manifests under "
+            f"{products / 'manifest'} say why. Check MANGA_SAS_URL and MANGA_RELEASE."
+        )
     if acquisition_only:
         return summary
 
@@ -150,7 +223,12 @@ def run_pipeline(
 
     models_before = {v: _model_id(products, v) for v in VARIANTS}
     # The model assets always run: they decide whether the training settings call for a new model.
-    training_set_current = not changed and _built_after(instance, "training_set", "line_cubes")
+    training_set_current = (
+        not changed
+        and (products / TRAINING_SET_DIR).exists()
+        and _built_after(instance, "training_set", "line_cubes")
+    )
+    _stage("models")
     log(("models" if training_set_current else "training set and models")
         + (f" ({training})" if training else ""))  # fmt: skip
     result = execute(
@@ -170,10 +248,12 @@ def run_pipeline(
         )
     ]  # fmt: skip
     summary.embedded_plates = to_embed
+    _stage("latents")
     for batch in _bar(_contiguous_batches(to_embed, instance), "latents, plate batches"):
         log(f"plates {batch[0]}..{batch[-1]}: latents")
         execute([f"{v}/latents" for v in VARIANTS], tags=plate_range_tags(batch[0], batch[-1]))
     previous_report = instance.get_latest_materialization_event(dg.AssetKey("agn_report"))
+    _stage("analyses")
     if changed or model_changed or previous_report is None:
         log("latent spaces, anomaly scores, neighbours, AGN sample and report")
         report_config = {"truth_table": str(truth_table)} if truth_table else {}
@@ -230,21 +310,25 @@ def _read_table(folder: Path, plate: str) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path.exists() else None
 
 
-def _manifest_digest(manifest: pd.DataFrame | None) -> str | None:
+def _mirror_newer_than_manifest(
+    layout: DataLayout, plate: str, manifest: pd.DataFrame | None
+) -> bool:
+    """A MAPS file of the plate was (re)downloaded after its manifest was written.
+
+    That happens when a run is killed between the downloads and the manifest: the manifest
+    then lists checksums of files the mirror no longer holds, so the plate is asked about again.
+    Each downloaded file's sidecar is written once the file is in place; one stat per galaxy.
+    """
     if manifest is None:
-        return None
-    rows = manifest[["plateifu", "status", "sha256"]].sort_values("plateifu").astype(str)
-    return "|".join(rows.agg(":".join, axis=1))
-
-
-def _features_stale(features: pd.DataFrame | None) -> bool:
-    """Features are missing, or were extracted with other settings or extraction code."""
-    if features is None:
-        return True
-    ok = features[features["status"] == "ok"]
-    return "settings_key" not in ok or bool(
-        (ok["settings_key"] != ExtractionSettings().key()).any()
-    )
+        return False  # no manifest: _needs_check asks about the plate anyway
+    written = layout.product(f"manifest/{plate}.parquet").stat().st_mtime_ns
+    for location in manifest.loc[manifest["status"] == "ok", "location"]:
+        try:
+            if record_path(layout.mirror / location).stat().st_mtime_ns > written:
+                return True
+        except FileNotFoundError:
+            return True
+    return False
 
 
 def _model_id(products: Path, variant: str) -> str | None:

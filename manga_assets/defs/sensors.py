@@ -11,6 +11,7 @@ from manga_assets.defs.constants import PLATES_PARTITION, PLATES_PER_RUN
 from manga_assets.defs.jobs import plates_job
 from manga_assets.defs.partitions import plate_partitions
 from manga_assets.defs.resources import DataDirResource, SasResource
+from manga_assets.sas.credentials import credentials_for
 from manga_assets.sas.watch import release_available, release_url
 
 RANGE_START = "dagster/asset_partition_range_start"
@@ -61,10 +62,11 @@ def release_watch_sensor(context: dg.SensorEvaluationContext, sas: SasResource):
     if not sas.watch_releases:
         return dg.SkipReason("no release names to watch (set MANGA_WATCH_RELEASES)")
     reported = set(json.loads(context.cursor or "[]"))
+    auth = credentials_for(sas.sas_url)
     appeared = [
         name
         for name in sas.watch_releases
-        if name not in reported and release_available(sas.sas_url, name)
+        if name not in reported and release_available(sas.sas_url, name, auth=auth)
     ]
     if not appeared:
         return dg.SkipReason(f"none of {', '.join(sas.watch_releases)} is on {sas.sas_url} yet")

@@ -619,6 +619,7 @@ def serve_forever(
     *,
     access_log: Path | None = None,
     on_ready: Callable[[str], None] | None = None,
+    credentials: tuple[str, str] | None = None,
 ) -> None:
     """Serve ``root`` on 127.0.0.1:``port`` until interrupted (Ctrl-C); for ``mirror serve``.
 
@@ -633,8 +634,10 @@ def serve_forever(
     on_ready : callable, optional
         Called with the root URL once the port is bound, e.g. to tell the user what to set
         ``MANGA_SAS_URL`` to.
+    credentials : tuple of (str, str), optional
+        Require HTTP Basic authentication with this user and password.
     """
-    with MirrorServer(root, port=port, access_log=access_log) as server:
+    with MirrorServer(root, port=port, access_log=access_log, credentials=credentials) as server:
         logger.info("serving SAS tree %s at %s", root, server.url)
         if on_ready is not None:
             on_ready(server.url)

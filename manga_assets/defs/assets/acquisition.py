@@ -20,6 +20,7 @@ from manga_assets.defs.io_managers import PRODUCT_PATH
 from manga_assets.defs.markdown import markdown_table
 from manga_assets.defs.partitions import plate_partitions
 from manga_assets.defs.resources import DataDirResource, SasResource
+from manga_assets.sas.network import redact_url
 from manga_assets.sas.paths import PlateIFU, dapall_location, drpall_location, maps_location
 from manga_assets.sas.transfer import DownloadResult
 
@@ -38,8 +39,8 @@ def _fail_if_unreachable(results: list[DownloadResult], sas: SasResource) -> Non
         raise dg.Failure(
             description=(
                 f"{len(errors)} download(s) failed after retries ({listed}). "
-                f"Check that MANGA_SAS_URL={sas.sas_url} is reachable and serves release "
-                f"{sas.release}; the run can be retried safely (finished files are kept)."
+                f"Check that MANGA_SAS_URL={redact_url(sas.sas_url)} is reachable and serves "
+                f"release {sas.release}; the run can be retried safely (finished files are kept)."
             )
         )
 
@@ -148,7 +149,10 @@ def catalog_schema(catalog: pd.DataFrame) -> dg.AssetCheckResult:
     retry_policy=DOWNLOAD_RETRY,
     metadata={PRODUCT_PATH: "manifest/{partition}.parquet"},
     io_manager_key="products_io_manager",
-    check_specs=[dg.AssetCheckSpec("failed_share", asset="maps_files")],
+    check_specs=[
+        dg.AssetCheckSpec("failed_share", asset="maps_files"),
+        dg.AssetCheckSpec("plates_without_maps", asset="maps_files"),
+    ],
 )
 def maps_files(
     context: dg.AssetExecutionContext,
@@ -198,19 +202,24 @@ def maps_files(
     by_plate = {str(plate): rows.drop(columns="plate") for plate, rows in manifest.groupby("plate")}
     for plate in context.partition_keys:
         by_plate.setdefault(plate, manifest.iloc[:0].drop(columns="plate"))
-        if not (by_plate[plate]["status"] == "ok").any():
-            reasons = by_plate[plate]["reason"].head(3).tolist() or ["no galaxy in the catalogue"]
-            raise dg.Failure(
-                description=f"plate {plate}: no MAPS file could be fetched ({'; '.join(reasons)})"
-            )
+    # A plate without a single usable file is data, not an error: its manifest says why, the
+    # plates_without_maps check shows it, and the other plates of the run go on.
+    unusable = {
+        plate: "; ".join(rows["reason"].head(3)) or "no galaxy in the catalogue"
+        for plate, rows in by_plate.items()
+        if not (rows["status"] == "ok").any()
+    }
+    for plate, reasons in unusable.items():
+        context.log.warning(f"plate {plate}: no MAPS file could be fetched ({reasons})")
 
     failed = manifest[manifest["status"] != "ok"]
     share = len(failed) / max(len(manifest), 1)
-    # Dagster takes one data version per output, so a run over one plate records that plate's
-    # checksum digest as its data version; batched runs record each plate's digest in metadata.
-    digests = {plate: _digest(*rows["sha256"]) for plate, rows in by_plate.items()}
+    digests = {plate: maps_digest(rows) for plate, rows in by_plate.items()}
     yield dg.Output(
         by_plate,
+        # A plate's data version is the digest of its MAPS files' checksums and statuses. Dagster
+        # takes one data version per output (per-partition versions are for source assets only),
+        # so only a one-plate run can set it; batched runs list every plate's digest below.
         data_version=dg.DataVersion(digests[plates_run[0]]) if len(digests) == 1 else None,
         metadata={
             "sha256_digest_by_plate": dg.MetadataValue.json(digests),
@@ -233,6 +242,25 @@ def maps_files(
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"failed_share": share, "max_failed_share": MAX_FAILED_SHARE},
     )
+    yield _unusable_plates_check("plates_without_maps", unusable)
+
+
+def maps_digest(manifest: pd.DataFrame) -> str:
+    """Digest of a plate's manifest: which galaxies, with which status and MAPS sha256."""
+    rows = manifest.sort_values("plateifu")
+    return _digest(*(rows["plateifu"] + ":" + rows["status"] + ":" + rows["sha256"]))
+
+
+def _unusable_plates_check(name: str, unusable: dict[str, str]) -> dg.AssetCheckResult:
+    """A warning that lists the plates of the run without any usable galaxy, and why."""
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=not unusable,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(f"plate {plate}: {why}" for plate, why in unusable.items())
+        or "every plate of the run has at least one usable galaxy",
+        metadata={"plates": ", ".join(unusable) or "none", "count": len(unusable)},
+    )
 
 
 @dg.asset(
@@ -244,7 +272,10 @@ def maps_files(
     backfill_policy=dg.BackfillPolicy.multi_run(PLATES_PER_RUN),
     metadata={PRODUCT_PATH: "features/{partition}.parquet"},
     io_manager_key="products_io_manager",
-    check_specs=[dg.AssetCheckSpec("cube_sanity", asset="line_cubes")],
+    check_specs=[
+        dg.AssetCheckSpec("cube_sanity", asset="line_cubes"),
+        dg.AssetCheckSpec("plates_without_cubes", asset="line_cubes"),
+    ],
 )
 def line_cubes(
     context: dg.AssetExecutionContext,
@@ -265,12 +296,14 @@ def line_cubes(
             manifest, rows, data_dir.layout, release, settings,
             previous=previous, log=context.log.warning,
         )  # fmt: skip
-        if not (table["status"] == "ok").any():
-            reasons = table["reason"].head(3).tolist()
-            raise dg.Failure(
-                description=f"plate {plate}: no galaxy could be extracted ({'; '.join(reasons)})"
-            )
         features[plate] = table
+    unusable = {
+        plate: "; ".join(table["reason"].head(3)) or "no galaxy in the catalogue"
+        for plate, table in features.items()
+        if not (table["status"] == "ok").any()
+    }
+    for plate, reasons in unusable.items():
+        context.log.warning(f"plate {plate}: no galaxy could be extracted ({reasons})")
 
     every = pd.concat(features.values(), ignore_index=True)
     ok = every[every["status"] == "ok"]
@@ -285,9 +318,18 @@ def line_cubes(
             f"{len(named)} MAPS file(s) made by DAP {version or '(no VERSDAP)'}, not the release's "
             f"{release.dapver}, have its layout and were read as such: {', '.join(named[:10])}"
         )
+    code_version = context.assets_def.code_versions_by_key[context.asset_key]
+    # What a plate's cubes are made from: this code, the extraction settings, the MAPS files (as
+    # for maps_files, Dagster takes it as the data version of one-plate runs only).
+    digests = {
+        plate: _digest(code_version, settings.key(), maps_digest(maps_files[plate]))
+        for plate in features
+    }
     yield dg.Output(
         features,
+        data_version=dg.DataVersion(next(iter(digests.values()))) if len(digests) == 1 else None,
         metadata={
+            "input_digest_by_plate": dg.MetadataValue.json(digests),
             "plates_in_run": len(features),
             "galaxies_in_run": len(every),
             "cubes_in_run": len(ok),
@@ -298,11 +340,12 @@ def line_cubes(
             ),
             "grid": settings.grid,
             "lines": len(settings.lines),
-            "median_valid_fraction": float(ok["valid_fraction"].median()),
+            "median_valid_fraction": float(ok["valid_fraction"].median()) if len(ok) else 0.0,
             "dap_versions_in_run": dg.MetadataValue.json(versions),
         },
     )
     yield sanity
+    yield _unusable_plates_check("plates_without_cubes", unusable)
 
 
 def _cube_sanity(ok: pd.DataFrame, settings: ExtractionSettings, data_dir: DataDirResource):
