@@ -1,7 +1,7 @@
 """The ``manga-assets`` command.
 
 manga-assets run [--release DR17] [--limit N] [--plates P ...] [--epochs N] [--revalidate-after H]
-                 [--strict] [--wait]
+                 [--strict] [--wait] [--acquisition-only]
 manga-assets demo [--dir DIR] [--plates N]
 manga-assets mirror build DIR [--release DR17] [--plates N] [--lean] [--faults] [--survey]
 manga-assets mirror serve DIR [--port P] [--user USER]
@@ -76,6 +76,7 @@ def command_run(args: argparse.Namespace) -> int:
             training={"max_loss_ratio": args.max_loss_ratio} if args.max_loss_ratio else None,
             revalidate_after_hours=args.revalidate_after,
             wait=args.wait,
+            acquisition_only=args.acquisition_only,
         )
     except RuntimeError as error:
         print(f"manga-assets run failed: {error}", file=sys.stderr)
@@ -247,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit non-zero when any galaxy has no cube (default: only when none has one, or a "
         "blocking check failed)",
+    )
+    run.add_argument(
+        "--acquisition-only",
+        action="store_true",
+        help="download the MAPS files and extract the cubes, then stop (no training set, models "
+        "or analyses)",
     )
     run.add_argument(
         "--wait",
