@@ -10,27 +10,35 @@ import numpy as np
 
 from manga_assets.atomic import atomic_path
 from manga_assets.cubes.features import galaxy_features
-from manga_assets.cubes.resample import resample_maps
+from manga_assets.cubes.resample import SPAXEL_CORRELATION_SIGMA, resample_maps
 from manga_assets.dap.datamodel import DEFAULT_INVALID_BITS, PROJECT_LINES
 
 DEFAULT_GRID = 32
 # Bump when extraction changes what a cube holds: every cube is then extracted again.
-EXTRACTION_VERSION = 1
+# 2: cell IVAR counts the spatial covariance of the spaxels a cell averages.
+EXTRACTION_VERSION = 2
 
 
 @dataclass(frozen=True)
 class ExtractionSettings:
-    """How MAPS files become cubes; part of the line_cubes code version."""
+    """How MAPS files become cubes; part of the line_cubes code version.
+
+    ``correlation_sigma`` is the Gaussian correlation length of the spaxels' noise in spaxels
+    (:data:`~manga_assets.cubes.resample.SPAXEL_CORRELATION_SIGMA` for MaNGA; 0 treats spaxels as
+    independent, which overstates the IVAR of cells that average several spaxels).
+    """
 
     grid: int = DEFAULT_GRID
     lines: tuple[str, ...] = PROJECT_LINES
     invalid_bits: tuple[str, ...] = DEFAULT_INVALID_BITS
     min_valid_fraction: float = 0.5
+    correlation_sigma: float = SPAXEL_CORRELATION_SIGMA
 
     def key(self) -> str:
         """A short digest of the settings and the extraction code version."""
         text = f"{EXTRACTION_VERSION}|{self.grid}|{self.lines}|{self.invalid_bits}|"
-        return hashlib.sha256(f"{text}{self.min_valid_fraction}".encode()).hexdigest()[:12]
+        text += f"{self.min_valid_fraction}|{self.correlation_sigma}"
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ def extract_galaxy(
     flux, ivar, mask = resample_maps(
         maps.flux, maps.ivar, maps.invalid, settings.grid,
         min_valid_fraction=settings.min_valid_fraction,
+        correlation_sigma=settings.correlation_sigma,
     )  # fmt: skip
     write_cube(cube_path, Cube(flux, ivar, mask, maps.lines))
     row: dict[str, float | int | str] = {

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from manga_assets.cubes.resample import overlap_matrix, resample_maps
+from manga_assets.cubes.resample import SPAXEL_CORRELATION_SIGMA, overlap_matrix, resample_maps
 
 
 def no_mask(shape):
@@ -51,8 +51,65 @@ def test_cells_with_too_little_valid_area_are_masked():
     assert (out[mask] == 0).all() and (ivar[mask] == 0).all()
 
 
-def test_ivar_of_a_cell_is_that_of_the_weighted_mean():
+def test_ivar_of_a_cell_of_independent_spaxels_is_that_of_the_weighted_mean():
     # 2x2 spaxels per cell, each with variance 1/4: the mean of four has variance 1/16.
     flux = np.zeros((1, 64, 64), np.float32)
-    _, ivar, _ = resample_maps(flux, np.full_like(flux, 4.0), no_mask(flux.shape), 32)
+    _, ivar, _ = resample_maps(
+        flux, np.full_like(flux, 4.0), no_mask(flux.shape), 32, correlation_sigma=0.0
+    )
     np.testing.assert_allclose(ivar, 16.0, rtol=1e-6)
+
+
+def test_ivar_of_a_cell_of_correlated_spaxels_counts_their_covariance():
+    # 2x2 spaxels per cell, variance 1/4, neighbours at distance 1 (4 ordered pairs) and
+    # sqrt(2) (2 pairs): var = (4 + 8 rho(1) + 4 rho(sqrt 2)) / 4 / 16.
+    flux = np.zeros((1, 64, 64), np.float32)
+    _, ivar, _ = resample_maps(flux, np.full_like(flux, 4.0), no_mask(flux.shape), 32)
+    rho1 = np.exp(-1 / (2 * SPAXEL_CORRELATION_SIGMA**2))
+    variance = (4 + 8 * rho1 + 4 * rho1**2) / 4 / 16
+    np.testing.assert_allclose(ivar, 1 / variance, rtol=1e-6)
+
+
+def test_perfectly_correlated_spaxels_average_to_no_gain():
+    flux = np.zeros((1, 72, 72), np.float32)
+    _, ivar, _ = resample_maps(
+        flux, np.full_like(flux, 4.0), no_mask(flux.shape), 32, correlation_sigma=1e6
+    )
+    np.testing.assert_allclose(ivar, 4.0, rtol=1e-6)
+
+
+def _brute_force_ivar(ivar, invalid, grid, correlation_sigma):
+    """The cell variances as the explicit double sum over spaxel pairs."""
+    _, ny, nx = ivar.shape
+    rows, cols = overlap_matrix(ny, grid), overlap_matrix(nx, grid)
+    y, x = np.mgrid[0:ny, 0:nx]
+    distance2 = (y.ravel()[:, None] - y.ravel()) ** 2 + (x.ravel()[:, None] - x.ravel()) ** 2
+    rho = np.exp(-distance2 / (2 * correlation_sigma**2))
+    out = np.zeros((ivar.shape[0], grid, grid))
+    for line in range(ivar.shape[0]):
+        valid = ~invalid[line]
+        noise = np.where(valid, 1 / np.sqrt(ivar[line]), 0.0).ravel()
+        for i in range(grid):
+            for j in range(grid):
+                area = np.outer(rows[i], cols[j])
+                weight = (area * valid).sum()
+                a = (area * valid).ravel() * noise
+                out[line, i, j] = weight**2 / (a @ rho @ a) if weight > 0 else 0.0
+    return out
+
+
+@pytest.mark.parametrize(("size", "grid"), [(18, 8), (12, 16), (13, 5)])
+def test_correlated_ivar_matches_the_explicit_double_sum(size, grid):
+    rng = np.random.default_rng(size)
+    ivar = rng.uniform(0.5, 4.0, (2, size, size)).astype(np.float32)
+    invalid = rng.random((2, size, size)) < 0.2
+    flux = np.ones_like(ivar)
+    _, out, mask = resample_maps(flux, ivar, invalid, grid, min_valid_fraction=0.0)
+    expected = _brute_force_ivar(ivar.astype(np.float64), invalid, grid, SPAXEL_CORRELATION_SIGMA)
+    np.testing.assert_allclose(out[~mask], expected[~mask], rtol=1e-5)
+
+
+def test_a_negative_correlation_length_is_refused():
+    flux = np.zeros((1, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="correlation_sigma must be >= 0"):
+        resample_maps(flux, np.ones_like(flux), no_mask(flux.shape), 4, correlation_sigma=-1.0)
