@@ -49,6 +49,9 @@ ANOMALY_FRACTION = 0.1
 ANOMALY_LINE_CANDIDATES: tuple[str, ...] = (
     "Heta-3836", "NeIII-3869", "Hzet-3890", "Heps-3971", "Hdel-4102", "Hgam-4341", "HeII-4687",
 )  # fmt: skip
+# Lines a 'misaligned_line' anomaly turns against H-alpha: the brightest lines outside the BPT
+# set and the DAP's ties, so that the disagreement stands above the noise.
+MISALIGNED_LINE_CANDIDATES: tuple[str, ...] = ("Hdel-4102", "Hgam-4341")
 
 # MANGA_TARGET1 bits (sdssMaskbits.par).
 MNGTARG1_PRIMARY = 1 << 10
@@ -245,6 +248,10 @@ def _draw_plate(spec: SyntheticReleaseSpec, plate: int) -> _PlateDraw:
         if kind == "extreme_oiii":
             # A green-pea-like starburst: star forming by construction.
             classes[index] = "sf"
+        elif kind == "misaligned_line":
+            # A turned map shows only where an extended disk makes the lines; an AGN's point-like
+            # nucleus looks the same turned, so the host is a star-forming disk.
+            classes[index] = "sf"
     centre = (float(rng.uniform(0.0, 360.0)), float(np.rad2deg(np.arcsin(rng.uniform(-0.1, 0.9)))))
     return _PlateDraw(chosen, spare, classes, anomalies, centre)
 
@@ -363,7 +370,12 @@ def draw_galaxy(
     primary = rng.uniform() < 0.67
     reach = 1.5 if primary else 2.5
     re_arcsec = float(FOOTPRINT_DIAMETER_ARCSEC[ifu_size] / 2 / reach * rng.uniform(0.75, 1.25))
-    cos_i = float(rng.uniform(0.5, 1.0) if early_type else rng.uniform(0.15, 1.0))
+    if anomaly_kind == "misaligned_line":
+        # A line map turned by 90 degrees differs from H-alpha's only if the disk looks
+        # elongated: b/a <= 0.57.
+        cos_i = float(rng.uniform(0.15, 0.55))
+    else:
+        cos_i = float(rng.uniform(0.5, 1.0) if early_type else rng.uniform(0.15, 1.0))
     intrinsic_thickness = 0.2
     axis_ratio = float(np.sqrt(intrinsic_thickness**2 + (1 - intrinsic_thickness**2) * cos_i**2))
     z = float(10 ** rng.uniform(np.log10(0.015), np.log10(0.12 if not primary else 0.08)))
@@ -399,11 +411,11 @@ def draw_galaxy(
     ebv_centre = float(rng.uniform(*ebv_range))
     if anomaly_kind == "extreme_oiii":
         ebv_centre = float(rng.uniform(0.02, 0.1))
-    anomaly_line = (
-        str(rng.choice(ANOMALY_LINE_CANDIDATES))
-        if anomaly_kind in ("missing_line", "garbled_line")
-        else ""
-    )
+    anomaly_line = ""
+    if anomaly_kind in ("missing_line", "garbled_line"):
+        anomaly_line = str(rng.choice(ANOMALY_LINE_CANDIDATES))
+    elif anomaly_kind == "misaligned_line":
+        anomaly_line = str(rng.choice(MISALIGNED_LINE_CANDIDATES))
 
     mngtarg1 = MNGTARG1_PRIMARY if primary else MNGTARG1_SECONDARY
     if primary and rng.uniform() < 0.2:

@@ -29,6 +29,7 @@ ANOMALY_KINDS: tuple[str, ...] = (
     "strong_heii",
     "missing_line",
     "garbled_line",
+    "misaligned_line",
 )
 BPT_CLASSES: tuple[str, ...] = ("sf", "composite", "seyfert", "liner", "lineless")
 

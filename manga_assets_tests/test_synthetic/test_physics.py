@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from manga_assets.dap.datamodel import EMLINE_CHANNELS, MNGTARG3_AGN_BITS, TIED_FLUX_RATIOS
 from manga_assets.sas.releases import get_release
-from manga_assets.synthetic.physics import model_galaxy, observe_lines
-from manga_assets.synthetic.population import LINE_NOISE_STREAM, plan_release, seeded_rng
+from manga_assets.synthetic.geometry import map_grid
+from manga_assets.synthetic.physics import (
+    NOISE_CORRELATION_SIGMA,
+    correlated_noise,
+    model_galaxy,
+    observe_lines,
+)
+from manga_assets.synthetic.population import (
+    LINE_NOISE_STREAM,
+    MISALIGNED_LINE_CANDIDATES,
+    plan_release,
+    seeded_rng,
+)
 from manga_assets_tests.test_synthetic.conftest import (
     LEAN_DR17,
     healthy_plateifus,
@@ -18,7 +31,9 @@ from manga_assets_tests.test_synthetic.conftest import (
 
 # BPT demarcation lines of the reference (section 2.2), written out here as an independent oracle.
 BPT_LINES = ("NII-6585", "Ha-6564", "OIII-5008", "Hb-4862", "SII-6718", "SII-6732", "OI-6302")
-MIN_SNR = 8.0
+# S/N of a central 2x2 sum, its noise counting the spaxels' correlation (which makes it about 1.9x
+# that of four independent spaxels, so fewer centres qualify than the fluxes alone suggest).
+MIN_SNR = 6.0
 
 
 def _kewley06_class(x_nii: float, y: float, x_sii: float, x_oi: float) -> str:
@@ -41,17 +56,25 @@ def _kewley06_class(x_nii: float, y: float, x_sii: float, x_oi: float) -> str:
 
 
 def _central_fluxes(path) -> tuple[dict[str, float], float]:
-    """Line fluxes summed over the central 2x2 spaxels and the lowest S/N among BPT lines."""
+    """Line fluxes summed over the central 2x2 spaxels and the lowest S/N among BPT lines.
+
+    The noise of the sum counts the correlation of neighbouring spaxels, which the writer puts in
+    as MaNGA has it.
+    """
     channels, flux, ivar, _ = read_lines(path)
     centre = flux.shape[-1] // 2
     window = (slice(centre - 1, centre + 1), slice(centre - 1, centre + 1))
+    y, x = np.mgrid[0:2, 0:2]
+    distance2 = (y.ravel()[:, None] - y.ravel()) ** 2 + (x.ravel()[:, None] - x.ravel()) ** 2
+    rho = np.exp(-distance2 / (2 * NOISE_CORRELATION_SIGMA**2))
     fluxes, snr = {}, np.inf
     for line in BPT_LINES:
         values, weights = flux[channels[line]][window], ivar[channels[line]][window]
         if (weights == 0).any():
             return {}, 0.0
         fluxes[line] = float(values.sum())
-        snr = min(snr, fluxes[line] / float(np.sqrt((1.0 / weights).sum())))
+        noise = 1.0 / np.sqrt(weights.ravel().astype(np.float64))
+        snr = min(snr, fluxes[line] / float(np.sqrt(noise @ rho @ noise)))
     return fluxes, snr
 
 
@@ -88,7 +111,7 @@ def test_measured_centre_lands_on_the_planted_side_of_the_bpt_lines(lean_dr17):
         assert np.allclose(measured, planted, atol=0.12), (plateifu, measured, planted)
         tested[row.bpt_class] = tested.get(row.bpt_class, 0) + 1
     assert set(tested) == {"sf", "composite", "seyfert", "liner"}, tested
-    assert sum(tested.values()) >= 15
+    assert sum(tested.values()) >= 12
 
 
 def test_lineless_galaxies_have_no_detectable_halpha(lean_dr17):
@@ -217,3 +240,38 @@ def test_anomalies_are_planted_and_recorded(lean_dr17):
             assert (ivar[channels[row.anomaly_line]] == 0).all()
         if row.anomaly_kind == "extreme_oiii":
             assert row.bpt_class == "sf" and row.log_oiii_hb > 0.6
+        if row.anomaly_kind == "misaligned_line":
+            assert row.anomaly_line in MISALIGNED_LINE_CANDIDATES and row.axis_ratio < 0.6
+    assert "misaligned_line" in set(planted["anomaly_kind"])
+
+
+def test_a_misaligned_line_is_turned_against_halpha_before_the_noise():
+    params = next(g for g in plan_release(LEAN_DR17) if g.anomaly_kind == "misaligned_line")
+    line = params.anomaly_line
+    turned = model_galaxy(params).lines
+    aligned = model_galaxy(dataclasses.replace(params, anomaly_kind="none")).lines
+    np.testing.assert_array_equal(turned[line], np.rot90(aligned[line]))
+    for other in ("Ha-6564", "Hb-4862", "Hgam-4341" if line != "Hgam-4341" else "Hdel-4102"):
+        np.testing.assert_array_equal(turned[other], aligned[other])
+    # A real disagreement of shapes: the turned map no longer follows H-alpha's.
+    footprint = map_grid(params.ifu_size).footprint
+    assert np.corrcoef(turned[line][footprint], turned["Ha-6564"][footprint])[0, 1] < 0.8
+    assert np.corrcoef(aligned[line][footprint], aligned["Ha-6564"][footprint])[0, 1] > 0.99
+
+
+def test_noise_has_unit_variance_everywhere_and_the_survey_correlation():
+    rng = np.random.default_rng(5)
+    noise = correlated_noise(rng, (3000, 12, 12)).astype(np.float64)
+    assert noise.shape == (3000, 12, 12)
+    # Corners and edges too: the field is drawn padded and cropped.
+    np.testing.assert_allclose(noise.var(axis=0)[[0, 0, 11, 6], [0, 11, 11, 6]], 1.0, atol=0.08)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (0, 2), (2, 3)):
+        product = noise[:, : 12 - dy, : 12 - dx] * noise[:, dy:, dx:]
+        expected = np.exp(-(dy**2 + dx**2) / (2 * NOISE_CORRELATION_SIGMA**2))
+        assert product.mean() == pytest.approx(expected, abs=0.02), (dy, dx)
+
+
+def test_zero_correlation_length_gives_white_noise():
+    noise = correlated_noise(np.random.default_rng(6), (2000, 6, 6), correlation_sigma=0.0)
+    assert abs((noise[:, :, :-1] * noise[:, :, 1:]).mean()) < 0.02
+    assert noise.var() == pytest.approx(1.0, abs=0.03)

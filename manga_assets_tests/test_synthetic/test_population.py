@@ -7,13 +7,17 @@ import collections
 import numpy as np
 import pytest
 
-from manga_assets.dap.datamodel import PROJECT_LINES
+from manga_assets.dap.datamodel import PROJECT_LINES, TIED_FLUX_RATIOS
 from manga_assets.synthetic import SyntheticReleaseSpec
 from manga_assets.synthetic.bpt import draw_bpt_ratios
 from manga_assets.synthetic.extinction import cardelli_k
-from manga_assets.synthetic.population import ANOMALY_LINE_CANDIDATES, plan_release
+from manga_assets.synthetic.population import (
+    ANOMALY_LINE_CANDIDATES,
+    MISALIGNED_LINE_CANDIDATES,
+    plan_release,
+)
 from manga_assets.synthetic.spec import ANOMALY_KINDS
-from manga_assets_tests.test_synthetic.test_physics import _kewley06_class
+from manga_assets_tests.test_synthetic.test_physics import BPT_LINES, _kewley06_class
 
 
 @pytest.mark.parametrize(
@@ -54,6 +58,16 @@ def test_a_large_release_has_every_class_and_anomaly():
     assert sizes[127] > sizes[91] and sizes[61] > sizes[19]  # the plate bundle mix
     assert len({str(g.plateifu) for g in galaxies}) == len(galaxies)
     assert set(ANOMALY_LINE_CANDIDATES) <= set(PROJECT_LINES)
+    assert set(MISALIGNED_LINE_CANDIDATES) <= set(PROJECT_LINES)
+    tied = {
+        line
+        for ties in TIED_FLUX_RATIOS.values()
+        for weak, (strong, _) in ties.items()
+        for line in (weak, strong)
+    }
+    assert not set(MISALIGNED_LINE_CANDIDATES) & (tied | set(BPT_LINES))
+    misaligned = [g for g in galaxies if g.anomaly_kind == "misaligned_line"]
+    assert {g.anomaly_line for g in misaligned} == set(MISALIGNED_LINE_CANDIDATES)
 
 
 def test_cardelli_curve_reddens_the_blue_more():
