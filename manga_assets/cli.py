@@ -4,6 +4,7 @@ manga-assets run [--release DR17] [--limit N] [--plates P ...] [--epochs N] [--r
                  [--strict] [--wait] [--acquisition-only]
 manga-assets demo [--dir DIR] [--plates N]
 manga-assets mirror build DIR [--release DR17] [--plates N] [--lean] [--faults] [--survey]
+                              [--inject MAPS ...]
 manga-assets mirror serve DIR [--port P] [--user USER]
 """
 
@@ -126,8 +127,17 @@ def _build_mirror(directory: Path, args: argparse.Namespace):
 
 
 def command_mirror_build(args: argparse.Namespace) -> int:
+    from manga_assets.synthetic.inject import inject_maps
+
     summary = _build_mirror(Path(args.dir), args)
     print(f"{summary.n_galaxies} galaxies on {len(summary.plates)} plates written to {args.dir}")
+    for maps_file in args.inject:
+        try:
+            plateifu = inject_maps(args.dir, summary.release, maps_file)
+        except (OSError, ValueError) as error:
+            print(f"mirror build --inject: {error}", file=sys.stderr)
+            return 2
+        print(f"{maps_file} added unchanged as {plateifu}, with its DRPall and DAPall rows")
     return 0
 
 
@@ -279,6 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--survey",
         action="store_true",
         help="a lean DR17-sized release: 11,273 cubes on 664 plates (overrides the size options)",
+    )
+    build.add_argument(
+        "--inject",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="MAPS",
+        help="also serve this MAPS file written by the DAP (of the release's DAPTYPE), unchanged, "
+        "with its catalogue rows; repeatable",
     )
     build.set_defaults(handler=command_mirror_build)
     serve = mirror_commands.add_parser("serve", help="serve DIR on 127.0.0.1 as a SAS")
