@@ -12,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 
+from manga_assets.atomic import resolve_published
 from manga_assets.layout import DataLayout
 
 
@@ -48,7 +49,9 @@ class ModelIOManager(dg.ConfigurableIOManager):
 
         from manga_assets.model.checkpoint import METRICS_FILE, load_model
 
-        model_dir = self._model_dir(context.asset_key)
+        # models/{variant} is a link swapped when a model is published: resolve it once so the
+        # weights, config and metrics all come from the same version.
+        model_dir = resolve_published(self._model_dir(context.asset_key))
         model, config = load_model(model_dir)
         metrics = json.loads((model_dir / METRICS_FILE).read_text())
         return TrainedModel(model, config, metrics)
