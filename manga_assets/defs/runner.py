@@ -20,7 +20,7 @@ import pandas as pd
 
 from manga_assets.atomic import clean_temporaries
 from manga_assets.cubes.extract import ExtractionSettings
-from manga_assets.cubes.plate import plate_is_current
+from manga_assets.cubes.plate import stale_plates
 from manga_assets.defs.assets.model import TRAINING_SET_DIR
 from manga_assets.defs.constants import PLATES_PARTITION, VARIANTS
 from manga_assets.defs.definitions import build_definitions
@@ -106,7 +106,7 @@ def run_pipeline(
     What is stale is decided from the products, never from what this invocation did, so a run
     killed at any point is repaired by the next: a plate is extracted again when its features do
     not record its manifest's MAPS checksums and the current extraction settings
-    (:func:`plate_is_current`), and asked about again when a MAPS file in the mirror is newer
+    (:func:`stale_plates`), and asked about again when a MAPS file in the mirror is newer
     than its manifest. A plate without any usable galaxy is listed in ``unusable_plates`` and
     never stops the others; :class:`NoUsableCubeError` only when no cube came out at all.
 
@@ -189,9 +189,8 @@ def _run_locked(
     # (a MAPS file changed, even in a run killed before extracting it) or with other settings;
     # line_cubes itself keeps the cubes of unchanged galaxies.
     settings_key = ExtractionSettings().key()
-    changed = [
-        k for k in ordered if not plate_is_current(manifests[k], features[k], layout, settings_key)
-    ]
+    stale = stale_plates({k: manifests[k] for k in ordered}, features, layout, settings_key)
+    changed = [k for k in ordered if k in stale]
     summary.changed_plates = changed
     _stage("cubes")
     for batch in _bar(_contiguous_batches(changed, instance), "cubes, plate batches"):
@@ -321,10 +320,14 @@ def _mirror_newer_than_manifest(
     """
     if manifest is None:
         return False  # no manifest: _needs_check asks about the plate anyway
-    written = layout.product(f"manifest/{plate}.parquet").stat().st_mtime_ns
-    for location in manifest.loc[manifest["status"] == "ok", "location"]:
+    written = (layout.products / "manifest" / f"{int(plate)}.parquet").stat().st_mtime_ns
+    # Plain lists, not pandas selections: this runs for every plate of every run.
+    rows = zip(manifest["location"].tolist(), manifest["status"].tolist(), strict=True)
+    for location, status in rows:
+        if status != "ok":
+            continue
         try:
-            if record_path(layout.mirror / location).stat().st_mtime_ns > written:
+            if os.stat(record_path(layout.mirror / location)).st_mtime_ns > written:
                 return True
         except FileNotFoundError:
             return True
