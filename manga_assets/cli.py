@@ -74,7 +74,7 @@ def command_run(args: argparse.Namespace) -> int:
             plates=args.plates,
             limit=args.limit,
             epochs=args.epochs,
-            training={"max_loss_ratio": args.max_loss_ratio} if args.max_loss_ratio else None,
+            training={"min_fev": args.min_fev} if args.min_fev is not None else None,
             revalidate_after_hours=args.revalidate_after,
             wait=args.wait,
             acquisition_only=args.acquisition_only,
@@ -240,10 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plates", type=int, nargs="+", help="only these plates")
     run.add_argument("--epochs", type=int, help="training epochs per model")
     run.add_argument(
-        "--max-loss-ratio",
+        "--min-fev",
         type=float,
-        help="bar of the models' blocking check: validation loss <= this x the mean-map "
-        "baseline's (default 0.5)",
+        help="bar of the models' quality gate: the share of the mean map's chi-square excess "
+        "over the noise that a model must remove, lower end of its 95%% interval (default 0.5)",
     )
     run.add_argument(
         "--revalidate-after",

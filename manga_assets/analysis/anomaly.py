@@ -1,20 +1,30 @@
-"""How anomalous each galaxy is, by three complementary scores and their combination.
+"""How anomalous each galaxy is, in units of its noise, and why.
 
-- ``recon_error``: the autoencoder's reconstruction error of the galaxy. A galaxy unlike the
-  training set is reconstructed poorly.
-- ``knn_distance``: the mean Euclidean distance to the ``k`` nearest other galaxies in the
-  standardised latent space. A galaxy far from every other one sits in an empty region.
-- ``isolation_score``: the isolation-forest score of the latents (scikit-learn's ``score_samples``
-  negated, seeded). A galaxy that random axis-aligned splits isolate quickly is unusual, even when
-  it is close to a small group of similar oddities (where the k-NN distance is small).
+A galaxy can be unusual in three ways, each measured by one component score:
 
-Each score is turned into a percentile over the sample (0-100, 100 = highest, ties averaged) so that
-scores with different units can be combined. ``anomaly_score`` is the mean of the three percentiles:
-higher means more anomalous, and a galaxy must stand out on several scores to reach the top.
-``rank`` orders galaxies by ``anomaly_score``, 1 = most anomalous (ties broken by plate-IFU).
+- ``line_excess``: some line is reconstructed worse than its noise allows. Per line, the excess
+  chi-square in noise units, ``(chi2 - N) / sqrt(2 N)`` over its N valid pixels; the galaxy's value
+  is the largest over its lines. A noisy galaxy that the model reproduces to its noise scores about
+  0 however noisy it is.
+- ``coherent_residual``: the residual has structure. Per line, the peak of the residual map in noise
+  units smoothed with a PSF-sized kernel (`manga_assets.model.inference.coherent_peaks`); white
+  noise averages down, a ring, a second nucleus or a line whose morphology disagrees with the
+  others does not.
+- ``latent_density``: the galaxy sits where few others do. The mean distance to its ``k`` nearest
+  neighbours in the whitened latent space, keeping the principal directions that carry 99 % of its
+  variance (the active dimensions).
 
-When the table has per-line errors ``err_<line>``, ``worst_line`` names the line whose error is
-highest relative to the sample (by percentile), a hint at *what* is unusual.
+Each component is calibrated into a tail probability against the sample itself: a robust z-score
+(median and MAD, which the few anomalies hardly move) turned into a one-sided Gaussian tail. The
+noise-based components are calibrated within each bundle size (the IFU design's leading digits:
+19 to 127 fibres), because a map of a small bundle spreads a few spaxels over many cells and
+correlated noise then looks more coherent. ``anomaly_score`` is ``-log10`` of the smallest tail
+probability times the number of components (Bonferroni): one strong signal is enough, and it is
+not diluted by the components that see nothing. ``anomaly_component`` names the component that
+decided, ``anomaly_line`` the line when it is a line's.
+
+Data-quality artefacts are not physics and are not ranked: ``quality_flags`` lists, e.g., lines
+that are invalid over most of the footprint where the other lines are valid.
 """
 
 from __future__ import annotations
@@ -24,111 +34,180 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from manga_assets.analysis.latent import latent_matrix, require_finite, standardise
+from manga_assets.analysis.latent import latent_matrix, require_finite
 from manga_assets.analysis.neighbours import nearest_others
 
-SCORE_COLUMNS: tuple[str, ...] = ("recon_error", "knn_distance", "isolation_score")
+COMPONENTS: tuple[str, ...] = ("line_excess", "coherent_residual", "latent_density")
+# Share of the latent variance kept when whitening (the rest is numerical dust).
+ACTIVE_VARIANCE = 0.99
+# A line valid over less than this share of the galaxy's footprint is a data-quality artefact.
+MIN_LINE_COVERAGE = 0.5
+# Robust z-scores need a few galaxies per calibration group; smaller groups join the whole sample.
+MIN_GROUP_SIZE = 20
 
 
-def percentile(values: np.ndarray) -> np.ndarray:
-    """Percentile rank of each value in ``values``, 0-100, ties averaged (highest = 100)."""
-    return pd.Series(values).rank(method="average", pct=True).to_numpy() * 100.0
+def bundle_size(plateifu: str) -> int:
+    """Fibres of the IFU bundle, from the IFU design (e.g. 8485-1901 -> 19, 7443-12701 -> 127)."""
+    return int(str(plateifu).split("-")[1]) // 100
+
+
+def robust_z(values: np.ndarray) -> np.ndarray:
+    """(value - median) / (1.4826 MAD): a z-score that the few outliers hardly move."""
+    values = np.asarray(values, dtype=np.float64)
+    median = np.nanmedian(values)
+    spread = 1.4826 * np.nanmedian(np.abs(values - median))
+    if not np.isfinite(spread) or spread <= 0:
+        spread = np.nanstd(values) or 1.0
+    return (values - median) / spread
+
+
+def tail_probability(values: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """One-sided Gaussian tail probability of each value's robust z-score within its group."""
+    from scipy.stats import norm
+
+    values = np.asarray(values, dtype=np.float64)
+    z = robust_z(values)
+    if groups is not None:
+        for group in np.unique(groups):
+            members = groups == group
+            if members.sum() >= MIN_GROUP_SIZE:
+                z[members] = robust_z(values[members])
+    return norm.sf(z)
+
+
+def line_excess(chi2: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
+    """(chi2 - N) / sqrt(2 N) per galaxy and line; NaN where a line has no valid pixel."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_valid > 0, (chi2 - n_valid) / np.sqrt(2.0 * n_valid), np.nan)
+
+
+def whitened_active(matrix: np.ndarray, keep: float = ACTIVE_VARIANCE) -> np.ndarray:
+    """Latents rotated onto their principal axes, unit variance, keeping ``keep`` of the variance.
+
+    Standardising each latent dimension would blow up the inactive ones (a VAE's collapsed
+    dimensions carry only numerical noise) to the weight of the informative ones.
+    """
+    centred = matrix - matrix.mean(axis=0)
+    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+    variance = singular**2
+    if variance.sum() <= 0:
+        return np.zeros((len(matrix), 1))
+    n_active = int(np.searchsorted(np.cumsum(variance) / variance.sum(), keep) + 1)
+    n_active = min(n_active, len(variance))
+    scale = np.sqrt(variance[:n_active] / max(len(matrix) - 1, 1))
+    return (centred @ axes[:n_active].T) / np.where(scale > 0, scale, 1.0)
 
 
 def knn_distance(matrix: np.ndarray, k: int) -> np.ndarray:
-    """Mean Euclidean distance of each row to its ``k`` nearest other rows (exact search).
-
-    ``k`` is clipped to N - 1.
-    """
+    """Mean Euclidean distance of each row to its ``k`` nearest other rows (k clipped to N - 1)."""
     distance, _ = nearest_others(matrix, min(k, len(matrix) - 1))
     return distance.mean(axis=1)
 
 
-def isolation_score(matrix: np.ndarray, n_estimators: int, seed: int) -> np.ndarray:
-    """Isolation-forest score per row (negated ``score_samples``: higher = more isolated)."""
-    from sklearn.ensemble import IsolationForest
-
-    forest = IsolationForest(n_estimators=n_estimators, random_state=seed).fit(matrix)
-    return -forest.score_samples(matrix)
+def _line_names(latents: pd.DataFrame, prefix: str) -> list[str]:
+    return [str(c)[len(prefix) :] for c in latents.columns if str(c).startswith(prefix)]
 
 
-def _worst_line(latents: pd.DataFrame) -> np.ndarray | None:
-    error_columns = [c for c in latents.columns if str(c).startswith("err_")]
-    if not error_columns:
-        return None
-    per_line_percentile = latents[error_columns].rank(pct=True).to_numpy()
-    # A galaxy whose per-line errors are all missing has no worst line.
-    filled = np.nan_to_num(per_line_percentile, nan=-1.0)
-    names = np.array([str(c)[len("err_") :] for c in error_columns], dtype=object)
-    worst = names[filled.argmax(axis=1)]
-    worst[(filled < 0).all(axis=1)] = ""
-    return worst
+def quality_flags(n_valid: np.ndarray, lines: Sequence[str]) -> list[str]:
+    """Per galaxy, the lines invalid over most of the footprint, as 'line_missing:<line>;...'.
+
+    The footprint is the most pixels any line of the galaxy has valid.
+    """
+    footprint = n_valid.max(axis=1, keepdims=True)
+    short = (footprint > 0) & (n_valid < MIN_LINE_COVERAGE * footprint)
+    return [
+        ";".join(f"line_missing:{lines[i]}" for i in np.flatnonzero(row)) for row in short
+    ]
 
 
 def anomaly_scores(
     latents: pd.DataFrame,
     *,
     k: int = 10,
-    n_estimators: int = 200,
-    seed: int = 0,
     latent_columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Anomaly scores, their percentiles, the combined score and the rank of every galaxy.
+    """Component scores, their tail probabilities, the combined score and the rank of every galaxy.
 
     Parameters
     ----------
     latents : DataFrame
-        A latents table: ``plateifu``, latent columns ``z00``.., ``recon_error``, optionally
-        ``err_<line>``.
+        A latents table: ``plateifu``, latent columns ``z00``.., and per line ``chi2_<line>``,
+        ``n_<line>`` (valid pixels) and ``peak_<line>`` (`manga_assets.model.inference`).
     k : int, optional
-        Neighbours averaged in ``knn_distance``, 10 by default (clipped to N - 1).
-    n_estimators : int, optional
-        Trees of the isolation forest, 200 by default.
-    seed : int, optional
-        Seed of the isolation forest, 0 by default.
+        Neighbours averaged in the latent density (default 10, clipped to N - 1).
     latent_columns : sequence of str, optional
         Latent columns to use; by default every ``z<digits>`` column.
 
     Returns
     -------
     DataFrame
-        ``plateifu``; ``recon_error``, ``knn_distance``, ``isolation_score`` and each with a
-        ``_pct`` percentile column; ``anomaly_score`` (mean of the percentiles, 0-100, higher =
-        more anomalous); ``rank`` (1 = most anomalous); ``worst_line`` when per-line errors exist.
-        Rows are in the input order.
+        ``plateifu``; per component its value and ``p_<component>``; ``anomaly_score``
+        (``-log10`` of the Bonferroni-corrected smallest tail probability, >= 0, higher = more
+        anomalous); ``anomaly_component`` and ``anomaly_line`` (what decided); ``rank``
+        (1 = most anomalous); ``quality_flags`` (data-quality artefacts, not ranked). Rows are in
+        the input order.
 
     Raises
     ------
     ValueError
-        If there are fewer than 2 galaxies, ``recon_error`` is missing, or a latent value or
-        reconstruction error is NaN or infinite (the message names the galaxies).
+        If there are fewer than 2 galaxies, a per-line column is missing, or a latent value is
+        NaN or infinite (the message names the galaxies).
     """
     plateifus, matrix = latent_matrix(latents, latent_columns)
     if len(plateifus) < 2:
         raise ValueError(f"anomaly scores need at least 2 galaxies, got {len(plateifus)}")
-    if "recon_error" not in latents.columns:
-        raise ValueError("latents table has no 'recon_error' column")
-    recon_error = latents["recon_error"].to_numpy(dtype=np.float64)
-    require_finite(recon_error, plateifus, "recon_error")
+    lines = _line_names(latents, "chi2_")
+    missing = [
+        f"{prefix}{line}"
+        for line in lines
+        for prefix in ("n_", "peak_")
+        if f"{prefix}{line}" not in latents.columns
+    ]
+    if not lines or missing:
+        raise ValueError(
+            f"the latents table lacks per-line columns ({missing or 'chi2_<line>'}); rebuild "
+            f"the latents with this version of the pipeline"
+        )
+    chi2 = latents[[f"chi2_{line}" for line in lines]].to_numpy(dtype=np.float64)
+    n_valid = latents[[f"n_{line}" for line in lines]].to_numpy(dtype=np.float64)
+    peaks = latents[[f"peak_{line}" for line in lines]].to_numpy(dtype=np.float64)
+    require_finite(chi2, plateifus, "per-line chi-square")
 
-    scaled = standardise(matrix)
-    scores = {
-        "recon_error": recon_error,
-        "knn_distance": knn_distance(scaled, k),
-        "isolation_score": isolation_score(scaled, n_estimators, seed),
+    excess = line_excess(chi2, n_valid)
+    has_lines = np.isfinite(excess).any(axis=1)
+    worst_excess = np.where(has_lines[:, None], np.nan_to_num(excess, nan=-np.inf), 0).argmax(1)
+    rows = np.arange(len(plateifus))
+    worst_peak = np.where(n_valid > 0, peaks, -np.inf).argmax(axis=1)
+    components = {
+        "line_excess": np.where(has_lines, excess[rows, worst_excess], 0.0),
+        "coherent_residual": np.where(has_lines, peaks[rows, worst_peak], 0.0),
+        "latent_density": knn_distance(whitened_active(matrix), k),
     }
+    sizes = np.array([bundle_size(p) for p in plateifus])
     table = pd.DataFrame({"plateifu": plateifus})
-    for name, values in scores.items():
+    probabilities = []
+    for name, values in components.items():
+        groups = None if name == "latent_density" else sizes
         table[name] = values
-        table[f"{name}_pct"] = percentile(values)
-    table["anomaly_score"] = table[[f"{name}_pct" for name in SCORE_COLUMNS]].mean(axis=1)
+        table[f"p_{name}"] = tail_probability(values, groups)
+        probabilities.append(table[f"p_{name}"].to_numpy())
+    stacked = np.clip(np.stack(probabilities, axis=1), 1e-300, 1.0)
+    deciding = stacked.argmin(axis=1)
+    corrected = np.minimum(stacked[rows, deciding] * len(COMPONENTS), 1.0)
+    table["anomaly_score"] = -np.log10(corrected)
+    table["anomaly_component"] = np.array(COMPONENTS, dtype=object)[deciding]
+    line_of = {
+        "line_excess": np.array(lines, dtype=object)[worst_excess],
+        "coherent_residual": np.array(lines, dtype=object)[worst_peak],
+    }
+    table["anomaly_line"] = [
+        line_of[component][i] if component in line_of else ""
+        for i, component in enumerate(table["anomaly_component"])
+    ]
 
     order = np.lexsort((plateifus, -table["anomaly_score"].to_numpy()))
     rank = np.empty(len(table), dtype=np.int64)
     rank[order] = np.arange(1, len(table) + 1)
     table["rank"] = rank
-
-    worst = _worst_line(latents)
-    if worst is not None:
-        table["worst_line"] = worst
+    table["quality_flags"] = quality_flags(n_valid, lines)
     return table

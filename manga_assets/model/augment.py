@@ -80,3 +80,40 @@ def random_dihedral(
         )
     element = int(torch.randint(GROUP_ORDER, (1,), generator=generator).item())
     return dihedral(x, element), dihedral(valid, element), element
+
+
+# How `hide_pixels` hides: a share of the galaxies lose random cells, some lose a whole line.
+HIDDEN_CELL_PROBABILITY = 0.5
+HIDDEN_CELL_FRACTION = 0.1
+HIDDEN_LINE_PROBABILITY = 0.25
+
+
+def hide_pixels(valid: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """The pixels the encoder may see: ``valid`` less some hidden at random.
+
+    Real cubes lose pixels (failed fits, masked regions) and sometimes a whole line. The encoder
+    is shown such gaps during training while the loss still counts every valid pixel, so the
+    model learns to fill them from the other pixels and lines, and a gap alone does not move a
+    galaxy in latent space.
+
+    Parameters
+    ----------
+    valid : Tensor of bool, (B, T, H, W)
+    generator : torch.Generator, optional
+
+    Returns
+    -------
+    Tensor of bool, (B, T, H, W)
+        With probability `HIDDEN_CELL_PROBABILITY` a galaxy loses `HIDDEN_CELL_FRACTION` of its
+        cells (in every line), and with probability `HIDDEN_LINE_PROBABILITY` one whole line.
+    """
+    batch, lines, height, width = valid.shape
+    uniform = lambda *shape: torch.rand(shape, generator=generator)  # noqa: E731
+    hide_cells = (uniform(batch, 1, 1, 1) < HIDDEN_CELL_PROBABILITY) & (
+        uniform(batch, 1, height, width) < HIDDEN_CELL_FRACTION
+    )
+    line = torch.randint(lines, (batch,), generator=generator)
+    hide_line = uniform(batch) < HIDDEN_LINE_PROBABILITY
+    hidden_lines = torch.zeros(batch, lines, 1, 1, dtype=torch.bool)
+    hidden_lines[torch.arange(batch), line, 0, 0] = hide_line
+    return valid & ~(hide_cells.to(valid.device) | hidden_lines.to(valid.device))

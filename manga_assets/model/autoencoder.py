@@ -4,7 +4,7 @@ A galaxy is a sequence of T = 19 line maps (H x W) in wavelength order, read lik
 use B (batch), T (lines), C (channels), H, W (map size), D (latent size), and for the default
 configuration (grid 32, ``encoder_channels=(16, 32)``)::
 
-    x (B, T, H, W) -> (B, T, 1, 32, 32)
+    x (B, T, H, W) and its validity -> (B, T, 2, 32, 32)
     encoder stage 1: per-map conv, stride 2 -> (B, T, 16, 16, 16) -> ConvLSTM(16 -> 16)
     encoder stage 2: per-map conv, stride 2 -> (B, T, 32, 8, 8)   -> ConvLSTM(32 -> 32)
     last hidden state (B, 32, 8, 8) -> flatten -> linear -> latent (B, D)  [vae: mean, log-var]
@@ -20,6 +20,17 @@ information along the wavelength axis. The encoder downsamples before each ConvL
 recurrent convolutions dominate the cost: running them at 16x16 and 8x8 instead of 32x32 cuts the
 FLOPs by 4-16x.
 
+The encoder sees, per line map, the asinh-stretched flux and a validity channel (1 where the pixel
+is usable), so "no data" and "zero flux" are different inputs. The decoder draws stretched maps;
+they go back to linear units before the loss.
+
+The loss is a chi-square in units of the noise (`chi_square_terms`): in the galaxy's normalised
+linear units x = f / s (s the galaxy's scale) a pixel has weight w = IVAR s^2, softened by a
+systematic floor, 1 / w_eff = 1 / w + (eps x_hat)^2, for the template and calibration errors that
+IVAR does not hold (Belfiore et al. 2019). A model that reproduces every galaxy to the noise scores
+about 1 per valid pixel; the mean map scores far more. The VAE minimises the negative ELBO of that
+Gaussian likelihood, 0.5 chi2 + beta KL per galaxy.
+
 Like nanoGPT's ``GPT.forward(idx, targets)``, `ConvLSTMAutoencoder.forward` returns the output and
 its losses in one call, so training, validation and inference share one code path.
 """
@@ -34,11 +45,19 @@ from torch import nn
 
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets.model.convlstm import ConvLSTM
-from manga_assets.model.normalise import Normalisation
+from manga_assets.model.normalise import Normalisation, denormalise
 
 Tensor = torch.Tensor
 
 VARIANTS = ("ae", "vae")
+# Channels per line map seen by the encoder: the stretched flux and its validity.
+INPUT_CHANNELS = 2
+# Systematic error floor, as a fraction of the model's flux (see `chi_square_terms`): DAP line
+# fluxes carry template systematics of a few per cent that IVAR leaves out.
+DEFAULT_SYSTEMATIC_FLOOR = 0.05
+# Decoder outputs are clipped here (stretched units) before going back to linear flux: asinh^-1
+# grows exponentially, and an untrained decoder must not overflow the loss.
+STRETCHED_OUTPUT_LIMIT = 6.0
 
 
 @dataclass(frozen=True)
@@ -62,12 +81,11 @@ class ModelConfig:
     latent_dim : int
         Size D of the latent vector (default 32).
     beta : float
-        Weight of the KL term of the VAE loss (default 1: the ELBO); ignored by the AE.
-    vae_sigma : float
-        Standard deviation of the VAE's Gaussian likelihood, in normalised units (default 0.1):
-        the exchange rate between squared error and KL. The loss is the negative ELBO per pixel
-        times 2 sigma^2, i.e. ``recon + beta * kl * 2 sigma^2 / (T H W)``. With sigma = 0.7 (the
-        implicit choice of an unweighted MSE + KL) the VAE ignored its latent on the test data.
+        Weight of the KL term of the VAE loss, ``0.5 chi2 + beta KL`` per galaxy (default 1: the
+        ELBO of the Gaussian likelihood that the noise defines); ignored by the AE.
+    systematic_floor : float
+        eps of the chi-square's systematic floor, ``1 / w_eff = 1 / w + (eps x_hat)^2``
+        (default 0.05: 5 per cent of the model flux).
     norm_reference_line, norm_percentile, norm_softening, norm_min_reference_pixels
         The input normalisation (see `manga_assets.model.normalise.Normalisation`).
     """
@@ -80,7 +98,7 @@ class ModelConfig:
     kernel_size: int = 3
     latent_dim: int = 32
     beta: float = 1.0
-    vae_sigma: float = 0.1
+    systematic_floor: float = DEFAULT_SYSTEMATIC_FLOOR
     norm_reference_line: str = "Ha-6564"
     norm_percentile: float = 99.0
     norm_softening: float = 0.2
@@ -112,8 +130,8 @@ class ModelConfig:
             raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
         if self.beta < 0:
             raise ValueError(f"beta must not be negative, got {self.beta}")
-        if not self.vae_sigma > 0:
-            raise ValueError(f"vae_sigma must be positive, got {self.vae_sigma}")
+        if self.systematic_floor < 0:
+            raise ValueError(f"systematic_floor must not be negative, got {self.systematic_floor}")
         self.normalisation  # validates the normalisation fields  # noqa: B018
 
     @property
@@ -128,10 +146,8 @@ class ModelConfig:
 
     @property
     def kl_weight(self) -> float:
-        """Weight of the per-galaxy KL (nats) in the per-pixel total loss; 0 for the AE."""
-        if self.variant != "vae":
-            return 0.0
-        return self.beta * 2.0 * self.vae_sigma**2 / (self.n_lines * self.grid * self.grid)
+        """Weight of the per-galaxy KL (nats) against 0.5 chi2 in the loss; 0 for the AE."""
+        return self.beta if self.variant == "vae" else 0.0
 
     @property
     def bottleneck_grid(self) -> int:
@@ -163,38 +179,45 @@ class ModelConfig:
         return cls(**values)
 
 
-def masked_mse(reconstruction: Tensor, target: Tensor, valid: Tensor) -> Tensor:
-    """Mean squared error over the valid pixels only.
+def to_linear(stretched: Tensor, normalisation: Normalisation) -> Tensor:
+    """Stretched maps back to the galaxy's normalised linear flux x = f / s."""
+    return denormalise(stretched, 1.0, normalisation)
+
+
+def chi_square_terms(
+    model_flux: Tensor,
+    flux: Tensor,
+    weight: Tensor,
+    valid: Tensor,
+    systematic_floor: float = DEFAULT_SYSTEMATIC_FLOOR,
+) -> Tensor:
+    """Per-pixel chi-square of a model in units of the noise, 0 where invalid.
 
     Parameters
     ----------
-    reconstruction, target : Tensor, (B, T, H, W)
+    model_flux, flux : Tensor, (B, T, H, W)
+        Model and data in the galaxy's normalised linear units x = f / s.
+    weight : Tensor, (B, T, H, W)
+        Inverse variance of ``flux`` in those units, w = IVAR s^2.
     valid : Tensor of bool, (B, T, H, W)
+    systematic_floor : float
+        eps: the variance gains (eps x_hat)^2. x_hat enters without gradient, so a model cannot
+        lower its chi-square by inflating its own error bars.
 
     Returns
     -------
-    Tensor, ()
-        Sum of squared errors over valid pixels divided by their number (0 if there are none).
-        Invalid pixels contribute nothing, whatever their values.
+    Tensor, (B, T, H, W)
+        ``w_eff (x_hat - x)^2`` with ``w_eff = w / (1 + w (eps x_hat)^2)``.
     """
-    squared = torch.where(valid, (reconstruction - target) ** 2, torch.zeros_like(target))
-    return squared.sum() / valid.sum().clamp_min(1)
+    floor = (systematic_floor * model_flux.detach()) ** 2
+    effective_weight = weight / (1.0 + weight * floor)
+    terms = effective_weight * (model_flux - flux) ** 2
+    return torch.where(valid, terms, torch.zeros_like(terms))
 
 
-def per_galaxy_errors(
-    reconstruction: Tensor, target: Tensor, valid: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Squared-error sums and valid-pixel counts per galaxy and per line.
-
-    Returns
-    -------
-    sse_per_line, count_per_line : Tensor, (B, T)
-    sse_per_galaxy, count_per_galaxy : Tensor, (B,)
-    """
-    squared = torch.where(valid, (reconstruction - target) ** 2, torch.zeros_like(target))
-    sse_per_line = squared.sum(dim=(-2, -1))  # (B, T)
-    count_per_line = valid.sum(dim=(-2, -1))  # (B, T)
-    return sse_per_line, count_per_line, sse_per_line.sum(1), count_per_line.sum(1)
+def per_line_chi_square(terms: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Chi-square sums and valid-pixel counts per galaxy and line, both (B, T)."""
+    return terms.sum(dim=(-2, -1)), valid.sum(dim=(-2, -1))
 
 
 def gaussian_kl(mean: Tensor, log_variance: Tensor) -> Tensor:
@@ -249,7 +272,7 @@ class ConvLSTMAutoencoder(nn.Module):
         flat_size = bottleneck_channels * bottleneck_pixels
 
         # Encoder: stage k = per-map strided conv (C_{k-1} -> C_k, size / 2) + ConvLSTM(C_k -> C_k).
-        in_channels = (1,) + channels[:-1]
+        in_channels = (INPUT_CHANNELS,) + channels[:-1]
         self.encoder_downsample = nn.ModuleList(
             nn.Conv2d(c_in, c_out, kernel, stride=2, padding=padding)
             for c_in, c_out in zip(in_channels, channels, strict=True)
@@ -291,7 +314,9 @@ class ConvLSTMAutoencoder(nn.Module):
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def _encode_distribution(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    def _encode_distribution(
+        self, x: Tensor, valid: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
         """Latent mean (B, D) and, for the VAE, log-variance (B, D) of normalised cubes x."""
         config = self.config
         if x.dim() != 4 or tuple(x.shape[1:]) != (config.n_lines, config.grid, config.grid):
@@ -300,7 +325,10 @@ class ConvLSTMAutoencoder(nn.Module):
                 f"{config.grid}), got {tuple(x.shape)}"
             )
         batch, steps = x.shape[:2]
-        sequence = x.unsqueeze(2)  # (B, T, 1, H, W)
+        if valid is None:
+            valid = torch.ones_like(x, dtype=torch.bool)
+        validity = valid.to(x.dtype)
+        sequence = torch.stack((x * validity, validity), dim=2)  # (B, T, 2, H, W)
         for downsample, lstm in zip(self.encoder_downsample, self.encoder_lstm, strict=True):
             frames = sequence.flatten(0, 1)  # (B*T, C_in, H, W)
             frames = F.silu(downsample(frames))  # (B*T, C, H/2, W/2)
@@ -313,19 +341,27 @@ class ConvLSTMAutoencoder(nn.Module):
         # Bounded so that exp() can neither overflow nor collapse the noise to nothing.
         return mean, log_variance.clamp(-12.0, 8.0)
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
         """Latent vectors of normalised cubes: the code (AE) or the posterior mean (VAE).
 
         Parameters
         ----------
         x : Tensor, (B, T, H, W)
+        valid : Tensor of bool, (B, T, H, W), optional
+            Usable pixels (all when not given); the encoder ignores the others.
 
         Returns
         -------
         Tensor, (B, D)
         """
-        mean, _ = self._encode_distribution(x)
+        mean, _ = self._encode_distribution(x, valid)
         return mean
+
+    def encode_distribution(
+        self, x: Tensor, valid: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Latent mean and (VAE) log-variance, each (B, D); the AE's log-variance is None."""
+        return self._encode_distribution(x, valid)
 
     def decode(self, latent: Tensor) -> Tensor:
         """Rebuild normalised cubes from latent vectors.
@@ -366,24 +402,37 @@ class ConvLSTMAutoencoder(nn.Module):
         """Set the per-line mean maps (T, H, W) the decoder's output is added to."""
         self.mean_maps.copy_(torch.as_tensor(mean_maps, dtype=self.mean_maps.dtype))
 
-    def forward(self, x: Tensor, valid: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self,
+        x: Tensor,
+        valid: Tensor | None = None,
+        weight: Tensor | None = None,
+        input_valid: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Reconstruct normalised cubes and compute the losses.
 
         Parameters
         ----------
         x : Tensor, (B, T, H, W)
-            Normalised cubes, invalid pixels 0 (see `manga_assets.model.normalise`).
+            Normalised (stretched) cubes, invalid pixels 0 (see `manga_assets.model.normalise`).
         valid : Tensor of bool, (B, T, H, W), optional
             Pixels the loss counts; all of them if not given.
+        weight : Tensor, (B, T, H, W), optional
+            Inverse variance in normalised linear units, IVAR s^2; 1 everywhere if not given.
+        input_valid : Tensor of bool, (B, T, H, W), optional
+            Pixels the encoder may see (default ``valid``). Training hides some valid pixels
+            here, so the model learns to fill gaps instead of copying its input.
 
         Returns
         -------
         reconstruction : Tensor, (B, T, H, W)
+            In stretched units, like ``x``.
         losses : dict of str to Tensor, each ()
-            ``recon``: mean squared error per valid pixel; ``kl``: for the VAE, the KL divergence
-            of the posterior from N(0, I) in nats, averaged over the galaxies, 0 for the AE;
-            ``total``: ``recon + config.kl_weight * kl``, the VAE's negative ELBO per pixel scaled
-            by 2 sigma^2 (see `ModelConfig`).
+            ``chi2``: chi-square per valid pixel (`chi_square_terms`); ``kl``: for the VAE, the
+            KL divergence of the posterior from N(0, I) in nats, averaged over the galaxies, 0
+            for the AE; ``total``: what training minimises, ``(chi2_sum + 2 beta kl_sum) /
+            n_valid``, i.e. the negative ELBO ``0.5 chi2 + beta KL`` per galaxy scaled by
+            2 / n_valid (the AE's total is its chi2).
 
         Notes
         -----
@@ -391,19 +440,37 @@ class ConvLSTMAutoencoder(nn.Module):
         evaluation mode it decodes the posterior mean, so validation and inference are
         deterministic.
         """
-        mean, log_variance = self._encode_distribution(x)
+        if valid is None:
+            valid = torch.ones_like(x, dtype=torch.bool)
+        if weight is None:
+            weight = torch.ones_like(x)
+        mean, log_variance = self._encode_distribution(
+            x, valid if input_valid is None else input_valid
+        )
         if log_variance is None:
             latent = mean
-            kl = x.new_zeros(())
+            kl_per_galaxy = x.new_zeros(x.shape[0])
         else:
             if self.training:
                 latent = mean + torch.randn_like(mean) * torch.exp(0.5 * log_variance)
             else:
                 latent = mean
-            kl = gaussian_kl(mean, log_variance).mean()
+            kl_per_galaxy = gaussian_kl(mean, log_variance)
         reconstruction = self.decode(latent)
-        if valid is None:
-            valid = torch.ones_like(x, dtype=torch.bool)
-        recon = masked_mse(reconstruction, x, valid)
-        total = recon + self.config.kl_weight * kl if log_variance is not None else recon
-        return reconstruction, {"recon": recon, "kl": kl, "total": total}
+        terms = self.chi_square_terms(reconstruction, x, weight, valid)
+        n_valid = valid.sum().clamp_min(1)
+        chi2_sum = terms.sum()
+        kl = kl_per_galaxy.mean()
+        total = (chi2_sum + 2.0 * self.config.kl_weight * kl_per_galaxy.sum()) / n_valid
+        return reconstruction, {"chi2": chi2_sum / n_valid, "kl": kl, "total": total}
+
+    def chi_square_terms(
+        self, reconstruction: Tensor, x: Tensor, weight: Tensor, valid: Tensor
+    ) -> Tensor:
+        """Per-pixel chi-square (B, T, H, W) of stretched reconstructions of stretched cubes."""
+        normalisation = self.config.normalisation
+        limit = STRETCHED_OUTPUT_LIMIT
+        model_flux = to_linear(reconstruction.float().clamp(-limit, limit), normalisation)
+        flux = to_linear(x.float(), normalisation)
+        floor = self.config.systematic_floor
+        return chi_square_terms(model_flux, flux, weight.float(), valid, floor)

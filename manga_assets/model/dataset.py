@@ -5,6 +5,8 @@ On disk, a training-set directory holds:
 - ``flux.npy``: float32 (N, L, H, W), normalised maps (`manga_assets.model.normalise`), invalid
   pixels 0;
 - ``valid.npy``: bool (N, L, H, W), True where the pixel is usable;
+- ``weight.npy``: float32 (N, L, H, W), the inverse variance in the galaxy's normalised linear
+  units, IVAR * scale^2, 0 where invalid (the chi-square loss weighs every pixel by it);
 - ``index.parquet``: one row per galaxy: ``plateifu``, ``row`` (into the arrays), ``split``
   ("train" or "val"), ``n_valid_pixels``, ``scale`` (the normalisation scale, in
   1E-17 erg/s/cm^2/spaxel);
@@ -34,7 +36,7 @@ from manga_assets.atomic import replace_directory
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets.model.normalise import Normalisation, galaxy_scale, normalise, valid_pixels
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SPLITS = ("train", "val")
 
 
@@ -166,6 +168,12 @@ def read_cube(
     return flux, ivar, mask
 
 
+def noise_weight(ivar: np.ndarray, valid: np.ndarray, scale: float) -> np.ndarray:
+    """Inverse variance of x = flux / scale: IVAR * scale^2 on valid pixels, 0 elsewhere."""
+    weight = np.where(valid, np.asarray(ivar, dtype=np.float64) * scale**2, 0.0)
+    return weight.astype(np.float32)
+
+
 def split_of(plateifu: str, seed: int, val_fraction: float) -> str:
     """The split of a galaxy: a function of the seed and its plate-IFU only."""
     return "val" if _unit_hash(plateifu, seed) < val_fraction else "train"
@@ -266,6 +274,9 @@ def build_training_set(
         valid_out = np.lib.format.open_memmap(
             tmp_dir / "valid.npy", mode="w+", dtype=np.bool_, shape=(n_max, *shape)
         )
+        weight_out = np.lib.format.open_memmap(
+            tmp_dir / "weight.npy", mode="w+", dtype=np.float32, shape=(n_max, *shape)
+        )
         content_hash = hashlib.sha256()
         rows: list[dict] = []
         excluded: list[ExcludedCube] = []
@@ -280,9 +291,11 @@ def build_training_set(
             row = len(rows)
             flux_out[row] = normalise(flux, valid, scale, normalisation)
             valid_out[row] = valid
+            weight_out[row] = noise_weight(ivar, valid, scale)
             content_hash.update(plateifu.encode())
             content_hash.update(flux_out[row].tobytes())
             content_hash.update(valid.tobytes())
+            content_hash.update(weight_out[row].tobytes())
             rows.append(
                 {"plateifu": plateifu, "row": row, "n_valid_pixels": n_valid, "scale": scale}
             )
@@ -290,13 +303,15 @@ def build_training_set(
                 log(f"training set: {number}/{n_max} cubes read")
         flux_out.flush()
         valid_out.flush()
-        del flux_out, valid_out
+        weight_out.flush()
+        del flux_out, valid_out, weight_out
         if not rows:
             reasons = "; ".join(f"{cube.plateifu}: {cube.reason}" for cube in excluded[:10])
             raise TrainingSetError(f"none of the {n_max} cubes is usable for training ({reasons})")
         if len(rows) < n_max:
             _truncate_rows(tmp_dir, "flux.npy", len(rows))
             _truncate_rows(tmp_dir, "valid.npy", len(rows))
+            _truncate_rows(tmp_dir, "weight.npy", len(rows))
 
         index = pd.DataFrame(rows, columns=["plateifu", "row", "n_valid_pixels", "scale"])
         index.insert(2, "split", _assign_splits(list(index["plateifu"]), seed, val_fraction))
@@ -367,6 +382,8 @@ class TrainingSet:
     path : Path
     flux : numpy.memmap, float32 (N, L, H, W)
     valid : numpy.memmap, bool (N, L, H, W)
+    weight : numpy.memmap, float32 (N, L, H, W)
+        Inverse variance in normalised linear units (IVAR * scale^2).
     index : pandas.DataFrame
         Columns plateifu, row, split, n_valid_pixels, scale.
     meta : dict
@@ -376,6 +393,7 @@ class TrainingSet:
     path: Path
     flux: np.ndarray
     valid: np.ndarray
+    weight: np.ndarray
     index: pd.DataFrame
     meta: dict = field(repr=False)
 
@@ -416,7 +434,7 @@ def open_training_set(path: Path | str) -> TrainingSet:
         If a file is missing or the arrays and index disagree.
     """
     path = Path(path)
-    names = ("flux.npy", "valid.npy", "index.parquet", "meta.json")
+    names = ("flux.npy", "valid.npy", "weight.npy", "index.parquet", "meta.json")
     missing = [name for name in names if not (path / name).is_file()]
     if missing:
         raise TrainingSetError(
@@ -431,13 +449,14 @@ def open_training_set(path: Path | str) -> TrainingSet:
         )
     flux = np.load(path / "flux.npy", mmap_mode="r", allow_pickle=False)
     valid = np.load(path / "valid.npy", mmap_mode="r", allow_pickle=False)
+    weight = np.load(path / "weight.npy", mmap_mode="r", allow_pickle=False)
     index = pd.read_parquet(path / "index.parquet")
-    if flux.shape != valid.shape or flux.shape[0] != len(index):
+    if flux.shape != valid.shape or flux.shape != weight.shape or flux.shape[0] != len(index):
         raise TrainingSetError(
             f"training set at {path} is inconsistent: flux {flux.shape}, valid {valid.shape}, "
-            f"{len(index)} index rows; rebuild it"
+            f"weight {weight.shape}, {len(index)} index rows; rebuild it"
         )
-    return TrainingSet(path=path, flux=flux, valid=valid, index=index, meta=meta)
+    return TrainingSet(path=path, flux=flux, valid=valid, weight=weight, index=index, meta=meta)
 
 
 @dataclass
@@ -449,21 +468,24 @@ class Batch:
     x : Tensor, float32 (B, L, H, W)
         Normalised maps.
     valid : Tensor, bool (B, L, H, W)
+    weight : Tensor, float32 (B, L, H, W)
+        Inverse variance in normalised linear units.
     rows : numpy.ndarray, int64 (B,)
         Their rows in the training set (`TrainingSet.plateifus` names them).
     """
 
     x: torch.Tensor
     valid: torch.Tensor
+    weight: torch.Tensor
     rows: np.ndarray
 
 
 class GalaxyMapsDataset(torch.utils.data.Dataset):
     """The galaxies of one split of a training set, read from the memory maps on demand.
 
-    ``dataset[i]`` is ``(x (L, H, W), valid (L, H, W), row)``; ``dataset.__getitems__(indices)``
-    reads a whole batch with one fancy-indexed read of the memory map (rows sorted, so the reads
-    are sequential on disk) and is what `make_loader` uses.
+    ``dataset[i]`` is ``(x, valid, weight, row)``, each map (L, H, W);
+    ``dataset.__getitems__(indices)`` reads a whole batch with one fancy-indexed read of the memory
+    maps (rows sorted, so the reads are sequential on disk) and is what `make_loader` uses.
     """
 
     def __init__(self, training_set: TrainingSet, split: str) -> None:
@@ -474,11 +496,12 @@ class GalaxyMapsDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         row = int(self.rows[item])
         return (
             torch.from_numpy(np.array(self.training_set.flux[row])),
             torch.from_numpy(np.array(self.training_set.valid[row])),
+            torch.from_numpy(np.array(self.training_set.weight[row])),
             row,
         )
 
@@ -487,6 +510,7 @@ class GalaxyMapsDataset(torch.utils.data.Dataset):
         return Batch(
             x=torch.from_numpy(np.ascontiguousarray(self.training_set.flux[rows])),
             valid=torch.from_numpy(np.ascontiguousarray(self.training_set.valid[rows])),
+            weight=torch.from_numpy(np.ascontiguousarray(self.training_set.weight[rows])),
             rows=rows,
         )
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from manga_assets.dap.datamodel import PROJECT_LINES
-from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig, masked_mse
+from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig, chi_square_terms
 from manga_assets.model.normalise import galaxy_scale, normalise, valid_pixels
 from manga_assets_tests.test_model.conftest import GRID, tiny_config
 from manga_assets_tests.test_model.cubes import make_cube
@@ -29,7 +29,7 @@ def test_shapes(variant: str):
     assert reconstruction.shape == (3, 19, GRID, GRID)
     assert model.encode(x).shape == (3, 6)
     assert model.decode(torch.zeros(2, 6)).shape == (2, 19, GRID, GRID)
-    assert set(losses) == {"recon", "kl", "total"}
+    assert set(losses) == {"chi2", "kl", "total"}
     assert all(value.shape == () for value in losses.values())
 
 
@@ -46,17 +46,36 @@ def test_wrong_input_shape_is_refused():
         model(torch.zeros(2, 18, GRID, GRID))
 
 
-def test_masked_mse_ignores_invalid_pixels_and_counts_valid_ones():
+def test_chi_square_is_in_units_of_the_noise_and_ignores_invalid_pixels():
     generator = torch.Generator().manual_seed(0)
-    target = torch.randn(2, 19, 4, 4, generator=generator)
+    flux = torch.randn(2, 19, 4, 4, generator=generator)
+    weight = torch.rand(2, 19, 4, 4, generator=generator) * 100 + 1
     valid = torch.rand(2, 19, 4, 4, generator=generator) > 0.3
-    reconstruction = target + 1.0  # error exactly 1 on every pixel
-    assert masked_mse(reconstruction, target, valid).item() == pytest.approx(1.0)
+    model_flux = flux + 2.0 / weight.sqrt()  # every residual is exactly 2 sigma
+    terms = chi_square_terms(model_flux, flux, weight, valid, systematic_floor=0.0)
+    assert torch.allclose(terms[valid], torch.full_like(terms[valid], 4.0))
+    assert (terms[~valid] == 0).all()
 
-    garbage_target = torch.where(valid, target, torch.full_like(target, float("nan")))
-    garbage_reconstruction = torch.where(valid, reconstruction, torch.full_like(target, 1e30))
-    assert masked_mse(garbage_reconstruction, garbage_target, valid).item() == pytest.approx(1.0)
-    assert masked_mse(reconstruction, target, torch.zeros_like(valid)).item() == 0.0
+    garbage = torch.where(valid, model_flux, torch.full_like(flux, 1e30))
+    garbage_terms = chi_square_terms(garbage, flux, weight, valid, systematic_floor=0.0)
+    assert torch.equal(garbage_terms, terms)
+
+
+def test_systematic_floor_softens_bright_pixels_only():
+    flux = torch.tensor([0.01, 10.0])
+    weight = torch.tensor([1e4, 1e4])  # sigma 0.01 in both
+    model_flux = flux + 0.05  # 5 sigma off in both
+    terms = chi_square_terms(model_flux, flux, weight, torch.ones(2, dtype=torch.bool), 0.05)
+    assert terms[0].item() == pytest.approx(25 / (1 + 1e4 * (0.05 * 0.06) ** 2), rel=1e-4)
+    # At 10 (1000 sigma) the 5% floor dominates: the 0.05 miss is 0.1 of its error bar.
+    assert terms[1].item() < 0.02
+
+
+def test_floor_gives_no_gradient_for_inflating_the_model_flux():
+    flux = torch.tensor([1.0])
+    model_flux = torch.tensor([1.5], requires_grad=True)
+    chi_square_terms(model_flux, flux, torch.tensor([100.0]), torch.tensor([True])).sum().backward()
+    assert model_flux.grad.item() > 0  # pulled towards the data, not outwards
 
 
 def test_model_loss_does_not_depend_on_invalid_pixels():
@@ -74,32 +93,50 @@ def test_model_loss_does_not_depend_on_invalid_pixels():
     for cube in (flux, garbage):
         x = torch.from_numpy(normalise(cube, valid, scale, config.normalisation))[None]
         _, loss = model(x, torch.from_numpy(valid)[None])
-        losses.append(loss["recon"].item())
+        losses.append(loss["chi2"].item())
     assert losses[0] == losses[1]
 
 
-def test_vae_has_positive_kl_and_weights_it_by_beta():
+def test_vae_loss_is_half_chi_square_plus_beta_kl():
     torch.manual_seed(0)
     x = torch.randn(4, 19, GRID, GRID) * 0.3
+    valid = torch.rand(4, 19, GRID, GRID) > 0.2
+    weight = torch.rand(4, 19, GRID, GRID) * 50
     ae = ConvLSTMAutoencoder(tiny_config("ae")).eval()
-    assert ae(x)[1]["kl"].item() == 0.0
-    assert ae(x)[1]["total"].item() == ae(x)[1]["recon"].item()
+    _, ae_losses = ae(x, valid, weight)
+    assert ae_losses["kl"].item() == 0.0
+    assert ae_losses["total"].item() == ae_losses["chi2"].item()
 
+    n_valid = int(valid.sum())
     for beta in (1.0, 4.0):
         torch.manual_seed(0)
-        config = tiny_config("vae", beta=beta, vae_sigma=0.2)
-        vae = ConvLSTMAutoencoder(config).eval()
-        _, losses = vae(x)
+        vae = ConvLSTMAutoencoder(tiny_config("vae", beta=beta)).eval()
+        _, losses = vae(x, valid, weight)
         assert losses["kl"].item() > 0
-        # total = recon + beta * KL * 2 sigma^2 / (pixels per cube)
-        weight = beta * 2 * 0.2**2 / (19 * GRID * GRID)
-        assert config.kl_weight == pytest.approx(weight)
-        expected = losses["recon"].item() + weight * losses["kl"].item()
-        assert losses["total"].item() == pytest.approx(expected, rel=1e-6)
+        # total = (0.5 chi2_sum + beta KL_sum) x 2 / n_valid
+        chi2_sum = losses["chi2"].item() * n_valid
+        kl_sum = losses["kl"].item() * len(x)
+        expected = (0.5 * chi2_sum + beta * kl_sum) * 2 / n_valid
+        assert losses["total"].item() == pytest.approx(expected, rel=1e-5)
         # The KL is that of the posterior the encoder returns, in nats per galaxy.
-        mean, log_variance = vae._encode_distribution(x)
+        mean, log_variance = vae.encode_distribution(x, valid)
         kl = 0.5 * (mean**2 + log_variance.exp() - 1 - log_variance).sum(1).mean()
         assert losses["kl"].item() == pytest.approx(kl.item(), rel=1e-5)
+
+
+def test_encoder_sees_validity_not_the_values_behind_invalid_pixels():
+    torch.manual_seed(0)
+    model = ConvLSTMAutoencoder(tiny_config()).eval()
+    x = torch.randn(1, 19, GRID, GRID) * 0.3
+    valid = torch.ones_like(x, dtype=torch.bool)
+    valid[:, 4] = False  # one whole line missing
+    changed = x.clone()
+    changed[:, 4] = 5.0
+    assert torch.equal(model.encode(x, valid), model.encode(changed, valid))
+    # A missing line and a line of zero flux are different inputs.
+    zero_line = x.clone()
+    zero_line[:, 4] = 0.0
+    assert not torch.equal(model.encode(zero_line, valid), model.encode(zero_line))
 
 
 def test_vae_samples_in_training_and_uses_the_mean_otherwise():

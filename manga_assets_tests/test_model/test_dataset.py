@@ -128,10 +128,24 @@ def test_loader_yields_aligned_batches_covering_the_split(easy_training_set):
         assert batch.x.shape == (len(batch.rows), 19, GRID, GRID) and len(batch.rows) <= 10
         np.testing.assert_array_equal(batch.x.numpy(), training_set.flux[batch.rows])
         np.testing.assert_array_equal(batch.valid.numpy(), training_set.valid[batch.rows])
+        np.testing.assert_array_equal(batch.weight.numpy(), training_set.weight[batch.rows])
         seen.extend(batch.rows.tolist())
     assert sorted(seen) == training_set.rows("train").tolist()
-    x, valid, row = dataset[0]
-    assert row == training_set.rows("train")[0] and x.shape == valid.shape == (19, GRID, GRID)
+    x, valid, weight, row = dataset[0]
+    assert row == training_set.rows("train")[0]
+    assert x.shape == valid.shape == weight.shape == (19, GRID, GRID)
+
+
+def test_weights_are_the_inverse_variance_of_the_scaled_flux(tmp_path):
+    cubes = write_cubes(tmp_path, 3, grid=GRID, seed=5)
+    build_training_set(cubes, tmp_path / "ts", grid=GRID)
+    training_set = open_training_set(tmp_path / "ts")
+    for plateifu, path in cubes:
+        row = training_set.index.set_index("plateifu").loc[plateifu]
+        _, ivar, _ = read_cube(path, plateifu, grid=GRID)
+        valid = np.asarray(training_set.valid[row["row"]])
+        expected = np.where(valid, ivar * row["scale"] ** 2, 0.0)
+        np.testing.assert_allclose(training_set.weight[row["row"]], expected, rtol=1e-5)
 
 
 def test_open_refuses_an_incomplete_directory(tmp_path):

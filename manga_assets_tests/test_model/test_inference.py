@@ -7,8 +7,8 @@ import torch
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets.model.autoencoder import ConvLSTMAutoencoder
 from manga_assets.model.dataset import CubeFormatError, read_cube
-from manga_assets.model.inference import InferenceError, embed, embed_cubes
-from manga_assets.model.normalise import galaxy_scale, normalise, valid_pixels
+from manga_assets.model.inference import InferenceError, coherent_peaks, embed, embed_cubes
+from manga_assets.model.normalise import denormalise, galaxy_scale, normalise, valid_pixels
 from manga_assets_tests.test_model.conftest import GRID, tiny_config
 from manga_assets_tests.test_model.cubes import make_cube, write_cube, write_cubes
 
@@ -35,7 +35,7 @@ def test_embed_matches_the_model_on_normalised_cubes(cubes, model_and_config):
     model, config = model_and_config
     result = embed(model, config, flux, ivar, mask, batch_size=2, lines=PROJECT_LINES)
     assert result.latents.shape == (5, 6) and result.latents.dtype == np.float32
-    assert result.recon_error.shape == (5,) and result.recon_error_per_line.shape == (5, 19)
+    assert result.recon_error.shape == (5,) and result.chi2_per_line.shape == (5, 19)
 
     valid = valid_pixels(flux, mask, ivar)
     scales = [
@@ -43,18 +43,39 @@ def test_embed_matches_the_model_on_normalised_cubes(cubes, model_and_config):
     ]
     np.testing.assert_allclose(result.scale, scales)
     x = torch.from_numpy(normalise(flux, valid, np.array(scales), config.normalisation))
+    valid_t = torch.from_numpy(valid)
     model.eval()
     with torch.no_grad():
-        np.testing.assert_allclose(result.latents, model.encode(x).numpy(), atol=1e-5)
-        reconstruction = model.decode(model.encode(x)).numpy()
-    squared = (reconstruction - x.numpy()) ** 2
-    expected = np.array([squared[i][valid[i]].mean() for i in range(5)])
-    np.testing.assert_allclose(result.recon_error, expected, rtol=1e-5)
-    expected_line = squared[0, 3][valid[0, 3]].mean()
-    assert result.recon_error_per_line[0, 3] == pytest.approx(expected_line, rel=1e-5)
-    assert np.isnan(result.recon_error_per_line[2, 7])
-    assert np.isfinite(np.delete(result.recon_error_per_line[2], 7)).all()
+        np.testing.assert_allclose(result.latents, model.encode(x, valid_t).numpy(), atol=1e-5)
+        reconstruction = model.decode(model.encode(x, valid_t))
+    # The chi-square in the galaxy's linear units: x = f / s, w = ivar s^2, 5% systematic floor.
+    model_flux = denormalise(reconstruction.numpy().astype(np.float64), 1.0, config.normalisation)
+    linear = np.where(valid, flux / np.array(scales)[:, None, None, None], 0.0)
+    weight = np.where(valid, ivar * np.array(scales)[:, None, None, None] ** 2, 0.0)
+    effective = weight / (1 + weight * (0.05 * model_flux) ** 2)
+    terms = np.where(valid, effective * (model_flux - linear) ** 2, 0.0)
+    expected = terms.sum(axis=(1, 2, 3)) / valid.sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(result.recon_error, expected, rtol=1e-3)
+    assert result.chi2_per_line[0, 3] == pytest.approx(terms[0, 3].sum(), rel=1e-3)
+    assert result.chi2_per_line[2, 7] == 0 and result.n_valid_per_line[2, 7] == 0
+    assert result.coherent_peak_per_line[2, 7] == 0
+    assert (result.coherent_peak_per_line[2, :7] > 0).all()
     np.testing.assert_array_equal(result.n_valid_pixels, valid.sum(axis=(1, 2, 3)))
+    np.testing.assert_array_equal(result.n_valid_per_line, valid.sum(axis=(2, 3)))
+
+
+def test_coherent_peaks_find_structure_not_white_noise():
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(200, 1, 32, 32, generator=generator)
+    valid = torch.ones_like(noise, dtype=torch.bool)
+    white = coherent_peaks(noise, valid)
+    # Smoothed unit white noise has unit variance: its peak over ~1000 pixels is a few sigma.
+    assert 2.0 < float(white.median()) < 4.5
+    ring = noise.clone()
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    radius = ((yy - 16) ** 2 + (xx - 16) ** 2).sqrt()
+    ring += 1.5 * ((radius > 8) & (radius < 11)).float()  # 1.5 sigma per pixel, coherent
+    assert float(coherent_peaks(ring, valid).median()) > 2 * float(white.median())
 
 
 def test_batch_size_does_not_change_the_result(cubes, model_and_config):

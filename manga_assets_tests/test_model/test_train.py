@@ -12,11 +12,13 @@ from manga_assets.model import train as train_module
 from manga_assets.model.autoencoder import ConvLSTMAutoencoder
 from manga_assets.model.checkpoint import CheckpointError
 from manga_assets.model.dataset import TrainingSetError, build_training_set, open_training_set
+from manga_assets.model.normalise import denormalise
 from manga_assets.model.train import (
     CHECKPOINT_FILE,
     TrainConfig,
     TrainingError,
-    baseline_loss,
+    baseline_chi_square,
+    learning_rate_at,
     mean_training_maps,
     train_model,
 )
@@ -31,36 +33,67 @@ class Interrupt(Exception):
 
 
 @pytest.mark.parametrize("variant", ["ae", "vae"])
-def test_loss_decreases_and_beats_half_the_baseline(variant, easy_training_set, tmp_path):
+def test_chi_square_falls_well_below_the_mean_map(variant, easy_training_set, tmp_path):
     train_config = TrainConfig(epochs=24, learning_rate=5e-3, patience=24, seed=0, **FAST)
     started = time.perf_counter()
     result = train_model(tiny_config(variant), train_config, easy_training_set, tmp_path / "ck")
     assert time.perf_counter() - started < 60
 
-    val = [entry["val_recon"] for entry in result.history]
-    train = [entry["train_recon"] for entry in result.history]
+    val = [entry["val_chi2"] for entry in result.history]
+    train = [entry["train_chi2"] for entry in result.history]
     assert val[-1] < 0.75 * val[0] and train[-1] < 0.75 * train[0]
-    assert result.best_val_recon == min(val)
-    assert result.best_val_recon <= 0.5 * result.baseline_val_loss, result.metrics()
-    assert result.baseline_val_loss == pytest.approx(
-        baseline_loss(open_training_set(easy_training_set))
+    assert result.best_val_chi2 == min(val) if variant == "ae" else result.best_val_chi2 in val
+    excess_removed = (result.baseline_val_chi2 - result.best_val_chi2) / (
+        result.baseline_val_chi2 - 1
+    )
+    assert excess_removed >= 0.5, result.metrics()
+    assert result.baseline_val_chi2 == pytest.approx(
+        baseline_chi_square(open_training_set(easy_training_set))
     )
     metrics = json.loads(json.dumps(result.metrics()))
-    assert metrics["val_recon_over_baseline"] <= 0.5
     assert metrics["n_parameters"] == result.model.get_num_params() > 0
     assert metrics["galaxies_per_second"] > 0 and metrics["device"] == "cpu"
     if variant == "vae":
         assert all(entry["val_kl"] > 0 for entry in result.history)
 
 
-def test_baseline_is_the_mean_map_loss(small_training_set):
+def test_baseline_is_the_chi_square_of_the_mean_map(small_training_set):
     training_set = open_training_set(small_training_set)
-    mean_map = mean_training_maps(training_set)
+    normalisation = training_set.normalisation
+    mean_map = denormalise(mean_training_maps(training_set), 1.0, normalisation)
     val_rows = training_set.rows("val")
-    flux = np.asarray(training_set.flux[val_rows], dtype=np.float64)
+    x = denormalise(np.asarray(training_set.flux[val_rows], np.float64), 1.0, normalisation)
     valid = np.asarray(training_set.valid[val_rows])
-    expected = ((flux - mean_map) ** 2)[valid].mean()
-    assert baseline_loss(training_set, chunk=5) == pytest.approx(expected, rel=1e-6)
+    weight = np.asarray(training_set.weight[val_rows], np.float64)
+    effective = weight / (1 + weight * (0.05 * mean_map) ** 2)
+    expected = (effective * (x - mean_map) ** 2)[valid].mean()
+    assert baseline_chi_square(training_set, chunk=5) == pytest.approx(expected, rel=1e-4)
+
+
+def test_learning_rate_warms_up_then_decays_by_cosine():
+    config = TrainConfig(learning_rate=1e-3, warmup_fraction=0.1)
+    rates = [learning_rate_at(step, 100, config) for step in range(100)]
+    assert rates[0] == pytest.approx(1e-4)
+    assert max(rates) == pytest.approx(1e-3, rel=1e-3) and int(np.argmax(rates)) == 10
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:], strict=False))
+    assert rates[-1] == pytest.approx(1e-4, rel=0.05)
+
+
+def test_forced_retraining_starts_from_epoch_one(small_training_set, tmp_path):
+    model_config = tiny_config()
+    train_config = TrainConfig(epochs=2, patience=10, seed=3, **FAST)
+    first = train_model(model_config, train_config, small_training_set, tmp_path)
+    messages: list[str] = []
+    again = train_model(
+        model_config, train_config, small_training_set, tmp_path, log=messages.append, fresh=True
+    )
+    assert again.resumed_from_epoch is None
+    assert any(m.startswith("epoch 1/") for m in messages)
+    assert any("forced retraining" in m for m in messages)
+    # Same seed, same data: training from scratch repeats the same epochs.
+    assert [h["val_chi2"] for h in again.history] == pytest.approx(
+        [h["val_chi2"] for h in first.history], rel=1e-5
+    )
 
 
 def test_resume_after_interruption_continues_from_the_checkpoint(small_training_set, tmp_path):
@@ -87,18 +120,19 @@ def test_resume_after_interruption_continues_from_the_checkpoint(small_training_
     assert not any(m.startswith("epoch 1/") for m in messages)
     assert [entry["epoch"] for entry in resumed.history] == [1, 2, 3, 4]
     for got, want in zip(resumed.history, uninterrupted.history, strict=True):
-        assert got["val_recon"] == pytest.approx(want["val_recon"], rel=1e-5)
+        assert got["val_chi2"] == pytest.approx(want["val_chi2"], rel=1e-5)
     for (name, got), want in zip(
         resumed.model.state_dict().items(), uninterrupted.model.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5, msg=name)
 
-    # Asking again with the same configs trains nothing more; more epochs continue.
+    # Asking again with the same configs trains nothing more; more epochs is another schedule.
     again = train_model(model_config, train_config, small_training_set, tmp_path / "b")
     assert len(again.history) == 4 and again.resumed_from_epoch == 4
     longer = TrainConfig(epochs=5, patience=10, seed=3, **FAST)
     continued = train_model(model_config, longer, small_training_set, tmp_path / "b")
     assert [entry["epoch"] for entry in continued.history] == [1, 2, 3, 4, 5]
+    assert continued.resumed_from_epoch is None
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(small_training_set, tmp_path):
@@ -148,8 +182,8 @@ def test_non_finite_input_names_the_galaxy(small_training_set, tmp_path):
 
 def test_non_finite_loss_names_the_galaxies_of_the_batch(small_training_set, tmp_path, monkeypatch):
     class Exploding(ConvLSTMAutoencoder):
-        def forward(self, x, valid=None):
-            reconstruction, losses = super().forward(x, valid)
+        def forward(self, x, valid=None, weight=None, input_valid=None):
+            reconstruction, losses = super().forward(x, valid, weight, input_valid)
             return reconstruction, {**losses, "total": losses["total"] * float("inf")}
 
     monkeypatch.setattr(train_module, "ConvLSTMAutoencoder", Exploding)
@@ -186,6 +220,8 @@ def test_threads_are_set_during_training_and_restored(small_training_set, tmp_pa
 def test_train_config_round_trip_and_resume_key():
     config = TrainConfig(epochs=3, learning_rate=2e-3)
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    assert "epochs" not in config.resume_key() and "learning_rate" in config.resume_key()
+    assert "patience" not in config.resume_key() and "learning_rate" in config.resume_key()
+    # The learning-rate schedule spans the epochs: more epochs is another training.
+    assert "epochs" in config.resume_key()
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
         TrainConfig.from_dict({"epochs": 2, "optimiser": "sgd"})

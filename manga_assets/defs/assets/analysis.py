@@ -23,11 +23,9 @@ class UmapConfig(dg.Config):
 
 
 class AnomalyConfig(dg.Config):
-    """Anomaly scores: k of the latent k-NN distance, trees of the isolation forest."""
+    """Anomaly scores: neighbours averaged in the latent density."""
 
     k: int = 10
-    n_estimators: int = 200
-    seed: int = 0
 
 
 class NeighboursConfig(dg.Config):
@@ -71,15 +69,19 @@ def build_latent_space_assets(variant: str) -> list[dg.AssetsDefinition]:
     def anomaly_scores(config: AnomalyConfig, latents: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         from manga_assets.analysis.anomaly import anomaly_scores as score
 
-        table = score(latents, k=config.k, n_estimators=config.n_estimators, seed=config.seed)
+        table = score(latents, k=config.k)
         top = table.sort_values("rank").head(20)
-        error_columns = [c for c in latents.columns if c.startswith("err_")]
-        top = top.merge(latents[["plateifu", *error_columns]], on="plateifu", how="left")
         histogram = pd.cut(table["anomaly_score"], bins=10).value_counts(sort=False)
+        by_component = table.loc[table["anomaly_score"] >= 2, "anomaly_component"].value_counts()
         return dg.Output(
             table,
             metadata={
                 "galaxies": len(table),
+                "score_above_2": int((table["anomaly_score"] >= 2).sum()),
+                "score_above_2_by_component": dg.MetadataValue.json(
+                    {str(k): int(v) for k, v in by_component.items()}
+                ),
+                "data_quality_flagged": int(table["quality_flags"].str.len().gt(0).sum()),
                 "top_20": dg.MetadataValue.md(markdown_table(top.round(3))),
                 "score_histogram": dg.MetadataValue.md(
                     markdown_table(
