@@ -6,26 +6,45 @@ Each asset names its product file in its definition metadata, ``product_path``, 
 from the last part of its key, so same-named assets under different prefixes cannot collide.
 
 A run over several partitions hands over (and receives) a dict keyed by partition.
+
+Provenance is written here, in one place: an asset that returns ``dg.Output(frame,
+metadata={"provenance": MetadataValue.json(...)})`` (for a partitioned asset, a dict keyed by
+partition) gets it stored in the Parquet file's key-value metadata, in the same atomic write as
+the rows, so a file never claims to be made from something it was not. Loading puts it back in
+``frame.attrs["provenance"]`` for assets that record what they read (the report).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from manga_assets.atomic import atomic_path
 from manga_assets.layout import DataLayout
+from manga_assets.provenance import PROVENANCE_KEY, read_provenance
 
 PRODUCT_PATH = "product_path"
+PROVENANCE = "provenance"
 
 
-def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` atomically: a reader never sees half a file."""
+def write_parquet(frame: pd.DataFrame, path: Path, provenance: dict | None = None) -> None:
+    """Write ``frame`` to ``path`` atomically, with ``provenance`` in its key-value metadata.
+
+    Written through pyarrow rather than ``DataFrame.to_parquet``, which would also store the
+    frame's ``attrs``: those are inherited from inputs and would look like a second provenance.
+    """
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if provenance is not None:
+        metadata = {**(table.schema.metadata or {}), PROVENANCE_KEY: json.dumps(provenance)}
+        table = table.replace_schema_metadata(metadata)
     with atomic_path(path) as temporary:
-        frame.to_parquet(temporary, index=False)
+        pq.write_table(table, temporary)
 
 
 class ProductsIOManager(dg.ConfigurableIOManager):
@@ -54,6 +73,8 @@ class ProductsIOManager(dg.ConfigurableIOManager):
             frames = obj
         else:
             frames = {None: obj}
+        recorded = (context.output_metadata or {}).get(PROVENANCE)
+        recorded = getattr(recorded, "value", recorded)
         rows, paths = 0, []
         for partition, frame in frames.items():
             if not isinstance(frame, pd.DataFrame):
@@ -62,7 +83,13 @@ class ProductsIOManager(dg.ConfigurableIOManager):
                     f"{context.asset_key.to_user_string()} returned {type(frame).__name__}"
                 )
             path = self._path(metadata, context.asset_key, partition)
-            write_parquet(frame, path)
+            if recorded is None:
+                provenance = None
+            elif partition is None:
+                provenance = recorded
+            else:
+                provenance = recorded[partition]
+            write_parquet(frame, path, provenance)
             rows += len(frame)
             paths.append(path)
         context.add_output_metadata(
@@ -83,4 +110,7 @@ class ProductsIOManager(dg.ConfigurableIOManager):
                 partition: pd.read_parquet(self._path(metadata, key, partition))
                 for partition in context.asset_partition_keys
             }
-        return pd.read_parquet(self._path(metadata, key, None))
+        path = self._path(metadata, key, None)
+        frame = pd.read_parquet(path)
+        frame.attrs[PROVENANCE] = read_provenance(path)
+        return frame

@@ -21,16 +21,29 @@ import pandas as pd
 from manga_assets.atomic import clean_temporaries
 from manga_assets.cubes.extract import ExtractionSettings
 from manga_assets.cubes.plate import stale_plates
-from manga_assets.defs.assets.model import TRAINING_SET_DIR
+from manga_assets.defs.assets.analysis import REPORT_PROVENANCE
+from manga_assets.defs.assets.model import LATENTS_CODE_VERSION, TRAINING_SET_DIR
 from manga_assets.defs.constants import PLATES_PARTITION, VARIANTS
 from manga_assets.defs.definitions import build_definitions
+from manga_assets.defs.io_managers import PRODUCT_PATH
 from manga_assets.defs.sensors import batches, plate_range_tags
 from manga_assets.layout import DataLayout
 from manga_assets.lock import data_dir_lock
+from manga_assets.provenance import (
+    cubes_provenance,
+    expected_latents_provenance,
+    latents_file_provenance,
+    plate_cube_digests,
+    read_provenance,
+    read_sidecar,
+    set_digest,
+)
 from manga_assets.sas.sidecar import record_path
 from manga_assets.settings import REVALIDATE_AFTER_HOURS, Settings
 
 WHOLE_SAMPLE_ANALYSES = ("latent_table", "umap", "anomaly_scores", "neighbours")
+# What the report reads of each model's analyses.
+REPORT_INPUTS = ("umap", "anomaly_scores", "neighbours")
 # Test-only: the crash-injection tests set this to a stage name ("cubes", "models", ...) and the
 # run kills itself with SIGKILL as that stage starts, as the OOM killer or `kill -9` would.
 CRASH_AT_ENV = "MANGA_ASSETS_CRASH_AT"
@@ -61,6 +74,7 @@ class RunSummary:
     checked_plates: list[str] = field(default_factory=list)
     changed_plates: list[str] = field(default_factory=list)
     embedded_plates: list[str] = field(default_factory=list)
+    analysed: list[str] = field(default_factory=list)
     retrained: dict[str, bool] = field(default_factory=dict)
     report: Path | None = None
     evaluation: dict[str, float] = field(default_factory=dict)
@@ -107,8 +121,12 @@ def run_pipeline(
     killed at any point is repaired by the next: a plate is extracted again when its features do
     not record its manifest's MAPS checksums and the current extraction settings
     (:func:`stale_plates`), and asked about again when a MAPS file in the mirror is newer
-    than its manifest. A plate without any usable galaxy is listed in ``unusable_plates`` and
-    never stops the others; :class:`NoUsableCubeError` only when no cube came out at all.
+    than its manifest. A plate is embedded again when its latents do not record the published
+    model's id and its current cubes; an analysis is made again when it does not record the
+    current model ids and latents (:mod:`manga_assets.provenance`).
+
+    A plate without any usable galaxy is listed in ``unusable_plates`` and never stops the
+    others; :class:`NoUsableCubeError` only when no cube came out at all.
 
     Only one run at a time works on a data directory (:func:`manga_assets.lock.data_dir_lock`;
     ``wait`` queues behind a running one instead of refusing), and it first removes what killed
@@ -220,7 +238,6 @@ def _run_locked(
 
     training = {**(training or {}), **({"epochs": epochs} if epochs else {})}
 
-    models_before = {v: _model_id(products, v) for v in VARIANTS}
     # The model assets always run: they decide whether the training settings call for a new model.
     training_set_current = (
         not changed
@@ -238,36 +255,38 @@ def _run_locked(
         event = result.asset_materializations_for_node(f"{variant}__model")[-1]
         summary.retrained[variant] = bool(event.metadata["retrained"].value)
         log(f"{variant}: {event.metadata['retrain_reason'].value}")
-    # Latents are recomputed for every plate when a model changed, else for changed plates only.
-    model_changed = any(models_before[v] != _model_id(products, v) for v in VARIANTS)
-    to_embed = ordered if model_changed else [
-        k for k in ordered
-        if k in changed or not all(
-            (products / v / "latents" / f"{k}.parquet").exists() for v in VARIANTS
-        )
-    ]  # fmt: skip
+    # From here on, what is current is what the published models make from the current cubes;
+    # each latents file and analysis records what it was made from and is compared with that.
+    # The analyses gather every plate partition, so every partition with features is checked.
+    model_ids = {v: _model_id(products, v) for v in VARIANTS}
+    for k in instance.get_dynamic_partitions(PLATES_PARTITION):
+        if k not in features:
+            features[k] = _read_table(products / "features", k)
+    gathered = [
+        k for k in instance.get_dynamic_partitions(PLATES_PARTITION) if features.get(k) is not None
+    ]
+    every = pd.concat([features[k] for k in gathered], ignore_index=True)
+    paths = _product_paths(defs)
+    to_embed = _stale_latents(gathered, every, model_ids, products, paths)
     summary.embedded_plates = to_embed
     _stage("latents")
     for batch in _bar(_contiguous_batches(to_embed, instance), "latents, plate batches"):
         log(f"plates {batch[0]}..{batch[-1]}: latents")
         execute([f"{v}/latents" for v in VARIANTS], tags=plate_range_tags(batch[0], batch[-1]))
     previous_report = instance.get_latest_materialization_event(dg.AssetKey("agn_report"))
+    # Without a report materialisation (a new instance) all are made again: the summary takes
+    # the report's path and evaluation from it.
+    stale = _stale_analyses(every, model_ids, products, paths, every_one=previous_report is None)
     _stage("analyses")
-    if changed or model_changed or previous_report is None:
-        log("latent spaces, anomaly scores, neighbours, AGN sample and report")
+    if stale:
+        log(f"analyses made from other models or latents than the current ones: {', '.join(stale)}")
         report_config = {"truth_table": str(truth_table)} if truth_table else {}
-        result = execute(
-            [
-                *(f"{v}/{name}" for v in VARIANTS for name in WHOLE_SAMPLE_ANALYSES),
-                "agn_sample",
-                "agn_report",
-            ],
-            run_config={"ops": {"agn_report": {"config": report_config}}},
-        )
+        result = execute(stale, run_config={"ops": {"agn_report": {"config": report_config}}})
         report_event = result.asset_materializations_for_node("agn_report")[-1]
     else:
-        log("no plate and no model changed: the analyses and the report are current")
+        log("the analyses and the report record the current models and latents")
         report_event = previous_report.asset_materialization
+    summary.analysed = stale
     summary.report = Path(str(report_event.metadata["report"].value))
     summary.evaluation = {
         key: value.value
@@ -332,6 +351,78 @@ def _mirror_newer_than_manifest(
         except FileNotFoundError:
             return True
     return False
+
+
+def _product_paths(defs: dg.Definitions) -> dict[str, str]:
+    """Each analysis (and the report) with its product path template, from the asset metadata."""
+    names = [f"{v}/{name}" for v in VARIANTS for name in WHOLE_SAMPLE_ANALYSES]
+    paths = {}
+    for name in [*names, "agn_sample", f"{VARIANTS[0]}/latents"]:
+        key = dg.AssetKey.from_user_string(name)
+        template = defs.get_assets_def(key).metadata_by_key[key][PRODUCT_PATH]
+        paths[name] = getattr(template, "value", template)
+    return {**paths, "agn_report": REPORT_PROVENANCE}
+
+
+def _stale_latents(
+    plates: list[str],
+    features: pd.DataFrame,
+    model_ids: dict[str, str | None],
+    products: Path,
+    paths: dict[str, str],
+) -> list[str]:
+    """The plates whose latents (of either model) do not record the current model and cubes.
+
+    One footer read per file (no rows): this runs for every plate of every run.
+    """
+    cubes = plate_cube_digests(features)
+    no_cube = set_digest([], [])
+    template = paths[f"{VARIANTS[0]}/latents"].replace(f"{VARIANTS[0]}/", "{variant}/", 1)
+    stale = []
+    for plate in plates:
+        for variant in VARIANTS:
+            wanted = latents_file_provenance(
+                LATENTS_CODE_VERSION, model_ids[variant], cubes.get(plate, no_cube)
+            )
+            path = products / template.format(variant=variant, partition=plate)
+            if read_provenance(path) != wanted:
+                stale.append(plate)
+                break
+    return stale
+
+
+def _stale_analyses(
+    features: pd.DataFrame,
+    model_ids: dict[str, str | None],
+    products: Path,
+    paths: dict[str, str],
+    *,
+    every_one: bool = False,
+) -> list[str]:
+    """The analyses whose recorded inputs differ from the current ones, with what reads them.
+
+    The current latents are those the published models make from the current cubes (the
+    latents stage has just made every plate's so); an analysis records the latents it read.
+    """
+    wanted: dict[str, dict] = {"agn_sample": cubes_provenance(features)}
+    for variant in VARIANTS:
+        latents = expected_latents_provenance(features, model_ids[variant])
+        wanted.update({f"{variant}/{name}": latents for name in WHOLE_SAMPLE_ANALYSES})
+    report_reads = ["agn_sample", *(f"{v}/{name}" for v in VARIANTS for name in REPORT_INPUTS)]
+    wanted["agn_report"] = {"inputs": {name: wanted[name] for name in report_reads}}
+
+    def recorded(name: str) -> dict | None:
+        if name == "agn_report":
+            return read_sidecar(products / paths[name])
+        return read_provenance(products / paths[name])
+
+    stale = {name for name, want in wanted.items() if every_one or recorded(name) != want}
+    for variant in VARIANTS:  # a new latents table makes new analyses of it
+        if f"{variant}/latent_table" in stale:
+            stale.update(f"{variant}/{name}" for name in WHOLE_SAMPLE_ANALYSES)
+    if stale:
+        stale.add("agn_report")  # the report shows every analysis
+    return [name for name in wanted if name in stale]
 
 
 def _model_id(products: Path, variant: str) -> str | None:

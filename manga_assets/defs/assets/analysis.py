@@ -1,17 +1,27 @@
-"""Whole-sample analyses of each model's latent space, the AGN sample and the AGN report."""
+"""Whole-sample analyses of each model's latent space, the AGN sample and the AGN report.
 
+Each product records what it was computed from (:mod:`manga_assets.provenance`): the Parquet
+products in their key-value metadata (the ``provenance`` output metadata, which the IO manager
+writes), the HTML report in a JSON sidecar written after it.
+"""
+
+import json
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+from manga_assets.atomic import write_text
 from manga_assets.defs.constants import ANALYSIS, OWNER, REPORTS, VARIANTS
-from manga_assets.defs.io_managers import PRODUCT_PATH
+from manga_assets.defs.io_managers import PRODUCT_PATH, PROVENANCE
 from manga_assets.defs.markdown import markdown_table
 from manga_assets.defs.resources import DataDirResource
+from manga_assets.provenance import cubes_provenance, latents_provenance
 from manga_assets.sas.paths import PlateIFU
 
 ANALYSIS_CODE_VERSION = "1"
+# The report's provenance, beside it under products/.
+REPORT_PROVENANCE = "reports/agn_report.provenance.json"
 
 
 class UmapConfig(dg.Config):
@@ -59,7 +69,14 @@ def build_latent_space_assets(variant: str) -> list[dg.AssetsDefinition]:
         table = umap_table(
             latents, n_neighbors=config.n_neighbors, min_dist=config.min_dist, seed=config.seed
         )
-        return dg.Output(table, metadata={"galaxies": len(table), "seed": config.seed})
+        return dg.Output(
+            table,
+            metadata={
+                "galaxies": len(table),
+                "seed": config.seed,
+                PROVENANCE: dg.MetadataValue.json(latents_provenance(latents)),
+            },
+        )
 
     @dg.asset(
         **_table_asset_kwargs(
@@ -76,6 +93,7 @@ def build_latent_space_assets(variant: str) -> list[dg.AssetsDefinition]:
         return dg.Output(
             table,
             metadata={
+                PROVENANCE: dg.MetadataValue.json(latents_provenance(latents)),
                 "galaxies": len(table),
                 "score_above_2": int((table["anomaly_score"] >= 2).sum()),
                 "score_above_2_by_component": dg.MetadataValue.json(
@@ -106,7 +124,14 @@ def build_latent_space_assets(variant: str) -> list[dg.AssetsDefinition]:
 
         k = min(config.k, len(latents) - 1)
         table = latent_neighbours(latents, k=k)
-        return dg.Output(table, metadata={"galaxies": len(latents), "k": k})
+        return dg.Output(
+            table,
+            metadata={
+                "galaxies": len(latents),
+                "k": k,
+                PROVENANCE: dg.MetadataValue.json(latents_provenance(latents)),
+            },
+        )
 
     return [umap, anomaly_scores, neighbours]
 
@@ -160,6 +185,7 @@ def agn_sample(
     return dg.Output(
         sample,
         metadata={
+            PROVENANCE: dg.MetadataValue.json(cubes_provenance(features)),
             "galaxies": len(sample),
             "agn": int(sample["is_agn"].sum()),
             "bpt_classes": dg.MetadataValue.json({k: int(v) for k, v in counts.items()}),
@@ -238,7 +264,15 @@ def agn_report(
         evaluation=evaluation,
         n_gallery=config.n_gallery,
     )
+    # Written after the report: a run killed in between leaves a report that is seen as stale.
+    read = {"agn_sample": agn_sample.attrs.get(PROVENANCE)}
+    for name, frames in by_model.items():
+        read.update(
+            {f"{variant}/{name}": frame.attrs.get(PROVENANCE) for variant, frame in frames.items()}
+        )
+    write_text(layout.product(REPORT_PROVENANCE), json.dumps({"inputs": read}, indent=1))
     metadata = {
+        PROVENANCE: dg.MetadataValue.json({"inputs": read}),
         "report": dg.MetadataValue.path(str(written.html_path)),
         "figures": len(written.figure_paths),
         "galaxies": len(agn),

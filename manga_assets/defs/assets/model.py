@@ -9,16 +9,25 @@ import numpy as np
 import pandas as pd
 
 from manga_assets.defs.constants import MODEL, OWNER, PLATES_PER_RUN, VARIANTS
-from manga_assets.defs.io_managers import PRODUCT_PATH
+from manga_assets.defs.io_managers import PRODUCT_PATH, PROVENANCE
 from manga_assets.defs.markdown import markdown_table
 from manga_assets.defs.model_io import TrainedModel
 from manga_assets.defs.partitions import plate_partitions
 from manga_assets.defs.resources import DataDirResource
+from manga_assets.provenance import (
+    cube_digests,
+    digest,
+    embeddable,
+    latents_file_provenance,
+    latents_provenance,
+    set_digest,
+)
 from manga_assets.sas.paths import PlateIFU
 
 TRAINING_SET_CODE_VERSION = "2"
 MODEL_CODE_VERSION = "2"
-LATENTS_CODE_VERSION = "2"
+# 3: latents rows carry model_id and cube_digest, files record their provenance.
+LATENTS_CODE_VERSION = "3"
 TRAINING_SET_DIR = "training_set"
 
 
@@ -327,17 +336,33 @@ def build_latents_asset(variant: str) -> dg.AssetsDefinition:
 
         torch.set_num_threads(step_threads())
         layout = data_dir.layout
-        tables, skipped = {}, []
+        model_id = str(model.metrics["model_id"])
+        tables, provenance, skipped = {}, {}, []
         for plate, features in line_cubes.items():
-            usable = features[(features["status"] == "ok") & (features["n_valid_pixels"] > 0)]
+            usable = embeddable(features)
             skipped += features.loc[~features.index.isin(usable.index), "plateifu"].tolist()
             plateifus = usable["plateifu"].tolist()
             cubes = [read_cube(layout.cube(PlateIFU.parse(p))) for p in plateifus]
-            tables[plate] = _latent_table(embed, model, plateifus, cubes)
+            made_from = cube_digests(usable)
+            tables[plate] = _latent_table(embed, model, plateifus, cubes, made_from)
+            provenance[plate] = latents_file_provenance(
+                LATENTS_CODE_VERSION, model_id, set_digest(plateifus, made_from)
+            )
         every = pd.concat(tables.values(), ignore_index=True)
+        versions = {plate: digest(*record.values()) for plate, record in provenance.items()}
         return dg.Output(
             tables,
+            # A plate's data version follows its model and cubes. Dagster takes one data version
+            # per output (per-partition versions are for source assets only), so only one-plate
+            # runs set it; every run records each plate's provenance, which the IO manager also
+            # writes into the plate's file.
+            data_version=(
+                dg.DataVersion(next(iter(versions.values()))) if len(versions) == 1 else None
+            ),
             metadata={
+                PROVENANCE: dg.MetadataValue.json(provenance),
+                "data_version_by_plate": dg.MetadataValue.json(versions),
+                "model_id": model_id,
                 "plates_in_run": len(tables),
                 "galaxies_in_run": len(every),
                 "without_cube": len(skipped),
@@ -348,9 +373,17 @@ def build_latents_asset(variant: str) -> dg.AssetsDefinition:
     return latents
 
 
-def _latent_table(embed, model: TrainedModel, plateifus: list[str], cubes: list) -> pd.DataFrame:
+def _latent_table(
+    embed, model: TrainedModel, plateifus: list[str], cubes: list, made_from: list[str]
+) -> pd.DataFrame:
+    """One row per galaxy: its latents and errors, the model that made them and its cube digest.
+
+    ``made_from`` holds each cube's digest (:func:`manga_assets.provenance.cube_digests`); with
+    ``model_id`` it lets any later run tell a row made by another model or from an older cube.
+    """
     config = model.config
-    columns = ["plateifu", *(f"z{i:02d}" for i in range(config.latent_dim)), "recon_error"]
+    latent = [f"z{i:02d}" for i in range(config.latent_dim)]
+    columns = ["plateifu", "model_id", "cube_digest", *latent, "recon_error"]
     for prefix in ("chi2_", "n_", "peak_"):
         columns += [f"{prefix}{line}" for line in config.line_names]
     if not cubes:
@@ -364,8 +397,10 @@ def _latent_table(embed, model: TrainedModel, plateifus: list[str], cubes: list)
         lines=cubes[0].lines,
         plateifus=plateifus,
     )
-    table = pd.DataFrame(result.latents, columns=columns[1 : 1 + config.latent_dim])
+    table = pd.DataFrame(result.latents, columns=latent)
     table.insert(0, "plateifu", plateifus)
+    table.insert(1, "model_id", str(model.metrics["model_id"]))
+    table.insert(2, "cube_digest", made_from)
     table["recon_error"] = result.recon_error
     for index, line in enumerate(config.line_names):
         table[f"chi2_{line}"] = result.chi2_per_line[:, index]
@@ -389,9 +424,24 @@ def build_latent_table_asset(variant: str) -> dg.AssetsDefinition:
         io_manager_key="products_io_manager",
         description=f"The {variant} latents of all plates, gathered.",
     )
-    def latent_table(latents: dict[str, pd.DataFrame]) -> dg.Output[pd.DataFrame]:
+    def latent_table(
+        context: dg.AssetExecutionContext, latents: dict[str, pd.DataFrame]
+    ) -> dg.Output[pd.DataFrame]:
         table = pd.concat(latents.values(), ignore_index=True).sort_values("plateifu")
-        return dg.Output(table.reset_index(drop=True), metadata={"galaxies": len(table)})
+        provenance = latents_provenance(table)
+        if "," in provenance["model_id"]:
+            context.log.warning(
+                f"{variant}/latent_table mixes latents of models {provenance['model_id']}: "
+                "plates embedded by an older model are stale (manga-assets run embeds them again)"
+            )
+        return dg.Output(
+            table.reset_index(drop=True),
+            metadata={
+                "galaxies": len(table),
+                "model_id": provenance["model_id"],
+                PROVENANCE: dg.MetadataValue.json(provenance),
+            },
+        )
 
     return latent_table
 
