@@ -354,10 +354,11 @@ def _mirror_newer_than_manifest(
 
 
 def _product_paths(defs: dg.Definitions) -> dict[str, str]:
-    """Each analysis (and the report) with its product path template, from the asset metadata."""
-    names = [f"{v}/{name}" for v in VARIANTS for name in WHOLE_SAMPLE_ANALYSES]
+    """The latents, each analysis and the report with their product paths (``{partition}``
+    templates for the latents), from the assets' metadata: one place says where a product is."""
+    names = [f"{v}/{name}" for v in VARIANTS for name in ("latents", *WHOLE_SAMPLE_ANALYSES)]
     paths = {}
-    for name in [*names, "agn_sample", f"{VARIANTS[0]}/latents"]:
+    for name in [*names, "agn_sample"]:
         key = dg.AssetKey.from_user_string(name)
         template = defs.get_assets_def(key).metadata_by_key[key][PRODUCT_PATH]
         paths[name] = getattr(template, "value", template)
@@ -377,14 +378,13 @@ def _stale_latents(
     """
     cubes = plate_cube_digests(features)
     no_cube = set_digest([], [])
-    template = paths[f"{VARIANTS[0]}/latents"].replace(f"{VARIANTS[0]}/", "{variant}/", 1)
     stale = []
     for plate in plates:
         for variant in VARIANTS:
             wanted = latents_file_provenance(
                 LATENTS_CODE_VERSION, model_ids[variant], cubes.get(plate, no_cube)
             )
-            path = products / template.format(variant=variant, partition=plate)
+            path = products / paths[f"{variant}/latents"].format(partition=plate)
             if read_provenance(path) != wanted:
                 stale.append(plate)
                 break
