@@ -155,9 +155,9 @@ def baseline_scores(
     z = np.abs(np.column_stack([robust_z(column) for column in ratios.T]))
     line_ratio = np.nan_to_num(z, nan=0.0).max(axis=1)
     hand_made = features[
-        [*RATIO_FEATURES, "valid_fraction", "snr_cen_Ha-6564", "flux_cen_Ha-6564"]
+        [*RATIO_FEATURES, "valid_fraction", "snr_cen_Ha_6564", "flux_cen_Ha_6564"]
     ].copy()
-    hand_made["log_flux_cen_Ha"] = np.log10(hand_made.pop("flux_cen_Ha-6564").clip(1e-3))
+    hand_made["log_flux_cen_Ha"] = np.log10(hand_made.pop("flux_cen_Ha_6564").clip(1e-3))
     matrix = np.nan_to_num(hand_made.to_numpy(dtype=np.float64), nan=0.0)
     forest = IsolationForest(n_estimators=300, random_state=0).fit(matrix)
     return {
@@ -247,7 +247,9 @@ def main() -> None:
     )
     args.dir.mkdir(parents=True, exist_ok=True)
     truth, features = prepare(args.dir, spec)
-    galaxies = truth.merge(features[features["status"] == "ok"], on="plateifu")
+    truth_columns = ["plateifu", "plate", "ifu_size", "bpt_class", "is_agn", "anomaly_kind",
+                     "anomaly_line"]  # fmt: skip
+    galaxies = truth[truth_columns].merge(features[features["status"] == "ok"], on="plateifu")
     plates = np.array(sorted(galaxies["plate"].unique()))
     rng = np.random.default_rng(args.seed)
     test_plates = set(rng.choice(plates, int(round(args.test_share * len(plates))), False).tolist())

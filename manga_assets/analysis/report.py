@@ -97,10 +97,17 @@ def thumbnail_base64(png_path: Path, width: int = THUMBNAIL_WIDTH) -> str:
             width = int(width * 0.75)
 
 
+def _reason(row: pd.Series) -> str:
+    """What made the galaxy anomalous: the deciding component and, for a line's, the line."""
+    component = str(row.get("anomaly_component", ""))
+    line = str(row.get("anomaly_line", "") or "")
+    return f"{component} {line}".strip()
+
+
 def _caption(row: pd.Series, model: str) -> str:
     return (
         f"{row['plateifu']}\n{row['bpt_class']}, {row['agn_source']}\n"
-        f"{model} score {row['anomaly_score']:.1f}\nrank {int(row['rank'])}"
+        f"{model} score {row['anomaly_score']:.1f} ({_reason(row)})\nrank {int(row['rank'])}"
     )
 
 
@@ -214,9 +221,13 @@ def write_report(
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. '
-        f"{len(agn_sample)} galaxies, {len(agn_plateifus)} AGN. Anomaly score: mean percentile of "
-        "reconstruction error, latent k-NN distance and isolation-forest score (0-100, higher = "
-        f"more anomalous). Galleries and neighbours use the {html.escape(primary)} model.</p>",
+        f"{len(agn_sample)} galaxies, {len(agn_plateifus)} AGN. Anomaly score: -log10 of the "
+        "smallest calibrated tail probability among three components in units of the noise "
+        "(the worst line's excess chi-square, the peak of the PSF-smoothed residual, the "
+        "latent-space density), Bonferroni-corrected: 2 means a 1-in-100 galaxy. The tables "
+        "name the component and line that decided; data-quality flags (e.g. a line missing over "
+        "the footprint) are listed apart and not ranked. Galleries and neighbours use the "
+        f"{html.escape(primary)} model.</p>",
         "<h2>Latent space</h2>",
         _figure_html(
             UMAP_FIGURE,
@@ -278,6 +289,13 @@ def write_report(
         body += [f"<h3>{html.escape(model)}: most anomalous galaxies</h3>", _table_html(table)]
         agn_table = most_anomalous_agn(anomaly_scores[model], agn_sample, n_table_rows)
         body += [f"<h3>{html.escape(model)}: most anomalous AGN</h3>", _table_html(agn_table)]
+        flagged = anomaly_scores[model]
+        if "quality_flags" in flagged:
+            flagged = flagged.loc[flagged["quality_flags"].astype(str).str.len() > 0]
+            body += [
+                f"<h3>{html.escape(model)}: data-quality flags ({len(flagged)} galaxies)</h3>",
+                _table_html(flagged[["plateifu", "quality_flags"]].head(n_table_rows)),
+            ]
         if model in neighbours and not top_agn.empty:
             wanted = most_anomalous_agn(anomaly_scores[model], agn_sample, 2)["plateifu"]
             rows = neighbours[model].loc[neighbours[model]["plateifu"].isin(wanted)]

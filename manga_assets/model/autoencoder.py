@@ -303,7 +303,14 @@ class ConvLSTMAutoencoder(nn.Module):
         # and its capacity goes into what distinguishes galaxies; from zeros, the first hundreds
         # of steps were spent learning the average galaxy.
         self.mean_maps = nn.Parameter(torch.zeros(config.n_lines, config.grid, config.grid))
+        # A linear path from the latent to every pixel, beside the recurrent one: the decoder can
+        # then draw at least what a principal-component basis draws (the quality gate compares
+        # the model with a weighted PCA of as many components), and the ConvLSTM adds what is
+        # not linear. Zero at first, like the residual it carries.
+        self.latent_to_maps = nn.Linear(config.latent_dim, config.n_lines * config.grid**2)
         self.apply(_init_weights)
+        nn.init.zeros_(self.latent_to_maps.weight)
+        nn.init.zeros_(self.latent_to_maps.bias)
         if config.variant == "vae":
             # Start with posterior noise (std e^-3 = 0.05) well below the spread of the means:
             # at unit variance the noise swamped the code and the decoder learnt to ignore it.
@@ -395,7 +402,8 @@ class ConvLSTMAutoencoder(nn.Module):
                 frames = F.silu(frames)
             sequence = frames.unflatten(0, (batch, steps))  # (B, T, C_next, 2s, 2s)
         maps = sequence.view(batch, steps, config.grid, config.grid)  # C_next = 1 at the end
-        return maps + self.mean_maps  # (B, T, H, W)
+        linear = self.latent_to_maps(latent).view(batch, steps, config.grid, config.grid)
+        return maps + linear + self.mean_maps  # (B, T, H, W)
 
     @torch.no_grad()
     def set_mean_maps(self, mean_maps: Tensor) -> None:

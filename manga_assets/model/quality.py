@@ -208,6 +208,7 @@ def assess_model(
     training_set: TrainingSet,
     *,
     min_fev: float = DEFAULT_MIN_FEV,
+    min_galaxies_to_block: int = MIN_GALAXIES_TO_BLOCK,
     seed: int = 0,
 ) -> QualityReport:
     """Score the model, the mean map and a weighted PCA on the validation split; decide.
@@ -216,7 +217,7 @@ def assess_model(
     and the gate only warns.
     """
     val_rows = training_set.rows("val")
-    blocking = len(val_rows) >= MIN_GALAXIES_TO_BLOCK
+    blocking = len(val_rows) >= min_galaxies_to_block
     if len(val_rows) == 0:
         val_rows = training_set.rows("train")
     chi2, chi2_base, counts, kl = model_chi_square(model, training_set, val_rows)

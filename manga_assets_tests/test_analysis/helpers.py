@@ -55,14 +55,25 @@ def plateifu(i: int) -> str:
     )
 
 
-def latents_table(n: int, dim: int = 8, seed: int = 0) -> pd.DataFrame:
-    """A latents table of ``n`` galaxies: two Gaussian clusters, recon and per-line errors."""
+LATENT_LINES = ("Hb-4862", "OIII-5008", "Ha-6564")
+
+
+def latents_table(n: int, dim: int = 8, seed: int = 0, pixels: int = 400) -> pd.DataFrame:
+    """A latents table of ``n`` galaxies a model reproduces to their noise.
+
+    Latents are two Gaussian clusters; per line, ``pixels`` valid pixels, a chi-square drawn
+    from the chi-square distribution with that many degrees of freedom, and the smoothed
+    residual peak of white noise (about 3).
+    """
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=3.0, size=(2, dim))
     z = centres[rng.integers(0, 2, size=n)] + rng.normal(size=(n, dim))
     table = pd.DataFrame(z, columns=[f"z{i:02d}" for i in range(dim)])
     table.insert(0, "plateifu", [plateifu(i) for i in range(n)])
-    table["recon_error"] = rng.lognormal(mean=-3.0, sigma=0.3, size=n)
-    for line in ("Ha-6564", "OIII-5008"):
-        table[f"err_{line}"] = rng.lognormal(mean=-3.0, sigma=0.3, size=n)
+    chi2 = {line: rng.chisquare(pixels, size=n) for line in LATENT_LINES}
+    table["recon_error"] = sum(chi2.values()) / (pixels * len(LATENT_LINES))
+    for line in LATENT_LINES:
+        table[f"chi2_{line}"] = chi2[line]
+        table[f"n_{line}"] = pixels
+        table[f"peak_{line}"] = 3.0 + 0.4 * rng.standard_normal(n)
     return table

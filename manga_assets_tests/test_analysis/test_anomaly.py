@@ -1,76 +1,128 @@
 import numpy as np
 import pytest
 
-from manga_assets.analysis.anomaly import anomaly_scores, percentile
-from manga_assets_tests.test_analysis.helpers import latents_table
+from manga_assets.analysis.anomaly import (
+    COMPONENTS,
+    anomaly_scores,
+    bundle_size,
+    line_excess,
+    tail_probability,
+)
+from manga_assets_tests.test_analysis.helpers import LATENT_LINES, latents_table
 
-OUTLIER = 17
+PIXELS = 400
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def latents():
-    table = latents_table(80, dim=8, seed=1)
-    latent = [c for c in table.columns if c.startswith("z")]
-    table.loc[OUTLIER, latent] = 25.0
-    table.loc[OUTLIER, "recon_error"] = table["recon_error"].max() * 5
-    table.loc[OUTLIER, "err_OIII-5008"] = 10.0
-    return table
+    return latents_table(120, dim=8, seed=1, pixels=PIXELS)
 
 
-def test_planted_outlier_ranks_first_on_every_score(latents):
-    scores = anomaly_scores(latents, k=5, n_estimators=100, seed=0)
-    outlier = scores.loc[OUTLIER]
-    assert outlier["plateifu"] == latents.loc[OUTLIER, "plateifu"]
-    assert outlier["rank"] == 1
-    for name in ("recon_error", "knn_distance", "isolation_score"):
-        assert outlier[f"{name}_pct"] == 100.0, name
-    assert outlier["anomaly_score"] == 100.0
-    assert outlier["worst_line"] == "OIII-5008"
+def _rank(table, index: int) -> int:
+    return int(anomaly_scores(table, k=5).loc[index, "rank"])
+
+
+def test_a_line_the_model_cannot_reproduce_ranks_first_and_is_named(latents):
+    latents.loc[17, "chi2_OIII-5008"] = 3.0 * PIXELS  # three times its noise
+    scores = anomaly_scores(latents, k=5)
+    assert scores.loc[17, "rank"] == 1
+    assert scores.loc[17, "anomaly_component"] == "line_excess"
+    assert scores.loc[17, "anomaly_line"] == "OIII-5008"
+    assert scores.loc[17, "anomaly_score"] > 3
+
+
+def test_coherent_residual_ranks_first_and_is_named(latents):
+    latents.loc[5, "peak_Hb-4862"] = 15.0
+    scores = anomaly_scores(latents, k=5)
+    assert scores.loc[5, "rank"] == 1
+    assert scores.loc[5, "anomaly_component"] == "coherent_residual"
+    assert scores.loc[5, "anomaly_line"] == "Hb-4862"
+
+
+def test_isolated_latent_ranks_first(latents):
+    latent = [c for c in latents.columns if c.startswith("z")]
+    latents.loc[40, latent] = 25.0
+    scores = anomaly_scores(latents, k=5)
+    assert scores.loc[40, "rank"] == 1
+    assert scores.loc[40, "anomaly_component"] == "latent_density"
+    assert scores.loc[40, "anomaly_line"] == ""
+
+
+def test_one_strong_signal_is_not_diluted_by_quiet_components(latents):
+    """The combination is a minimum of tail probabilities, not an average of ranks."""
+    latents.loc[3, "chi2_Ha-6564"] = 2.0 * PIXELS
+    scores = anomaly_scores(latents, k=5)
+    assert scores.loc[3, "p_coherent_residual"] > 0.01 and scores.loc[3, "p_latent_density"] > 0.01
+    assert scores.loc[3, "rank"] == 1
+
+
+def test_noise_level_alone_does_not_make_a_galaxy_anomalous(latents):
+    """A galaxy reproduced to its noise has chi2 ~ N however large its error bars are."""
+    scores = anomaly_scores(latents, k=5)
+    assert (scores["anomaly_score"] < 3).all()
+    assert (scores["line_excess"].abs() < 6).all()
 
 
 def test_score_table_is_complete_and_consistent(latents):
-    scores = anomaly_scores(latents, k=5, n_estimators=100, seed=0)
+    scores = anomaly_scores(latents, k=5)
     assert list(scores["plateifu"]) == list(latents["plateifu"])
     assert sorted(scores["rank"]) == list(range(1, len(latents) + 1))
-    pct = scores.filter(like="_pct")
-    assert pct.shape[1] == 3
-    assert ((pct > 0) & (pct <= 100)).all().all()
-    assert np.allclose(scores["anomaly_score"], pct.mean(axis=1))
-    # Rank follows anomaly_score: a better rank never has a lower score.
+    for name in COMPONENTS:
+        assert scores[f"p_{name}"].between(0, 1).all()
+    assert (scores["anomaly_score"] >= 0).all()
     ordered = scores.sort_values("rank")["anomaly_score"].to_numpy()
     assert (np.diff(ordered) <= 0).all()
+    assert set(scores["anomaly_component"]) <= set(COMPONENTS)
+    assert anomaly_scores(latents, k=5).equals(scores)
 
 
-def test_scores_are_reproducible_with_a_seed(latents):
-    first = anomaly_scores(latents, n_estimators=50, seed=3)
-    second = anomaly_scores(latents, n_estimators=50, seed=3)
-    assert first.equals(second)
+def test_a_line_missing_over_the_footprint_is_flagged_not_ranked(latents):
+    latents.loc[8, "n_OIII-5008"] = 10
+    latents.loc[8, "chi2_OIII-5008"] = 10.0
+    scores = anomaly_scores(latents, k=5)
+    assert scores.loc[8, "quality_flags"] == "line_missing:OIII-5008"
+    assert (scores.drop(index=8)["quality_flags"] == "").all()
+    assert scores.loc[8, "anomaly_score"] < 2
+
+
+def test_line_excess_is_in_noise_units():
+    excess = line_excess(np.array([[100.0, 300.0, 0.0]]), np.array([[100, 100, 0]]))
+    assert excess[0, 0] == 0.0
+    assert excess[0, 1] == pytest.approx(200 / np.sqrt(200))
+    assert np.isnan(excess[0, 2])
+
+
+def test_tail_probabilities_are_calibrated_per_group():
+    rng = np.random.default_rng(0)
+    # Two bundle sizes whose null distributions differ by a factor of three in spread.
+    values = np.concatenate([rng.normal(0, 1, 500), rng.normal(0, 3, 500)])
+    groups = np.repeat([19, 127], 500)
+    p = tail_probability(values, groups)
+    assert np.mean(p[:500] < 0.05) == pytest.approx(0.05, abs=0.03)
+    assert np.mean(p[500:] < 0.05) == pytest.approx(0.05, abs=0.03)
+
+
+def test_bundle_size_from_the_ifu_design():
+    assert bundle_size("8485-1901") == 19 and bundle_size("7443-12701") == 127
 
 
 def test_nan_latent_names_the_galaxy(latents):
-    broken = latents.copy()
-    broken.loc[4, "z03"] = np.nan
-    with pytest.raises(ValueError, match=broken.loc[4, "plateifu"]):
-        anomaly_scores(broken)
+    latents.loc[4, "z03"] = np.nan
+    with pytest.raises(ValueError, match=latents.loc[4, "plateifu"]):
+        anomaly_scores(latents)
 
 
-def test_nan_recon_error_names_the_galaxy(latents):
-    broken = latents.copy()
-    broken.loc[9, "recon_error"] = np.nan
-    with pytest.raises(ValueError, match=f"recon_error of 1 galaxies.*{broken.loc[9, 'plateifu']}"):
-        anomaly_scores(broken)
+def test_old_latents_without_per_line_chi_square_are_refused(latents):
+    old = latents.drop(columns=[f"peak_{line}" for line in LATENT_LINES])
+    with pytest.raises(ValueError, match="rebuild the latents"):
+        anomaly_scores(old)
 
 
 def test_tiny_sample_clips_k():
-    scores = anomaly_scores(latents_table(3), k=10, n_estimators=10)
-    assert len(scores) == 3
-    assert np.isfinite(scores["knn_distance"]).all()
+    scores = anomaly_scores(latents_table(3), k=10)
+    assert len(scores) == 3 and np.isfinite(scores["latent_density"]).all()
 
 
 def test_single_galaxy_is_refused():
     with pytest.raises(ValueError, match="at least 2 galaxies"):
         anomaly_scores(latents_table(1))
-
-
-def test_percentile_averages_ties():
-    assert list(percentile(np.array([1.0, 2.0, 2.0, 5.0]))) == [25.0, 62.5, 62.5, 100.0]

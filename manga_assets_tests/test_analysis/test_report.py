@@ -64,7 +64,7 @@ def inputs():
         for m in models
     }
     scores = {
-        m: anomaly_scores(latents, k=3, n_estimators=20, seed=i) for i, m in enumerate(models)
+        m: anomaly_scores(latents, k=3) for m in models
     }
     neighbours = {m: latent_neighbours(latents, k=3) for m in models}
     # One neighbour's cube is missing: its gallery row is blanked, the report still written.

@@ -55,3 +55,22 @@ def small_training_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cubes = write_cubes(root, 24, grid=GRID, seed=2)
     build_training_set(cubes, root / "training_set", grid=GRID, seed=0)
     return root / "training_set"
+
+
+@pytest.fixture(scope="session")
+def trained_ae(easy_training_set: Path, tmp_path_factory: pytest.TempPathFactory):
+    """An AE trained long enough on the easy set to beat the weighted PCA (about a minute)."""
+    from manga_assets.model.train import TrainConfig, train_model
+
+    config = TrainConfig(
+        epochs=36, learning_rate=5e-3, batch_size=8, patience=36, seed=0, num_threads=1,
+        device="cpu",
+    )  # fmt: skip
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_model(
+            tiny_config("ae"), config, easy_training_set, tmp_path_factory.mktemp("trained_ae")
+        )
+    finally:
+        torch.set_num_threads(previous)

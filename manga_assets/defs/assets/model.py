@@ -98,6 +98,8 @@ class ModelTrainingConfig(dg.Config):
     # The quality gate's bar (manga_assets.model.quality): the lower end of the 95% interval of
     # the share of the mean map's chi-square excess that the model removes.
     min_fev: float = 0.5
+    # Below this many validation galaxies the gate's interval is too wide to block on: it warns.
+    gate_min_val_galaxies: int = 30
 
 
 def step_threads() -> int:
@@ -224,7 +226,12 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
                 log=context.log.info,
                 fresh=config.force_retrain,
             )
-            quality = assess_model(result.model, training_set, min_fev=config.min_fev)
+            quality = assess_model(
+                result.model,
+                training_set,
+                min_fev=config.min_fev,
+                min_galaxies_to_block=config.gate_min_val_galaxies,
+            )
             digest = signature_digest(signature)
             metrics = {
                 **result.metrics(),
