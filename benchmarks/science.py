@@ -104,9 +104,10 @@ def train_and_embed(
     torch.set_num_threads(args.threads)
     train = galaxies[~galaxies["plate"].isin(test_plates)]
     training_dir = directory / "training_set"
-    build_training_set(
-        ((p, directory / "cubes" / f"{p}.npz") for p in train["plateifu"]), training_dir
-    )
+    if not training_dir.exists():  # kept, so that one process per model can share it
+        build_training_set(
+            ((p, directory / "cubes" / f"{p}.npz") for p in train["plateifu"]), training_dir
+        )
     training_set = open_training_set(training_dir)
     every = [(p, directory / "cubes" / f"{p}.npz") for p in galaxies["plateifu"]]
     results = {}

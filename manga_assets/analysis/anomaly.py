@@ -1,34 +1,44 @@
 """How anomalous each galaxy is, in units of its noise, and why.
 
-A galaxy can be unusual in three ways, each measured by one component score:
+A galaxy can be unusual in four ways, each measured by one component score:
 
-- ``line_excess``: some line is reconstructed worse than its noise allows. Per line, the excess
-  chi-square in noise units, ``(chi2 - N) / sqrt(2 N)`` over its N valid pixels; the galaxy's value
-  is the largest over its lines. A noisy galaxy that the model reproduces to its noise scores about
-  0 however noisy it is.
-- ``coherent_residual``: the residual has structure. Per line, the peak of the residual map in noise
-  units smoothed with a PSF-sized kernel (`manga_assets.model.inference.coherent_peaks`); white
-  noise averages down, a ring, a second nucleus or a line whose morphology disagrees with the
-  others does not.
-- ``latent_density``: the galaxy sits where few others do. The mean distance to its ``k`` nearest
-  neighbours in the whitened latent space, keeping the principal directions that carry 99 % of its
-  variance (the active dimensions).
+- ``line_excess``: one line is reconstructed worse than the galaxy's other lines. Per line, the
+  log of its reduced chi-square less the median over the galaxy's other lines; a line whose map
+  disagrees with the rest (another morphology, a garbled map, an unusual strength) stands out,
+  while a galaxy that is simply deep, and so fitted worse in every line, does not.
+- ``galaxy_excess``: the whole galaxy is reconstructed worse than galaxies observed as deep
+  (its log reduced chi-square, less a trend in depth fitted over the sample).
+- ``coherent_residual``: the residual has structure. Per line, the peak of the residual map in
+  noise units smoothed with a PSF-sized kernel (`manga_assets.model.inference.coherent_peaks`);
+  white noise averages down, a ring or a second nucleus does not.
+- ``latent_density``: the galaxy sits where few others do. The mean distance to its ``k``
+  nearest neighbours in the whitened latent space, keeping the principal directions that carry
+  99 % of its variance (the active dimensions).
 
-Each component is calibrated into a tail probability against the sample itself: a robust z-score
-(median and MAD, which the few anomalies hardly move) turned into a one-sided Gaussian tail. The
-noise-based components are calibrated within each bundle size (the IFU design's leading digits:
-19 to 127 fibres), because a map of a small bundle spreads a few spaxels over many cells and
-correlated noise then looks more coherent. ``anomaly_score`` is ``-log10`` of the smallest tail
-probability times the number of components (Bonferroni): one strong signal is enough, and it is
-not diluted by the components that see nothing. ``anomaly_component`` names the component that
-decided, ``anomaly_line`` the line when it is a line's.
+Every component is calibrated against the sample itself, among galaxies of similar depth (the
+median H-alpha S/N per pixel, in quantile bins): a model misses more, in units of the noise, in
+a deep galaxy than in a shallow one, and depth alone must not make a galaxy anomalous. Per-line
+values are first turned into robust z-scores per line (median and MAD, which the few anomalies
+hardly move), since lines differ in how well they are fitted; a galaxy's value is its largest
+over lines, and its tail probability that of the largest of as many standard normal values.
+The other components become a one-sided Gaussian tail probability of their robust z-score.
+``anomaly_score`` is ``-log10`` of the smallest tail probability times the number of components
+(Bonferroni): one strong signal is enough, and it is not diluted by the components that see
+nothing. ``anomaly_component`` names the component that decided, ``anomaly_line`` the
+line when it is a line's.
 
-Data-quality artefacts are not physics and are not ranked: ``quality_flags`` lists, e.g., lines
-that are invalid over most of the footprint where the other lines are valid.
+Data-quality artefacts are not physics and are not ranked: ``quality_flags`` lists lines that
+are invalid over most of the footprint where the other lines are valid.
+
+The galaxies are scored by the model that was trained on most of them (the validation split
+excepted): scoring out of fold would mean training one model per fold, k times the training
+cost. A 32-number latent cannot memorise a galaxy's anomaly, and the benchmark
+(``benchmarks/science.py``) measures the scores on plates the model never saw.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,18 +47,24 @@ import pandas as pd
 from manga_assets.analysis.latent import latent_matrix, require_finite
 from manga_assets.analysis.neighbours import nearest_others
 
-COMPONENTS: tuple[str, ...] = ("line_excess", "coherent_residual", "latent_density")
+COMPONENTS: tuple[str, ...] = (
+    "line_excess", "galaxy_excess", "coherent_residual", "latent_density",
+)  # fmt: skip
 # Share of the latent variance kept when whitening (the rest is numerical dust).
 ACTIVE_VARIANCE = 0.99
 # A line valid over less than this share of the galaxy's footprint is a data-quality artefact.
 MIN_LINE_COVERAGE = 0.5
 # Robust z-scores need a few galaxies per calibration group; smaller groups join the whole sample.
 MIN_GROUP_SIZE = 20
+# At most this many depth bins calibrate the scores.
+MAX_DEPTH_BINS = 5
 
 
-def bundle_size(plateifu: str) -> int:
-    """Fibres of the IFU bundle, from the IFU design (e.g. 8485-1901 -> 19, 7443-12701 -> 127)."""
-    return int(str(plateifu).split("-")[1]) // 100
+def depth_groups(median_snr: np.ndarray) -> np.ndarray:
+    """Quantile bins of depth (median S/N), as many as keep `MIN_GROUP_SIZE` galaxies each."""
+    n_bins = int(min(MAX_DEPTH_BINS, max(1, len(median_snr) // MIN_GROUP_SIZE)))
+    ranks = pd.Series(median_snr).rank(method="first").to_numpy() - 1
+    return (ranks * n_bins // len(median_snr)).astype(int)
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -61,10 +77,8 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return (values - median) / spread
 
 
-def tail_probability(values: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
-    """One-sided Gaussian tail probability of each value's robust z-score within its group."""
-    from scipy.stats import norm
-
+def grouped_z(values: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Robust z-score of each value within its group (the whole sample for small groups)."""
     values = np.asarray(values, dtype=np.float64)
     z = robust_z(values)
     if groups is not None:
@@ -72,13 +86,77 @@ def tail_probability(values: np.ndarray, groups: np.ndarray | None = None) -> np
             members = groups == group
             if members.sum() >= MIN_GROUP_SIZE:
                 z[members] = robust_z(values[members])
-    return norm.sf(z)
+    return z
 
 
-def line_excess(chi2: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
-    """(chi2 - N) / sqrt(2 N) per galaxy and line; NaN where a line has no valid pixel."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n_valid > 0, (chi2 - n_valid) / np.sqrt(2.0 * n_valid), np.nan)
+def tail_probability(values: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """One-sided Gaussian tail probability of each value's robust z-score within its group."""
+    from scipy.stats import norm
+
+    return norm.sf(grouped_z(values, groups))
+
+
+def worst_line(
+    per_line: np.ndarray, groups: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per galaxy, the largest per-line robust z-score (calibrated per line), its line index and
+    the number of lines with data.
+
+    NaN entries (lines without data) are skipped; a galaxy without any line gets 0 and index 0.
+    """
+    z = np.column_stack(
+        [
+            np.where(
+                np.isfinite(column),
+                grouped_z(np.nan_to_num(column, nan=np.nanmedian(column)), groups),
+                np.nan,
+            )
+            if np.isfinite(column).any()
+            else np.full(len(column), np.nan)
+            for column in per_line.T
+        ]
+    )
+    filled = np.nan_to_num(z, nan=-np.inf)
+    index = filled.argmax(axis=1)
+    best = filled[np.arange(len(z)), index]
+    return np.where(np.isfinite(best), best, 0.0), index, np.isfinite(z).sum(axis=1)
+
+
+def depth_residual(values: np.ndarray, depth: np.ndarray | None) -> np.ndarray:
+    """``values`` less a quadratic trend in log depth, fitted with outliers clipped.
+
+    Within a depth bin, the deepest galaxies still sit higher: the trend is removed explicitly.
+    """
+    if depth is None or len(values) < 3 * MIN_GROUP_SIZE:
+        return values
+    log_depth = np.log10(np.maximum(depth, 1e-3))
+    keep = np.isfinite(values)
+    for _ in range(3):
+        coefficients = np.polyfit(log_depth[keep], values[keep], 2)
+        residual = values - np.polyval(coefficients, log_depth)
+        keep = np.abs(robust_z(residual)) < 3
+    return residual
+
+
+def max_tail_probability(largest_z: np.ndarray, n_lines: np.ndarray) -> np.ndarray:
+    """Probability that the largest of ``n_lines`` standard normal z-scores is this large."""
+    from scipy.stats import norm
+
+    return -np.expm1(np.maximum(n_lines, 1) * norm.logcdf(largest_z))
+
+
+def others_median(values: np.ndarray) -> np.ndarray:
+    """Per galaxy and line, the median over the galaxy's other lines (NaN-aware).
+
+    Leaving the line out keeps it from pulling its own reference, and keeps a line from being
+    exactly its galaxy's median (which would give a per-line spread of zero).
+    """
+    columns = range(values.shape[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a galaxy with one line: all-NaN rows
+        return np.column_stack(
+            [np.nanmedian(np.delete(values, line, axis=1), axis=1) for line in columns]
+        )
 
 
 def whitened_active(matrix: np.ndarray, keep: float = ACTIVE_VARIANCE) -> np.ndarray:
@@ -115,9 +193,7 @@ def quality_flags(n_valid: np.ndarray, lines: Sequence[str]) -> list[str]:
     """
     footprint = n_valid.max(axis=1, keepdims=True)
     short = (footprint > 0) & (n_valid < MIN_LINE_COVERAGE * footprint)
-    return [
-        ";".join(f"line_missing:{lines[i]}" for i in np.flatnonzero(row)) for row in short
-    ]
+    return [";".join(f"line_missing:{lines[i]}" for i in np.flatnonzero(row)) for row in short]
 
 
 def anomaly_scores(
@@ -131,8 +207,9 @@ def anomaly_scores(
     Parameters
     ----------
     latents : DataFrame
-        A latents table: ``plateifu``, latent columns ``z00``.., and per line ``chi2_<line>``,
-        ``n_<line>`` (valid pixels) and ``peak_<line>`` (`manga_assets.model.inference`).
+        A latents table: ``plateifu``, latent columns ``z00``.., per line ``chi2_<line>``,
+        ``n_<line>`` (valid pixels) and ``peak_<line>``, and ``median_snr`` (depth; without it
+        the whole sample is one calibration group), as `manga_assets.model.inference` makes.
     k : int, optional
         Neighbours averaged in the latent density (default 10, clipped to N - 1).
     latent_columns : sequence of str, optional
@@ -173,32 +250,42 @@ def anomaly_scores(
     peaks = latents[[f"peak_{line}" for line in lines]].to_numpy(dtype=np.float64)
     require_finite(chi2, plateifus, "per-line chi-square")
 
-    excess = line_excess(chi2, n_valid)
-    has_lines = np.isfinite(excess).any(axis=1)
-    worst_excess = np.where(has_lines[:, None], np.nan_to_num(excess, nan=-np.inf), 0).argmax(1)
-    rows = np.arange(len(plateifus))
-    worst_peak = np.where(n_valid > 0, peaks, -np.inf).argmax(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_reduced = np.where(n_valid > 0, np.log(np.maximum(chi2, 1e-3) / n_valid), np.nan)
+        relative = log_reduced - others_median(log_reduced)
+        peaks = np.where(n_valid > 0, peaks, np.nan)
+    depth = (
+        latents["median_snr"].to_numpy(dtype=np.float64) if "median_snr" in latents else None
+    )
+    groups = None if depth is None else depth_groups(depth)
+    line_value, line_index, n_lines = worst_line(relative, groups)
+    peak_value, peak_index, _ = worst_line(peaks, groups)
+    total = chi2.sum(axis=1) / np.maximum(n_valid.sum(axis=1), 1)
     components = {
-        "line_excess": np.where(has_lines, excess[rows, worst_excess], 0.0),
-        "coherent_residual": np.where(has_lines, peaks[rows, worst_peak], 0.0),
+        "line_excess": line_value,
+        "galaxy_excess": depth_residual(np.log(np.maximum(total, 1e-3)), depth),
+        "coherent_residual": peak_value,
         "latent_density": knn_distance(whitened_active(matrix), k),
     }
-    sizes = np.array([bundle_size(p) for p in plateifus])
     table = pd.DataFrame({"plateifu": plateifus})
     probabilities = []
     for name, values in components.items():
-        groups = None if name == "latent_density" else sizes
         table[name] = values
-        table[f"p_{name}"] = tail_probability(values, groups)
+        if name in ("line_excess", "coherent_residual"):
+            # Already z-scores per line: the worst of n lines has a known distribution.
+            table[f"p_{name}"] = max_tail_probability(values, n_lines)
+        else:
+            table[f"p_{name}"] = tail_probability(values, groups)
         probabilities.append(table[f"p_{name}"].to_numpy())
+    rows = np.arange(len(plateifus))
     stacked = np.clip(np.stack(probabilities, axis=1), 1e-300, 1.0)
     deciding = stacked.argmin(axis=1)
     corrected = np.minimum(stacked[rows, deciding] * len(COMPONENTS), 1.0)
     table["anomaly_score"] = -np.log10(corrected)
     table["anomaly_component"] = np.array(COMPONENTS, dtype=object)[deciding]
     line_of = {
-        "line_excess": np.array(lines, dtype=object)[worst_excess],
-        "coherent_residual": np.array(lines, dtype=object)[worst_peak],
+        "line_excess": np.array(lines, dtype=object)[line_index],
+        "coherent_residual": np.array(lines, dtype=object)[peak_index],
     }
     table["anomaly_line"] = [
         line_of[component][i] if component in line_of else ""

@@ -48,6 +48,9 @@ class EmbedResult:
     coherent_peak_per_line : numpy.ndarray, float64 (N, L)
         Peak |smoothed residual| in noise units per line (`coherent_peaks`); 0 without data.
     n_valid_pixels : numpy.ndarray, int64 (N,)
+    median_snr : numpy.ndarray, float64 (N,)
+        Median S/N per valid pixel of the reference line (H-alpha), 0 without one: how deep the
+        galaxy was observed, to calibrate the anomaly scores at equal depth.
     scale : numpy.ndarray, float64 (N,)
         Normalisation scale of each cube (1E-17 erg/s/cm^2/spaxel).
     plateifus : list of str
@@ -60,6 +63,7 @@ class EmbedResult:
     n_valid_per_line: np.ndarray
     coherent_peak_per_line: np.ndarray
     n_valid_pixels: np.ndarray
+    median_snr: np.ndarray
     scale: np.ndarray
     plateifus: list[str]
 
@@ -72,6 +76,7 @@ class EmbedResult:
         frame.insert(0, "plateifu", self.plateifus)
         frame["recon_error"] = self.recon_error
         frame["n_valid_pixels"] = self.n_valid_pixels
+        frame["median_snr"] = self.median_snr
         frame["scale"] = self.scale
         return frame
 
@@ -196,6 +201,10 @@ def embed(
     chi2_line = np.zeros((n_galaxies, model_config.n_lines), dtype=np.float64)
     count_line = np.zeros((n_galaxies, model_config.n_lines), dtype=np.int64)
     peak_line = np.zeros((n_galaxies, model_config.n_lines), dtype=np.float64)
+    median_snr = np.zeros(n_galaxies, dtype=np.float64)
+    lines = list(model_config.line_names)
+    reference = normalisation.reference_line
+    reference_index = lines.index(reference) if reference in lines else None
     scales = np.empty(n_galaxies, dtype=np.float64)
     with torch.inference_mode():
         for start in range(0, n_galaxies, batch_size):
@@ -219,6 +228,12 @@ def embed(
             x_tensor = torch.from_numpy(x).to(device)
             valid_tensor = torch.from_numpy(valid).to(device)
             weight_tensor = torch.from_numpy(weight).to(device)
+            if reference_index is not None:
+                for offset in range(stop - start):
+                    good = valid[offset, reference_index]
+                    snr = flux[start + offset, reference_index][good] / scales[start + offset]
+                    snr = snr * np.sqrt(weight[offset, reference_index][good])
+                    median_snr[start + offset] = float(np.median(snr)) if snr.size else 0.0
             latent = model.encode(x_tensor, valid_tensor)  # (B, D)
             reconstruction = model.decode(latent)  # (B, L, H, W)
             latent = latent.float().cpu().numpy()
@@ -246,6 +261,7 @@ def embed(
         n_valid_per_line=count_line,
         coherent_peak_per_line=peak_line,
         n_valid_pixels=n_valid,
+        median_snr=median_snr,
         scale=scales,
         plateifus=names,
     )

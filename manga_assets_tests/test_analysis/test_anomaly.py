@@ -1,13 +1,7 @@
 import numpy as np
 import pytest
 
-from manga_assets.analysis.anomaly import (
-    COMPONENTS,
-    anomaly_scores,
-    bundle_size,
-    line_excess,
-    tail_probability,
-)
+from manga_assets.analysis.anomaly import COMPONENTS, anomaly_scores, depth_groups, tail_probability
 from manga_assets_tests.test_analysis.helpers import LATENT_LINES, latents_table
 
 PIXELS = 400
@@ -85,11 +79,21 @@ def test_a_line_missing_over_the_footprint_is_flagged_not_ranked(latents):
     assert scores.loc[8, "anomaly_score"] < 2
 
 
-def test_line_excess_is_in_noise_units():
-    excess = line_excess(np.array([[100.0, 300.0, 0.0]]), np.array([[100, 100, 0]]))
-    assert excess[0, 0] == 0.0
-    assert excess[0, 1] == pytest.approx(200 / np.sqrt(200))
-    assert np.isnan(excess[0, 2])
+def test_a_galaxy_fitted_worse_in_every_line_than_galaxies_as_deep_ranks_first(latents):
+    for line in LATENT_LINES:
+        latents.loc[11, f"chi2_{line}"] = 1.6 * PIXELS
+    scores = anomaly_scores(latents, k=5)
+    assert scores.loc[11, "rank"] == 1
+    assert scores.loc[11, "anomaly_component"] == "galaxy_excess"
+
+
+def test_depth_alone_does_not_make_a_galaxy_anomalous(latents):
+    """Deeper galaxies are fitted worse in noise units; each is compared with its peers."""
+    depth = latents["median_snr"].to_numpy()
+    for line in LATENT_LINES:
+        latents[f"chi2_{line}"] *= 1 + 2 * (depth - depth.min()) / (depth.max() - depth.min())
+    scores = anomaly_scores(latents, k=5)
+    assert scores["anomaly_score"].max() < 3
 
 
 def test_tail_probabilities_are_calibrated_per_group():
@@ -102,8 +106,11 @@ def test_tail_probabilities_are_calibrated_per_group():
     assert np.mean(p[500:] < 0.05) == pytest.approx(0.05, abs=0.03)
 
 
-def test_bundle_size_from_the_ifu_design():
-    assert bundle_size("8485-1901") == 19 and bundle_size("7443-12701") == 127
+def test_depth_groups_are_quantile_bins_of_at_least_twenty():
+    groups = depth_groups(np.arange(100.0)[::-1])
+    assert sorted(np.bincount(groups)) == [20] * 5
+    assert groups[0] == 4 and groups[-1] == 0
+    assert set(depth_groups(np.arange(30.0))) == {0}
 
 
 def test_nan_latent_names_the_galaxy(latents):

@@ -390,7 +390,7 @@ def _latent_table(
     """
     config = model.config
     latent = [f"z{i:02d}" for i in range(config.latent_dim)]
-    columns = ["plateifu", "model_id", "cube_digest", *latent, "recon_error"]
+    columns = ["plateifu", "model_id", "cube_digest", *latent, "recon_error", "median_snr"]
     for prefix in ("chi2_", "n_", "peak_"):
         columns += [f"{prefix}{line}" for line in config.line_names]
     if not cubes:
@@ -409,6 +409,7 @@ def _latent_table(
     table.insert(1, "model_id", str(model.metrics["model_id"]))
     table.insert(2, "cube_digest", made_from)
     table["recon_error"] = result.recon_error
+    table["median_snr"] = result.median_snr
     for index, line in enumerate(config.line_names):
         table[f"chi2_{line}"] = result.chi2_per_line[:, index]
         table[f"n_{line}"] = result.n_valid_per_line[:, index]
