@@ -60,7 +60,12 @@ def synthetic_latents(n: int, dim: int, seed: int) -> pd.DataFrame:
     table.insert(
         0, "plateifu", [f"{10000 + i // len(ifus)}-{ifus[i % len(ifus)]}" for i in range(n)]
     )
-    table["recon_error"] = rng.lognormal(-3.0, 0.3, size=n) * np.where(outliers, 3.0, 1.0)
+    table["recon_error"] = rng.lognormal(0.0, 0.3, size=n) * np.where(outliers, 3.0, 1.0)
+    table["median_snr"] = rng.lognormal(2.0, 0.5, size=n)
+    for line in ("Hb-4862", "OIII-5008", "Ha-6564"):
+        table[f"n_{line}"] = 600
+        table[f"chi2_{line}"] = 600 * table["recon_error"] * rng.lognormal(0.0, 0.05, size=n)
+        table[f"peak_{line}"] = 3.0 + 0.4 * rng.standard_normal(n)
     return table
 
 
@@ -135,8 +140,8 @@ def main() -> None:
     _, knn_seconds = add(
         "baseline: k-NN distance only", lambda: knn_distance(standardise(matrix), args.k)
     )
-    add("anomaly_scores (3 scores + rank)",
-        lambda: anomaly_scores(latents, k=args.k, seed=args.seed), knn_seconds)  # fmt: skip
+    add("anomaly_scores (4 components + rank)",
+        lambda: anomaly_scores(latents, k=args.k), knn_seconds)  # fmt: skip
 
     scaled = standardise(matrix)
     _, tree_seconds = add(

@@ -155,7 +155,7 @@ def main() -> None:
                 f"{variant:8s} {result.n_parameters:8d} {rate:8.1f} {last['seconds']:8.1f} "
                 f"{flops / 1e9:10.2f} {flops * rate / 1e9:8.1f} {flops * rate / matmul:8.2f} "
                 f"{memory.peak / 2**30:8.2f}G {(memory.peak - memory.start) / 2**30:7.2f}G "
-                f"{gpu_peak} {last['val_recon'] / result.baseline_val_loss:9.3f}"
+                f"{gpu_peak} {last['val_chi2'] / result.baseline_val_chi2:9.3f}"
             )
     print(
         "\ngal/s: training galaxies per second over the timed epoch (memmap reads and augmentation"

@@ -108,6 +108,54 @@ def test_neighbours_command_answers_within_a_second(pipeline):
     assert unknown.returncode != 0 and "1-1" in unknown.stderr
 
 
+def test_noise_level_alone_does_not_make_a_galaxy_anomalous(pipeline):
+    """A star-forming galaxy at a fifth of its S/N is not anomalous; one without lines is.
+
+    The sample is the release's line-emitting galaxies (planted anomalies included) embedded by
+    the trained AE, plus two copies of its deepest normal star-forming galaxy: one with 5x the
+    noise (same maps, 25x the variance) and one whose line maps are pure noise.
+    """
+    from manga_assets.analysis.anomaly import anomaly_scores
+    from manga_assets.cubes.extract import read_cube
+    from manga_assets.model.checkpoint import load_model
+    from manga_assets.model.inference import embed
+
+    release, settings, _, _ = pipeline
+    products = settings.data_dir / "products"
+    truth = pd.read_parquet(release.truth_path).set_index("plateifu")
+    cubes = {}
+    for path in sorted((products / "cubes").glob("*/*.npz")):
+        if path.stem in truth.index and truth.loc[path.stem, "bpt_class"] != "lineless":
+            cubes[path.stem] = read_cube(path)
+    normal_sf = [
+        p for p in cubes
+        if truth.loc[p, "bpt_class"] == "sf" and truth.loc[p, "anomaly_kind"] == "none"
+    ]  # fmt: skip
+    depth = {p: float(np.median((cubes[p].flux * np.sqrt(cubes[p].ivar))[~cubes[p].mask]))
+             for p in normal_sf}  # fmt: skip
+    chosen = cubes[max(depth, key=depth.get)]
+    rng = np.random.default_rng(0)
+    sigma = np.where(chosen.ivar > 0, 1 / np.sqrt(np.maximum(chosen.ivar, 1e-30)), 0.0)
+    noisy_flux = chosen.flux + rng.normal(size=sigma.shape) * sigma * np.sqrt(24.0)
+    lineless_flux = rng.normal(size=sigma.shape) * sigma
+    names = [*cubes, "noisy-copy", "lineless-copy"]
+    flux = np.stack([c.flux for c in cubes.values()] + [noisy_flux, lineless_flux])
+    ivar = np.stack([c.ivar for c in cubes.values()] + [chosen.ivar / 25, chosen.ivar])
+    mask = np.stack([c.mask for c in cubes.values()] + [chosen.mask, chosen.mask])
+    model, config = load_model(products / "models" / "ae")
+    result = embed(model, config, flux.astype(np.float32), ivar.astype(np.float32), mask)
+    table = result.to_frame()
+    for index, line in enumerate(config.line_names):
+        table[f"chi2_{line}"] = result.chi2_per_line[:, index]
+        table[f"n_{line}"] = result.n_valid_per_line[:, index]
+        table[f"peak_{line}"] = result.coherent_peak_per_line[:, index]
+    table["plateifu"] = names
+    scores = anomaly_scores(table).set_index("plateifu")
+    top = max(1, int(0.05 * len(scores)))
+    assert scores.loc["noisy-copy", "rank"] > top, scores.loc["noisy-copy"]
+    assert scores.loc["lineless-copy", "rank"] <= top, scores.loc["lineless-copy"]
+
+
 def test_a_model_below_the_bar_is_not_published_and_the_previous_one_stays(pipeline):
     _, settings, _, instance = pipeline
     products = settings.data_dir / "products"
