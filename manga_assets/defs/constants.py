@@ -22,3 +22,8 @@ MAPS_FILES_CODE_VERSION = "1"
 # A plate whose share of failed galaxies exceeds this fails the manifest check (a warning).
 MAX_FAILED_SHARE = 0.2
 VARIANTS = ("ae", "vae")
+
+# Test-only: the crash-injection tests set this to a stage name ("cubes", "models", ...) and the
+# run kills itself with SIGKILL as that stage starts, as the OOM killer or `kill -9` would;
+# "training" kills it after the first epoch of the first model.
+CRASH_AT_ENV = "MANGA_ASSETS_CRASH_AT"

@@ -23,7 +23,7 @@ from manga_assets.cubes.extract import ExtractionSettings
 from manga_assets.cubes.plate import stale_plates
 from manga_assets.defs.assets.analysis import REPORT_PROVENANCE
 from manga_assets.defs.assets.model import LATENTS_CODE_VERSION, TRAINING_SET_DIR
-from manga_assets.defs.constants import PLATES_PARTITION, VARIANTS
+from manga_assets.defs.constants import CRASH_AT_ENV, PLATES_PARTITION, VARIANTS
 from manga_assets.defs.definitions import build_definitions
 from manga_assets.defs.io_managers import PRODUCT_PATH
 from manga_assets.defs.sensors import batches, plate_range_tags
@@ -44,11 +44,6 @@ from manga_assets.settings import REVALIDATE_AFTER_HOURS, Settings
 WHOLE_SAMPLE_ANALYSES = ("latent_table", "umap", "anomaly_scores", "neighbours")
 # What the report reads of each model's analyses.
 REPORT_INPUTS = ("umap", "anomaly_scores", "neighbours")
-# Test-only: the crash-injection tests set this to a stage name ("cubes", "models", ...) and the
-# run kills itself with SIGKILL as that stage starts, as the OOM killer or `kill -9` would.
-CRASH_AT_ENV = "MANGA_ASSETS_CRASH_AT"
-
-
 class NoUsableCubeError(RuntimeError):
     """No galaxy of the selection could be turned into a cube: there is nothing to train on."""
 

@@ -8,6 +8,7 @@ runner's test-only hook), then killed again as the analyses start, then rerun to
 The runs before and after the killed ones run in this process on the same Dagster instance.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -95,7 +96,16 @@ def killed_after_retraining(tmp_path_factory):
         states["old_ids"] = {v: model_id(products, v) for v in VARIANTS}
         states["old_tags"] = {v: latest_latents_tags(instance, v, plates[0]) for v in VARIANTS}
 
+        states["killed_in_training"] = killed_at("training")
+        states["ids_after_training_kill"] = {v: model_id(products, v) for v in VARIANTS}
+
         states["killed_at_latents"] = killed_at("latents")
+        states["resumed_from"] = {
+            v: json.loads((products / "models" / v / "metrics.json").read_text())[
+                "resumed_from_epoch"
+            ]
+            for v in VARIANTS
+        }
         states["ids_after_kill"] = {v: model_id(products, v) for v in VARIANTS}
         states["rows_after_kill"] = {v: latent_rows(products, v) for v in VARIANTS}
         states["model_versions_after_kill"] = {v: model_data_version(instance, v) for v in VARIANTS}
@@ -118,6 +128,17 @@ def killed_after_retraining(tmp_path_factory):
         }
         states["again"] = run_here(SECOND)
     return products, states
+
+
+def test_a_kill_during_training_publishes_nothing_and_the_next_run_resumes(
+    killed_after_retraining,
+):
+    _, states = killed_after_retraining
+    killed = states["killed_in_training"]
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert states["ids_after_training_kill"] == states["old_ids"]
+    # The first model was killed after its first epoch; the next run went on from its checkpoint.
+    assert sorted(states["resumed_from"].values(), key=str) == [1, None]
 
 
 def test_the_kill_left_latents_of_the_old_models_beside_the_new_models(killed_after_retraining):
