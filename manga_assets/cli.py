@@ -59,9 +59,16 @@ def _print_summary(summary) -> None:
         print(f"  AGN        {summary.products / 'agn_sample.parquet'}")
         print(f"\nreport: {summary.report}")
     if summary.evaluation:
-        print("evaluation against the synthetic truth table:")
-        for name, value in sorted(summary.evaluation.items()):
-            print(f"  {name:<32} {value:.3f}")
+        print("evaluation against the synthetic truth table (a measurement, never a gate):")
+        figures = summary.evaluation
+        for name, value in sorted(figures.items()):
+            if name.endswith(("_auc_low", "_auc_high")):
+                continue
+            interval = ""
+            if f"{name}_low" in figures:
+                low, high = figures[f"{name}_low"], figures[f"{name}_high"]
+                interval = f"  95% interval [{low:.3f}, {high:.3f}]"
+            print(f"  {name:<32} {value:.3f}{interval}")
 
 
 def command_run(args: argparse.Namespace) -> int:

@@ -31,6 +31,25 @@ def roc_auc(is_positive: np.ndarray, score: np.ndarray) -> float:
     return float(roc_auc_score(is_positive, score))
 
 
+def bootstrap_auc_interval(
+    is_positive: np.ndarray, score: np.ndarray, samples: int = 200, seed: int = 0
+) -> tuple[float, float]:
+    """95 % interval of the ROC AUC over galaxies resampled with replacement (NaN if undefined)."""
+    is_positive = np.asarray(is_positive, dtype=bool)
+    score = np.asarray(score, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(samples):
+        index = rng.integers(0, len(score), len(score))
+        value = roc_auc(is_positive[index], score[index])
+        if np.isfinite(value):
+            values.append(value)
+    if not values:
+        return float("nan"), float("nan")
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def precision_at_k(is_positive: np.ndarray, score: np.ndarray, k: int) -> float:
     """Share of positives among the ``k`` highest scores (stable order); NaN when k < 1."""
     if k < 1:
@@ -66,7 +85,8 @@ def evaluate(
     dict of str to float
         - ``n_galaxies``, ``n_planted``, ``n_seyfert``: galaxies in all three tables, planted
           anomalies and true Seyferts among them;
-        - ``anomaly_auc``: ROC AUC of ``anomaly_score`` for planted (kind != 'none') vs none;
+        - ``anomaly_auc``: ROC AUC of ``anomaly_score`` for planted (kind != 'none') vs none,
+          and ``anomaly_auc_low``, ``anomaly_auc_high``: its bootstrap 95 % interval;
         - ``anomaly_precision_at_k``, ``anomaly_k``: share of planted among the k top scores;
         - ``seyfert_recall``: share of true Seyferts flagged ``is_agn``;
         - ``agn_precision``, ``agn_recall``: ``is_agn`` against the true ``is_agn``;
@@ -116,12 +136,15 @@ def evaluate(
         keep = of_kind | ~planted
         per_kind[f"anomaly_auc_{kind}"] = roc_auc(of_kind[keep], score[keep])
 
+    auc_low, auc_high = bootstrap_auc_interval(planted, score)
     matches = (true_class == pred_class) | ((true_class == "lineless") & (pred_class == "invalid"))
     return {
         "n_galaxies": float(len(merged)),
         "n_planted": float(planted.sum()),
         "n_seyfert": float(true_seyfert.sum()),
         "anomaly_auc": roc_auc(planted, score),
+        "anomaly_auc_low": auc_low,
+        "anomaly_auc_high": auc_high,
         "anomaly_precision_at_k": precision_at_k(planted, score, k),
         "anomaly_k": float(k),
         "seyfert_recall": _fraction(pred_agn, true_seyfert),

@@ -285,6 +285,8 @@ def agn_report(
         for variant, figures in evaluation.items():
             for name in (
                 "anomaly_auc",
+                "anomaly_auc_low",
+                "anomaly_auc_high",
                 "anomaly_precision_at_k",
                 "seyfert_recall",
                 "agn_precision",
