@@ -44,6 +44,9 @@ from manga_assets.model.dataset import (
 )
 
 CHECKPOINT_FILE = "training_state.pt"
+# A first run on a few plates has a few dozen training galaxies: with batches of 32 an epoch would
+# be one or two optimiser steps, and early stopping would end training before it began.
+MIN_STEPS_PER_EPOCH = 4
 CHECKPOINT_FORMAT_VERSION = 2
 
 
@@ -266,6 +269,11 @@ def _normalisation_fields(training_set: TrainingSet) -> dict:
         "norm_softening": normalisation.softening,
         "norm_min_reference_pixels": normalisation.min_reference_pixels,
     }
+
+
+def effective_batch_size(batch_size: int, n_train: int) -> int:
+    """The batch size, made smaller for a small training set to keep `MIN_STEPS_PER_EPOCH`."""
+    return max(1, min(batch_size, math.ceil(n_train / MIN_STEPS_PER_EPOCH)))
 
 
 def learning_rate_at(step: int, total_steps: int, train_config: TrainConfig) -> float:
@@ -506,7 +514,11 @@ def _train(
         f"mean-map val chi2 {baseline:.4g} per pixel"
     )
     dataset = GalaxyMapsDataset(training_set, "train")
-    steps_per_epoch = math.ceil(len(dataset) / train_config.batch_size)
+    batch_size = effective_batch_size(train_config.batch_size, len(dataset))
+    if batch_size < train_config.batch_size:
+        log(f"batches of {batch_size} galaxies, not {train_config.batch_size}: "
+            f"{len(dataset)} training galaxies would give too few steps per epoch")  # fmt: skip
+    steps_per_epoch = math.ceil(len(dataset) / batch_size)
     total_steps = steps_per_epoch * train_config.epochs
     for epoch in range(start_epoch, train_config.epochs + 1):
         if stopped_early:
@@ -515,7 +527,7 @@ def _train(
         epoch_seed = _epoch_seed(train_config.seed, epoch)
         torch.manual_seed(epoch_seed)  # the VAE's reparameterisation noise
         augment_generator = torch.Generator().manual_seed(epoch_seed + 1)
-        loader = make_loader(dataset, train_config.batch_size, shuffle=True, seed=epoch_seed)
+        loader = make_loader(dataset, batch_size, shuffle=True, seed=epoch_seed)
         model.train()
         chi2_sum, n_valid, kl_sum, n_galaxies = 0.0, 0, 0.0, 0
         for step_in_epoch, batch in enumerate(loader):

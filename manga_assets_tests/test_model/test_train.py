@@ -225,3 +225,9 @@ def test_train_config_round_trip_and_resume_key():
     assert "epochs" in config.resume_key()
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
         TrainConfig.from_dict({"epochs": 2, "optimiser": "sgd"})
+
+
+def test_a_small_training_set_gets_smaller_batches():
+    assert train_module.effective_batch_size(32, 10_000) == 32
+    assert train_module.effective_batch_size(32, 40) == 10
+    assert train_module.effective_batch_size(32, 3) == 1
