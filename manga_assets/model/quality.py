@@ -26,7 +26,7 @@ import torch
 
 from manga_assets.model.autoencoder import ConvLSTMAutoencoder, per_line_chi_square
 from manga_assets.model.dataset import TrainingSet
-from manga_assets.model.normalise import denormalise
+from manga_assets.model.normalise import denormalise, normalise
 
 # The gate: the lower end of FEV's 95 % interval must reach this...
 DEFAULT_MIN_FEV = 0.5
@@ -137,8 +137,7 @@ def pca_chi_square(
         rhs = torch.einsum("bpk,bp->bk", weighted_basis, x - mean_t)
         coefficients = torch.linalg.solve(normal, rhs)
         fitted = mean_t + coefficients @ basis.T
-        stretched = torch.asinh(fitted / training_set.normalisation.softening)
-        stretched = stretched / np.arcsinh(1.0 / training_set.normalisation.softening)
+        stretched = normalise(fitted, valid, 1.0, training_set.normalisation)
         stored = torch.from_numpy(np.asarray(training_set.flux[chunk], dtype=np.float32))
         terms = model.chi_square_terms(
             stretched.view(len(chunk), *shape),

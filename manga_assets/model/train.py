@@ -26,7 +26,13 @@ import torch
 
 from manga_assets.atomic import atomic_path
 from manga_assets.model.augment import dihedral, hide_pixels, random_dihedral
-from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig, per_line_chi_square
+from manga_assets.model.autoencoder import (
+    ConvLSTMAutoencoder,
+    ModelConfig,
+    chi_square_terms,
+    per_line_chi_square,
+    to_linear,
+)
 from manga_assets.model.checkpoint import (
     CheckpointError,
     json_safe,
@@ -238,37 +244,21 @@ def baseline_chi_square(training_set: TrainingSet, chunk: int = 256) -> float:
     the default systematic floor), over the validation split (the training split when the
     validation split is empty), chunk by chunk from the memory maps.
     """
-    config = ModelConfig(
-        line_names=training_set.line_names,
-        n_lines=len(training_set.line_names),
-        grid=training_set.grid,
-        **_normalisation_fields(training_set),
-    )
-    model = ConvLSTMAutoencoder(config)
-    mean_map = torch.from_numpy(mean_training_maps(training_set, chunk))
+    normalisation = training_set.normalisation
+    mean_map = to_linear(torch.from_numpy(mean_training_maps(training_set, chunk)), normalisation)
     val_rows = training_set.rows("val")
     if len(val_rows) == 0:
         val_rows = training_set.rows("train")
     chi2, n_valid = 0.0, 0
     for start in range(0, len(val_rows), chunk):
         rows = val_rows[start : start + chunk]
-        x = torch.from_numpy(np.asarray(training_set.flux[rows]))
+        x = to_linear(torch.from_numpy(np.asarray(training_set.flux[rows])), normalisation)
         valid = torch.from_numpy(np.asarray(training_set.valid[rows]))
         weight = torch.from_numpy(np.asarray(training_set.weight[rows]))
-        terms = model.chi_square_terms(mean_map.expand_as(x), x, weight, valid)
+        terms = chi_square_terms(mean_map.expand_as(x), x, weight, valid)
         chi2 += float(terms.double().sum())
         n_valid += int(valid.sum())
     return chi2 / max(n_valid, 1)
-
-
-def _normalisation_fields(training_set: TrainingSet) -> dict:
-    normalisation = training_set.normalisation
-    return {
-        "norm_reference_line": normalisation.reference_line,
-        "norm_percentile": normalisation.percentile,
-        "norm_softening": normalisation.softening,
-        "norm_min_reference_pixels": normalisation.min_reference_pixels,
-    }
 
 
 def effective_batch_size(batch_size: int, n_train: int) -> int:

@@ -52,6 +52,15 @@ class CatalogConfig(dg.Config):
     max_galaxies: int = 0
 
 
+
+def _unusable_plates(tables: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Plates whose table has no 'ok' row, with the first reasons why."""
+    return {
+        plate: "; ".join(table["reason"].head(3)) or "no galaxy in the catalogue"
+        for plate, table in tables.items()
+        if not (table["status"] == "ok").any()
+    }
+
 @dg.asset(
     group_name=ACQUISITION,
     code_version=CATALOG_CODE_VERSION,
@@ -204,11 +213,7 @@ def maps_files(
         by_plate.setdefault(plate, manifest.iloc[:0].drop(columns="plate"))
     # A plate without a single usable file is data, not an error: its manifest says why, the
     # plates_without_maps check shows it, and the other plates of the run go on.
-    unusable = {
-        plate: "; ".join(rows["reason"].head(3)) or "no galaxy in the catalogue"
-        for plate, rows in by_plate.items()
-        if not (rows["status"] == "ok").any()
-    }
+    unusable = _unusable_plates(by_plate)
     for plate, reasons in unusable.items():
         context.log.warning(f"plate {plate}: no MAPS file could be fetched ({reasons})")
 
@@ -297,11 +302,7 @@ def line_cubes(
             previous=previous, log=context.log.warning,
         )  # fmt: skip
         features[plate] = table
-    unusable = {
-        plate: "; ".join(table["reason"].head(3)) or "no galaxy in the catalogue"
-        for plate, table in features.items()
-        if not (table["status"] == "ok").any()
-    }
+    unusable = _unusable_plates(features)
     for plate, reasons in unusable.items():
         context.log.warning(f"plate {plate}: no galaxy could be extracted ({reasons})")
 
