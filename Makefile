@@ -32,11 +32,12 @@ install: $(VENV)/.installed
 lint: install
 	$(PY) -m ruff check manga_assets manga_assets_tests benchmarks
 
-# Tests start a real PostgreSQL server and a headless Chromium; install them when absent (as root,
-# from the distribution's packages).
+# Tests start a real PostgreSQL server, a Redis server (the Celery broker) and a headless
+# Chromium; install them when absent (as root, from the distribution's packages).
 test-services:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v chromium >/dev/null; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium >/dev/null; \
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v chromium >/dev/null \
+	    || ! command -v redis-server >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium redis-server >/dev/null; \
 	fi
 
 test: install lint test-services
