@@ -43,8 +43,14 @@ def step_executor(config: dict) -> dict:
     return {**config, "start_method": FORKSERVER}
 
 
-def build_definitions(settings: Settings | None = None) -> dg.Definitions:
-    """The code location for ``settings`` (default: from the environment)."""
+def build_definitions(
+    settings: Settings | None = None, executor: dg.ExecutorDefinition | None = None
+) -> dg.Definitions:
+    """The code location for ``settings`` (default: from the environment).
+
+    ``executor`` replaces the forked multiprocess executor: ``manga_assets.defs.celery_location``
+    passes the Celery executor, so only a deployment that asks for Celery imports it.
+    """
     settings = settings or Settings.from_env()
     return dg.Definitions(
         assets=[
@@ -72,5 +78,5 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             ),
         ],
         resources=build_resources(settings),
-        executor=step_executor,
+        executor=executor or step_executor,
     )

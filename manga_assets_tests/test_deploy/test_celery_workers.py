@@ -1,0 +1,354 @@
+"""Steps on Celery workers through a real Redis broker (deploy/README.md, "Celery").
+
+One module fixture starts a Redis server and two ``dagster-celery`` workers on the Celery code
+location (``manga_assets.defs.celery_location``), then:
+
+- runs the acquisition, model and latents jobs in this process on a tiny release (the reference);
+- runs ``acquisition_job`` and ``latents_job`` with ``dagster job execute`` on the Celery code
+  location over the same plate range, in another data directory that holds a copy of the
+  reference's models (training is not what is under test);
+- kills one worker (its whole process group, SIGKILL) as soon as a latents step has started on
+  it; the step's task is given back by Redis and the other worker runs it again.
+
+The tests then read the event log and compare the products. Every service is killed when the
+module ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+
+from manga_assets.atomic import clean_temporaries
+from manga_assets.defs.assets.model import LATENTS_CODE_VERSION
+from manga_assets.defs.definitions import build_definitions
+from manga_assets.defs.sensors import plate_range_tags
+from manga_assets.provenance import latents_file_provenance, plate_cube_digests, read_provenance
+from manga_assets.sas.mirror import MirrorServer
+from manga_assets.settings import Settings
+from manga_assets_tests.conftest import build_small_release
+from manga_assets_tests.test_deploy.celery_services import (
+    CELERY_WORKER_CONFIG,
+    CODE_LOCATION,
+    REPO,
+    CeleryWorker,
+    celery_workers,
+    local_redis,
+    redis_server_binary,
+    worker_config,
+)
+
+pytest.importorskip("dagster_celery", reason='pip install -e ".[dev]" (dagster-celery)')
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        redis_server_binary() is None, reason="no Redis server: apt-get install -y redis-server"
+    ),
+]
+
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+VARIANTS = ("ae", "vae")
+# Tiny models: what is compared is inference on the workers, not model quality.
+TRAINING = {"epochs": 1, "batch_size": 8, "min_fev": -10.0}
+# A killed worker's task is given back after this many seconds; longer than any step here.
+VISIBILITY_TIMEOUT_S = 8
+
+
+@dataclass
+class CeleryRuns:
+    plates: list[str]
+    reference: Path  # products of the in-process runs
+    products: Path  # products of the Celery runs
+    run_ids: dict[str, str]  # job name -> run id of the Celery run
+    orchestrators: dict[str, int]  # job name -> pid of `dagster job execute`
+    workers: dict[str, set[int]]  # worker hostname -> its processes
+    killed: str  # hostname of the killed worker
+    killed_step: str
+    instance_home: Path
+    failures: list[str] = field(default_factory=list)
+
+
+def run_in_process(settings: Settings, instance: dg.DagsterInstance) -> list[str]:
+    """The reference: every job in this process; returns the plates."""
+    defs = build_definitions(settings)
+
+    def execute(job: str, **kwargs) -> None:
+        result = defs.resolve_job_def(job).execute_in_process(instance=instance, **kwargs)
+        assert result.success, job
+
+    execute("catalog_job")
+    plates = catalog_plates(settings.data_dir)
+    instance.add_dynamic_partitions("plates", plates)
+    tags = plate_range_tags(plates[0], plates[-1])
+    execute("acquisition_job", tags=tags)
+    execute(
+        "models_job", run_config={"ops": {f"{v}__model": {"config": TRAINING} for v in VARIANTS}}
+    )
+    execute("latents_job", tags=tags)
+    return plates
+
+
+def catalog_plates(data_dir: Path) -> list[str]:
+    catalog = pd.read_parquet(data_dir / "products" / "catalog.parquet")
+    return sorted({str(plate) for plate in catalog["plate"]})
+
+
+def execute_command(job: str, plates: list[str]) -> list[str]:
+    """The command a user runs to execute ``job`` on the Celery workers (deploy/README.md)."""
+    return [
+        DAGSTER, "job", "execute", "-m", CODE_LOCATION, "-j", job,
+        "--tags", json.dumps(plate_range_tags(plates[0], plates[-1])),
+    ]  # fmt: skip
+
+
+def newest_run(instance: dg.DagsterInstance, job: str, deadline: float) -> dg.DagsterRun:
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(dg.RunsFilter(job_name=job), limit=1)
+        if runs:
+            return runs[0]
+        time.sleep(0.05)
+    raise TimeoutError(f"no run of {job} appeared")
+
+
+def kill_first_busy_worker(
+    instance: dg.DagsterInstance, run_id: str, workers: list[CeleryWorker], deadline: float
+) -> tuple[CeleryWorker, str]:
+    """SIGKILL the worker on which a step of ``run_id`` has started, as soon as one has."""
+    by_pid = {pid: worker for worker in workers for pid in worker.pids}
+    seen = 0
+    while time.monotonic() < deadline:
+        logs = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
+        for entry in logs[seen:]:
+            worker = by_pid.get(entry.dagster_event.pid)
+            if worker is not None:
+                worker.kill()
+                return worker, entry.dagster_event.step_key
+        seen = len(logs)
+        time.sleep(0.05)
+    raise TimeoutError(f"no step of run {run_id} started on a worker")
+
+
+@pytest.fixture(scope="module")
+def celery_runs(tmp_path_factory) -> CeleryRuns:
+    root = tmp_path_factory.mktemp("celery")
+    release = build_small_release(root / "release", n_plates=2, galaxies_per_plate=3, seed=3)
+    home = root / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    reference_dir, data_dir = root / "in_process", root / "celery"
+
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        MirrorServer(release.root) as server,
+        local_redis(root / "redis") as redis,
+    ):
+        patch.setenv("DAGSTER_HOME", str(home))
+        patch.setenv("MANGA_TORCH_THREADS", "1")
+        env = {
+            **os.environ,
+            **redis.env(),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "DAGSTER_HOME": str(home),
+            "MANGA_DATA_DIR": str(data_dir),
+            "MANGA_SAS_URL": server.url,
+            "MANGA_RELEASE": "DR17",
+            "MANGA_TORCH_THREADS": "1",
+        }
+        # Redis scans for the tasks of dead workers every second in this test.
+        config = worker_config(
+            root / "celery.yaml",
+            visibility_timeout=VISIBILITY_TIMEOUT_S,
+            unacked_restore_interval=1,
+        )
+        with celery_workers(["w1", "w2"], env, config, root / "workers") as workers:
+            # The reference runs while the workers start up.
+            with dg.DagsterInstance.ephemeral() as scratch:
+                settings = Settings(sas_url=server.url, release="DR17", data_dir=reference_dir)
+                plates = run_in_process(settings, scratch)
+
+            with dg.DagsterInstance.get() as instance:
+                celery_settings = Settings(sas_url=server.url, release="DR17", data_dir=data_dir)
+                catalog = build_definitions(celery_settings).resolve_job_def("catalog_job")
+                assert catalog.execute_in_process(instance=instance).success
+                assert catalog_plates(data_dir) == plates
+                instance.add_dynamic_partitions("plates", plates)
+                shutil.copytree(
+                    reference_dir / "products" / "models",
+                    data_dir / "products" / "models",
+                    symlinks=True,
+                )
+                run_ids, orchestrators = {}, {}
+                acquisition = subprocess.run(
+                    execute_command("acquisition_job", plates), env=env, cwd=REPO,
+                    capture_output=True, text=True, timeout=180, check=False,
+                )  # fmt: skip
+                assert acquisition.returncode == 0, acquisition.stderr[-4000:]
+                run = newest_run(instance, "acquisition_job", time.monotonic() + 5)
+                run_ids["acquisition_job"] = run.run_id
+
+                workers_before = {w.hostname(): w.pids for w in workers}
+                output = root / "latents_job.log"
+                with open(output, "w") as stream:
+                    latents = subprocess.Popen(
+                        execute_command("latents_job", plates), env=env, cwd=REPO,
+                        stdout=stream, stderr=subprocess.STDOUT,
+                    )  # fmt: skip
+                try:
+                    deadline = time.monotonic() + 120
+                    run = newest_run(instance, "latents_job", deadline)
+                    killed, step = kill_first_busy_worker(instance, run.run_id, workers, deadline)
+                    latents.wait(timeout=180)
+                finally:
+                    latents.kill()
+                assert latents.returncode == 0, output.read_text()[-4000:]
+                run_ids["latents_job"] = run.run_id
+                for job, run_id in run_ids.items():
+                    start = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_START)
+                    orchestrators[job] = start[0].dagster_event.pid
+
+    return CeleryRuns(
+        plates=plates,
+        reference=reference_dir / "products",
+        products=data_dir / "products",
+        run_ids=run_ids,
+        orchestrators=orchestrators,
+        workers=workers_before,
+        killed=killed.hostname(),
+        killed_step=step,
+        instance_home=home,
+    )
+
+
+
+def step_starts(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, int]]:
+    """(step key, pid) of every STEP_START of the run, in order."""
+    return [
+        (entry.dagster_event.step_key, entry.dagster_event.pid)
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
+    ]
+
+
+def worker_hostnames(instance: dg.DagsterInstance, run_id: str) -> dict[str, set[str]]:
+    """Per step, the Celery workers that reported taking it (dagster-celery's engine events)."""
+    taken: dict[str, set[str]] = {}
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        metadata = entry.dagster_event.engine_event_data.metadata
+        if "Celery worker" in metadata:
+            hostname = metadata["Celery worker"].value
+            taken.setdefault(entry.dagster_event.step_key, set()).add(hostname)
+    return taken
+
+
+@pytest.fixture(scope="module")
+def instance(celery_runs):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_HOME", str(celery_runs.instance_home))
+        with dg.DagsterInstance.get() as instance:
+            yield instance
+
+
+def test_celery_steps_ran_in_the_worker_processes(celery_runs, instance):
+    pids = {pid: hostname for hostname, group in celery_runs.workers.items() for pid in group}
+    ran_on = set()
+    for job, run_id in celery_runs.run_ids.items():
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS, job
+        starts = step_starts(instance, run_id)
+        steps = {step for step, _ in starts}
+        assert steps, job
+        for step, pid in starts:
+            assert pid in pids, f"{job}: {step} ran in pid {pid}, not in a worker"
+            assert pid not in (os.getpid(), celery_runs.orchestrators[job])
+            ran_on.add(pids[pid])
+        # dagster-celery's own record of which worker took each step says the same.
+        taken = worker_hostnames(instance, run_id)
+        assert set(taken) == steps, job
+        assert set().union(*taken.values()) <= set(celery_runs.workers), job
+    assert {step for step, _ in step_starts(instance, celery_runs.run_ids["acquisition_job"])} == {
+        "maps_files", "line_cubes"
+    }  # fmt: skip
+    assert ran_on == set(celery_runs.workers), "both workers ran steps"
+
+
+def test_a_step_of_a_killed_celery_worker_runs_again_on_the_other(celery_runs, instance):
+    run_id = celery_runs.run_ids["latents_job"]
+    killed_group = celery_runs.workers[celery_runs.killed]
+    (survivor,) = set(celery_runs.workers) - {celery_runs.killed}
+    starts = [pid for step, pid in step_starts(instance, run_id) if step == celery_runs.killed_step]
+    assert len(starts) == 2, "the killed step started once on each worker"
+    assert starts[0] in killed_group and starts[1] in celery_runs.workers[survivor]
+    assert worker_hostnames(instance, run_id)[celery_runs.killed_step] == set(celery_runs.workers)
+    successes = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
+    assert sorted(entry.dagster_event.step_key for entry in successes) == [
+        f"{variant}__latents" for variant in VARIANTS
+    ]
+    # What the killed step left half-written is only temporaries, which the next
+    # `manga-assets run` removes; every published latents file records the current model and
+    # cubes (the provenance that decides what a later run embeds again).
+    clean_temporaries(celery_runs.products)
+    features = pd.concat(
+        pd.read_parquet(celery_runs.products / "features" / f"{plate}.parquet")
+        for plate in celery_runs.plates
+    )
+    cubes = plate_cube_digests(features)
+    for variant in VARIANTS:
+        model_id = json.loads(
+            (celery_runs.products / "models" / variant / "metrics.json").read_text()
+        )["model_id"]
+        for plate in celery_runs.plates:
+            path = celery_runs.products / variant / "latents" / f"{plate}.parquet"
+            wanted = latents_file_provenance(LATENTS_CODE_VERSION, model_id, cubes[plate])
+            assert read_provenance(path) == wanted, path
+
+
+def product_files(products: Path) -> list[str]:
+    return sorted(
+        str(path.relative_to(products))
+        for path in products.rglob("*")
+        if path.is_file() and "models" not in path.relative_to(products).parts
+    )
+
+
+def test_celery_products_equal_the_in_process_ones(celery_runs):
+    reference, products = celery_runs.reference, celery_runs.products
+    clean_temporaries(products)
+    files = product_files(products)
+    # The reference also trained its models: its training set and checkpoints are extra.
+    expected = [
+        name for name in product_files(reference)
+        if not name.startswith(("training_set", ".training_set", "checkpoints"))
+    ]  # fmt: skip
+    assert files == expected
+    cubes = [name for name in files if name.endswith(".npz")]
+    plates = celery_runs.plates
+    features = [pd.read_parquet(reference / "features" / f"{p}.parquet") for p in plates]
+    assert len(cubes) == sum(int((table["status"] == "ok").sum()) for table in features) > 0
+    for name in cubes:
+        assert (products / name).read_bytes() == (reference / name).read_bytes(), name
+    for name in files:
+        if not name.endswith(".parquet"):
+            continue
+        ours, theirs = pd.read_parquet(products / name), pd.read_parquet(reference / name)
+        # When the server was asked is the only thing that differs between two runs.
+        ours, theirs = (t.drop(columns=["checked_at"], errors="ignore") for t in (ours, theirs))
+        pd.testing.assert_frame_equal(ours, theirs, check_exact=True, obj=name)
+        assert read_provenance(products / name) == read_provenance(reference / name), name
+    latents = [name for name in files if "/latents/" in name]
+    assert len(latents) == len(VARIANTS) * len(celery_runs.plates)
+
+
+def test_deploy_celery_yaml_configures_workers_as_the_celery_code_location_runs():
+    from manga_assets.defs.celery_location import CELERY_EXECUTOR_CONFIG
+
+    config = yaml.safe_load(CELERY_WORKER_CONFIG.read_text())
+    assert config["execution"]["config"] == CELERY_EXECUTOR_CONFIG
