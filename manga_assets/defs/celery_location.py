@@ -1,7 +1,8 @@
 """The code location with every step on a Celery worker (deploy/README.md, "Celery").
 
 Load it with ``-m manga_assets.defs.celery_location`` (``dagster job execute``, ``dagster dev``,
-a workspace) and start the workers with ``deploy/celery.yaml``. ``manga_assets.definitions``
+a workspace), or launch a job from Python through :func:`celery_job`, and start the workers
+with ``deploy/celery.yaml``. ``manga_assets.definitions``
 never imports this module, so the default code location does not import Celery.
 
 Broker and result backend come from ``DAGSTER_CELERY_BROKER_URL`` and
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import dagster as dg
 from dagster_celery import celery_executor
 
 from manga_assets.defs.definitions import build_definitions
@@ -49,3 +51,13 @@ CELERY_EXECUTOR_CONFIG: dict[str, Any] = {
 celery_steps = celery_executor.configured(CELERY_EXECUTOR_CONFIG, name="celery_steps")
 
 defs = build_definitions(executor=celery_steps)
+
+
+def celery_job(name: str) -> dg.JobDefinition:
+    """Job ``name`` of this code location.
+
+    For launching from Python: ``dg.execute_job(dg.build_reconstructable_job(
+    "manga_assets.defs.celery_location", "celery_job", ("latents_job",)), instance)``; each worker
+    rebuilds the job by calling this function.
+    """
+    return defs.resolve_job_def(name)

@@ -129,12 +129,13 @@ class CeleryWorker:
 
 @contextlib.contextmanager
 def celery_workers(
-    names: list[str], env: dict[str, str], config: Path, directory: Path, timeout: float = 90
+    names: list[str], env: dict[str, str], config: Path, directory: Path
 ) -> Iterator[list[CeleryWorker]]:
     """``dagster-celery worker`` processes on the Celery code location, one step at a time each.
 
     They import the code location before forking their pool process (``-i``), so a step does not
-    pay for it. Yields once every worker has said it is ready.
+    pay for it. Yields as soon as they are started (:func:`wait_until_ready` waits for them), so
+    the caller can work while they import.
     """
     directory.mkdir(parents=True, exist_ok=True)
     workers: list[CeleryWorker] = []
@@ -152,18 +153,22 @@ def celery_workers(
                     start_new_session=True,
                 )  # fmt: skip
             workers.append(CeleryWorker(name, process, log))
-        deadline = time.monotonic() + timeout
-        waiting = list(workers)
-        while waiting:
-            for worker in list(waiting):
-                if " ready." in worker.log.read_text():
-                    waiting.remove(worker)
-                elif worker.process.poll() is not None:
-                    raise RuntimeError(f"worker {worker.name} exited:\n{worker.log.read_text()}")
-            if waiting and time.monotonic() > deadline:
-                raise RuntimeError(f"workers not ready after {timeout:.0f} s: {waiting}")
-            time.sleep(0.1)
         yield workers
     finally:
         for worker in workers:
             worker.kill()
+
+
+def wait_until_ready(workers: list[CeleryWorker], timeout: float = 120) -> None:
+    """Return once every worker has logged that it is ready to take tasks."""
+    deadline = time.monotonic() + timeout
+    waiting = list(workers)
+    while waiting:
+        for worker in list(waiting):
+            if " ready." in worker.log.read_text():
+                waiting.remove(worker)
+            elif worker.process.poll() is not None:
+                raise RuntimeError(f"worker {worker.name} exited:\n{worker.log.read_text()}")
+        if waiting and time.monotonic() > deadline:
+            raise RuntimeError(f"workers not ready after {timeout:.0f} s: {waiting}")
+        time.sleep(0.1)

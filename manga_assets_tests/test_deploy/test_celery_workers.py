@@ -3,12 +3,14 @@
 One module fixture starts a Redis server and two ``dagster-celery`` workers on the Celery code
 location (``manga_assets.defs.celery_location``), then:
 
-- runs the acquisition, model and latents jobs in this process on a tiny release (the reference);
-- runs ``acquisition_job`` and ``latents_job`` with ``dagster job execute`` on the Celery code
-  location over the same plate range, in another data directory that holds a copy of the
-  reference's models (training is not what is under test);
+- runs the acquisition and latents jobs in this process on a tiny release (the reference), with
+  two seeded, untrained models published in its data directory (inference is under test here,
+  not training: the models' own tests train);
+- runs ``acquisition_job`` with ``dagster job execute`` on the Celery code location (the
+  command of deploy/README.md), then ``latents_job`` from this process (``dg.execute_job``),
+  over the same plate range, in another data directory holding a copy of the same models;
 - kills one worker (its whole process group, SIGKILL) as soon as a latents step has started on
-  it; the step's task is given back by Redis and the other worker runs it again.
+  it; Redis gives the step's task back and the other worker runs it again.
 
 The tests then read the event log and compare the products. Every service is killed when the
 module ends.
@@ -21,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,7 @@ from manga_assets.atomic import clean_temporaries
 from manga_assets.defs.assets.model import LATENTS_CODE_VERSION
 from manga_assets.defs.definitions import build_definitions
 from manga_assets.defs.sensors import plate_range_tags
+from manga_assets.layout import DataLayout
 from manga_assets.provenance import latents_file_provenance, plate_cube_digests, read_provenance
 from manga_assets.sas.mirror import MirrorServer
 from manga_assets.settings import Settings
@@ -46,6 +50,7 @@ from manga_assets_tests.test_deploy.celery_services import (
     celery_workers,
     local_redis,
     redis_server_binary,
+    wait_until_ready,
     worker_config,
 )
 
@@ -59,8 +64,6 @@ pytestmark = [
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 VARIANTS = ("ae", "vae")
-# Tiny models: what is compared is inference on the workers, not model quality.
-TRAINING = {"epochs": 1, "batch_size": 8, "min_fev": -10.0}
 # A killed worker's task is given back after this many seconds; longer than any step here.
 VISIBILITY_TIMEOUT_S = 8
 
@@ -79,6 +82,21 @@ class CeleryRuns:
     failures: list[str] = field(default_factory=list)
 
 
+def publish_seeded_models(data_dir: Path) -> None:
+    """An untrained, seeded model of each variant, published as the model asset publishes one."""
+    import torch
+
+    from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig
+    from manga_assets.model.checkpoint import save_model
+
+    for variant in VARIANTS:
+        torch.manual_seed(0)
+        config = ModelConfig(variant=variant, latent_dim=8)
+        metrics = {"model_id": f"seeded-{variant}"}
+        save_model(DataLayout(data_dir).model_dir(variant), ConvLSTMAutoencoder(config), config,
+                   metrics)  # fmt: skip
+
+
 def run_in_process(settings: Settings, instance: dg.DagsterInstance) -> list[str]:
     """The reference: every job in this process; returns the plates."""
     defs = build_definitions(settings)
@@ -92,9 +110,7 @@ def run_in_process(settings: Settings, instance: dg.DagsterInstance) -> list[str
     instance.add_dynamic_partitions("plates", plates)
     tags = plate_range_tags(plates[0], plates[-1])
     execute("acquisition_job", tags=tags)
-    execute(
-        "models_job", run_config={"ops": {f"{v}__model": {"config": TRAINING} for v in VARIANTS}}
-    )
+    publish_seeded_models(settings.data_dir)
     execute("latents_job", tags=tags)
     return plates
 
@@ -112,31 +128,32 @@ def execute_command(job: str, plates: list[str]) -> list[str]:
     ]  # fmt: skip
 
 
-def newest_run(instance: dg.DagsterInstance, job: str, deadline: float) -> dg.DagsterRun:
-    while time.monotonic() < deadline:
-        runs = instance.get_runs(dg.RunsFilter(job_name=job), limit=1)
-        if runs:
-            return runs[0]
-        time.sleep(0.05)
-    raise TimeoutError(f"no run of {job} appeared")
+class WorkerKiller(threading.Thread):
+    """Kills the worker on which a step of the run starts first (its process group, SIGKILL)."""
 
+    def __init__(self, instance: dg.DagsterInstance, job: str, workers: list[CeleryWorker]):
+        super().__init__(daemon=True)
+        self.instance, self.job = instance, job
+        self.by_pid = {pid: worker for worker in workers for pid in worker.pids}
+        self.killed: CeleryWorker | None = None
+        self.step: str | None = None
+        self.stop = threading.Event()
 
-def kill_first_busy_worker(
-    instance: dg.DagsterInstance, run_id: str, workers: list[CeleryWorker], deadline: float
-) -> tuple[CeleryWorker, str]:
-    """SIGKILL the worker on which a step of ``run_id`` has started, as soon as one has."""
-    by_pid = {pid: worker for worker in workers for pid in worker.pids}
-    seen = 0
-    while time.monotonic() < deadline:
-        logs = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
-        for entry in logs[seen:]:
-            worker = by_pid.get(entry.dagster_event.pid)
-            if worker is not None:
-                worker.kill()
-                return worker, entry.dagster_event.step_key
-        seen = len(logs)
-        time.sleep(0.05)
-    raise TimeoutError(f"no step of run {run_id} started on a worker")
+    def run(self) -> None:
+        while not self.stop.is_set():
+            runs = self.instance.get_runs(dg.RunsFilter(job_name=self.job), limit=1)
+            logs = (
+                self.instance.all_logs(runs[0].run_id, of_type=dg.DagsterEventType.STEP_START)
+                if runs
+                else []
+            )
+            for entry in logs:
+                worker = self.by_pid.get(entry.dagster_event.pid)
+                if worker is not None:
+                    worker.kill()
+                    self.killed, self.step = worker, entry.dagster_event.step_key
+                    return
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -172,10 +189,11 @@ def celery_runs(tmp_path_factory) -> CeleryRuns:
             unacked_restore_interval=1,
         )
         with celery_workers(["w1", "w2"], env, config, root / "workers") as workers:
-            # The reference runs while the workers start up.
+            # The reference runs while the workers import the code location.
             with dg.DagsterInstance.ephemeral() as scratch:
                 settings = Settings(sas_url=server.url, release="DR17", data_dir=reference_dir)
                 plates = run_in_process(settings, scratch)
+            wait_until_ready(workers)
 
             with dg.DagsterInstance.get() as instance:
                 celery_settings = Settings(sas_url=server.url, release="DR17", data_dir=data_dir)
@@ -188,34 +206,36 @@ def celery_runs(tmp_path_factory) -> CeleryRuns:
                     data_dir / "products" / "models",
                     symlinks=True,
                 )
-                run_ids, orchestrators = {}, {}
                 acquisition = subprocess.run(
                     execute_command("acquisition_job", plates), env=env, cwd=REPO,
-                    capture_output=True, text=True, timeout=180, check=False,
+                    capture_output=True, text=True, timeout=240, check=False,
                 )  # fmt: skip
                 assert acquisition.returncode == 0, acquisition.stderr[-4000:]
-                run = newest_run(instance, "acquisition_job", time.monotonic() + 5)
-                run_ids["acquisition_job"] = run.run_id
+                runs = instance.get_runs(dg.RunsFilter(job_name="acquisition_job"), limit=1)
+                run_ids = {"acquisition_job": runs[0].run_id}
 
                 workers_before = {w.hostname(): w.pids for w in workers}
-                output = root / "latents_job.log"
-                with open(output, "w") as stream:
-                    latents = subprocess.Popen(
-                        execute_command("latents_job", plates), env=env, cwd=REPO,
-                        stdout=stream, stderr=subprocess.STDOUT,
-                    )  # fmt: skip
+                killer = WorkerKiller(instance, "latents_job", workers)
+                killer.start()
+                # Workers rebuild the job from celery_job, as they would for the CLI's runs.
+                job = dg.build_reconstructable_job(CODE_LOCATION, "celery_job", ("latents_job",))
                 try:
-                    deadline = time.monotonic() + 120
-                    run = newest_run(instance, "latents_job", deadline)
-                    killed, step = kill_first_busy_worker(instance, run.run_id, workers, deadline)
-                    latents.wait(timeout=180)
+                    with pytest.MonkeyPatch.context() as celery_env:
+                        for name, value in env.items():
+                            celery_env.setenv(name, value)
+                        result = dg.execute_job(
+                            job, instance, tags=plate_range_tags(plates[0], plates[-1])
+                        )
                 finally:
-                    latents.kill()
-                assert latents.returncode == 0, output.read_text()[-4000:]
-                run_ids["latents_job"] = run.run_id
-                for job, run_id in run_ids.items():
+                    killer.stop.set()
+                    killer.join(timeout=10)
+                assert result.success
+                assert killer.killed is not None, "no latents step started on a worker"
+                run_ids["latents_job"] = result.run_id
+                orchestrators = {}
+                for name, run_id in run_ids.items():
                     start = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_START)
-                    orchestrators[job] = start[0].dagster_event.pid
+                    orchestrators[name] = start[0].dagster_event.pid
 
     return CeleryRuns(
         plates=plates,
@@ -224,11 +244,10 @@ def celery_runs(tmp_path_factory) -> CeleryRuns:
         run_ids=run_ids,
         orchestrators=orchestrators,
         workers=workers_before,
-        killed=killed.hostname(),
-        killed_step=step,
+        killed=killer.killed.hostname(),
+        killed_step=killer.step,
         instance_home=home,
     )
-
 
 
 def step_starts(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, int]]:
