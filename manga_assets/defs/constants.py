@@ -27,3 +27,24 @@ VARIANTS = ("ae", "vae")
 # run kills itself with SIGKILL as that stage starts, as the OOM killer or `kill -9` would;
 # "training" kills it after the first epoch of the first model.
 CRASH_AT_ENV = "MANGA_ASSETS_CRASH_AT"
+
+# Kubernetes settings of the training steps ({ae,vae}/model), read by dagster-k8s from this op
+# tag: with k8s_job_executor each such step gets its own pod on a GPU node (one GPU, a node
+# labelled by NVIDIA's GPU feature discovery, the taint GPU node pools carry); the other steps
+# stay on CPU nodes. Other executors ignore the tag. deploy/README.md, "Kubernetes".
+GPU_STEP_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {
+            "resources": {
+                "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+                "limits": {"memory": "32Gi", "nvidia.com/gpu": "1"},
+            }
+        },
+        "pod_spec_config": {
+            "node_selector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+        },
+    }
+}

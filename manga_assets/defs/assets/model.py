@@ -9,7 +9,14 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from manga_assets.defs.constants import CRASH_AT_ENV, MODEL, OWNER, PLATES_PER_RUN, VARIANTS
+from manga_assets.defs.constants import (
+    CRASH_AT_ENV,
+    GPU_STEP_TAGS,
+    MODEL,
+    OWNER,
+    PLATES_PER_RUN,
+    VARIANTS,
+)
 from manga_assets.defs.io_managers import PRODUCT_PATH, PROVENANCE
 from manga_assets.defs.markdown import markdown_table
 from manga_assets.defs.model_io import TrainedModel
@@ -187,6 +194,8 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
         io_manager_key="model_io_manager",
         description=f"The trained 2DConvLSTM-{'vAE' if variant == 'vae' else 'AE'}.",
         check_specs=[dg.AssetCheckSpec(check_name, asset=[variant, "model"], blocking=True)],
+        # On Kubernetes, training runs in a pod on a GPU node (deploy/README.md).
+        op_tags=GPU_STEP_TAGS,
     )
     def model(
         context: dg.AssetExecutionContext, config: ModelTrainingConfig, data_dir: DataDirResource
