@@ -11,6 +11,10 @@ Calling `train_model` again with the same configurations and the same training s
 that checkpoint (``fresh=True`` starts from epoch 1 instead); each epoch draws its shuffling,
 augmentation and VAE noise from generators seeded by (seed, epoch), and the learning rate is a
 function of the step, so a resumed run repeats the epochs an uninterrupted run would have made.
+
+With ``distributed=DistributedConfig(processes=N)`` the same loop runs in N processes with torch
+DDP (`manga_assets.model.distributed`): each takes its share of every global batch, rank 0
+alone writes the checkpoint, and a checkpoint resumes with any number of processes.
 """
 
 from __future__ import annotations
@@ -45,8 +49,17 @@ from manga_assets.model.dataset import (
     GalaxyMapsDataset,
     TrainingSet,
     TrainingSetError,
-    make_loader,
     open_training_set,
+)
+from manga_assets.model.distributed import (
+    DistributedConfig,
+    Ranks,
+    Step,
+    default_threads,
+    epoch_steps,
+    rank_device,
+    shard_of,
+    spawn,
 )
 
 CHECKPOINT_FILE = "training_state.pt"
@@ -276,7 +289,6 @@ def learning_rate_at(step: int, total_steps: int, train_config: TrainConfig) -> 
     return peak * (0.1 + 0.45 * (1.0 + math.cos(math.pi * progress)))
 
 
-@torch.no_grad()
 def evaluate(
     model: ConvLSTMAutoencoder,
     training_set: TrainingSet,
@@ -285,8 +297,12 @@ def evaluate(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     bf16: bool = False,
+    ranks: Ranks | None = None,
 ) -> dict[str, float]:
     """Losses of the model over a whole split, in evaluation mode.
+
+    With ``ranks`` of several processes, each evaluates its shard of the split and the sums are
+    reduced across the ranks before dividing, so every rank returns the whole split's losses.
 
     Returns
     -------
@@ -299,13 +315,36 @@ def evaluate(
     TrainingError
         If the reconstruction of some galaxies is not finite (they are named).
     """
-    device = torch.device(device)
+    ranks = ranks or Ranks()
+    sums = _split_sums(model, training_set, split, batch_size, torch.device(device), bf16, ranks)
+    chi2_sum, n_valid, kl_sum, n_galaxies = ranks.sum(*sums)
+    total = (chi2_sum + 2.0 * model.config.kl_weight * kl_sum) / max(n_valid, 1)
+    return {
+        "chi2": chi2_sum / max(n_valid, 1),
+        "kl": kl_sum / max(n_galaxies, 1),
+        "total": total,
+    }
+
+
+@torch.no_grad()
+def _split_sums(
+    model: ConvLSTMAutoencoder,
+    training_set: TrainingSet,
+    split: str,
+    batch_size: int,
+    device: torch.device,
+    bf16: bool,
+    ranks: Ranks,
+) -> tuple[float, int, float, int]:
+    """Chi-square, valid pixels, KL and galaxies summed over this rank's shard of a split."""
     was_training = model.training
     model.eval()
     chi2_sum, n_valid, kl_sum, n_galaxies = 0.0, 0, 0.0, 0
-    loader = make_loader(GalaxyMapsDataset(training_set, split), batch_size, shuffle=False)
+    dataset = GalaxyMapsDataset(training_set, split)
+    shard = shard_of(len(dataset), ranks)
     try:
-        for batch in loader:
+        for start in range(0, len(shard), batch_size):
+            batch = dataset.__getitems__(shard[start : start + batch_size].tolist())
             x = batch.x.to(device, non_blocking=True)
             valid = batch.valid.to(device, non_blocking=True)
             weight = batch.weight.to(device, non_blocking=True)
@@ -327,12 +366,36 @@ def evaluate(
             n_galaxies += len(batch.rows)
     finally:
         model.train(was_training)
-    total = (chi2_sum + 2.0 * model.config.kl_weight * kl_sum) / max(n_valid, 1)
-    return {
-        "chi2": chi2_sum / max(n_valid, 1),
-        "kl": kl_sum / max(n_galaxies, 1),
-        "total": total,
-    }
+    return chi2_sum, n_valid, kl_sum, n_galaxies
+
+
+def _augment(
+    x: torch.Tensor,
+    valid: torch.Tensor,
+    weight: torch.Tensor,
+    step: Step,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random sky symmetry and hidden pixels, drawn as one process draws them for the batch.
+
+    The draws are made for the whole global batch (``step.batch``), in the order of its sorted
+    rows, and this rank keeps those of its own galaxies; every rank draws the same, so N
+    processes augment each galaxy exactly as one process would.
+
+    Returns
+    -------
+    x, valid, weight : Tensor
+        Transformed by the symmetry.
+    input_valid : Tensor of bool
+        ``valid`` less the pixels hidden from the encoder.
+    """
+    x, valid, element = random_dihedral(x, valid, generator)
+    weight = dihedral(weight, element)
+    # Split rows are ascending, so sorting indices sorts rows: positions in the sorted batch.
+    positions = np.searchsorted(np.sort(step.batch), np.sort(step.mine))
+    shape = (len(step.batch), *valid.shape[1:])
+    visible = hide_pixels(torch.ones(shape, dtype=torch.bool), generator)
+    return x, valid, weight, valid & visible[torch.from_numpy(positions)]
 
 
 def _check_compatible(model_config: ModelConfig, training_set: TrainingSet) -> None:
@@ -373,6 +436,7 @@ def train_model(
     log: Callable[[str], None] | None = None,
     *,
     fresh: bool = False,
+    distributed: DistributedConfig | None = None,
 ) -> TrainResult:
     """Train a ConvLSTM autoencoder, resuming from ``checkpoint_dir`` when possible.
 
@@ -391,6 +455,12 @@ def train_model(
         Receives one line per epoch and notes (resume, early stop).
     fresh : bool
         Start from epoch 1 whatever the checkpoint holds (a forced retraining).
+    distributed : DistributedConfig, optional
+        With ``processes`` > 1, train in that many new processes with DDP (gloo on the CPU,
+        nccl with one GPU per process): the same epochs over the same global batches of
+        ``batch_size`` galaxies, split between the processes. ``num_threads`` is then per
+        process (default: this process's CPUs shared out). Only the first process writes the
+        checkpoint; a checkpoint resumes with any number of processes.
 
     Returns
     -------
@@ -411,6 +481,18 @@ def train_model(
     training_set = open_training_set(training_set_dir)
     _check_compatible(model_config, training_set)
     device = resolve_device(train_config.device)
+    if distributed is not None and distributed.processes > 1:
+        result = spawn(
+            _train_rank,
+            (model_config, train_config, str(training_set_dir), str(checkpoint_dir), fresh),
+            distributed,
+            device.type,
+            log,
+            raisable=(TrainingError, TrainingSetError, CheckpointError),
+        )
+        log(f"training call took {time.perf_counter() - started:.1f} s "
+            f"({distributed.processes} processes)")  # fmt: skip
+        return result
     previous_threads = torch.get_num_threads()
     if train_config.num_threads is not None:
         torch.set_num_threads(train_config.num_threads)
@@ -423,6 +505,26 @@ def train_model(
         log(f"training call took {time.perf_counter() - started:.1f} s")
 
 
+def _train_rank(
+    ranks: Ranks,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    training_set_dir: str,
+    checkpoint_dir: str,
+    fresh: bool,
+    *,
+    log: Callable[[str], None],
+) -> TrainResult:
+    """One process of a distributed training (run by `manga_assets.model.distributed.spawn`)."""
+    device = torch.device(rank_device(resolve_device(train_config.device).type, ranks))
+    threads = train_config.num_threads or default_threads(ranks.world_size)
+    torch.set_num_threads(threads)
+    training_set = open_training_set(training_set_dir)
+    return _train(
+        model_config, train_config, training_set, Path(checkpoint_dir), device, log, fresh, ranks
+    )
+
+
 def _train(
     model_config: ModelConfig,
     train_config: TrainConfig,
@@ -431,8 +533,10 @@ def _train(
     device: torch.device,
     log: Callable[[str], None],
     fresh: bool,
+    ranks: Ranks | None = None,
 ) -> TrainResult:
     started = time.perf_counter()
+    ranks = ranks or Ranks()
     torch.manual_seed(train_config.seed)
     model = ConvLSTMAutoencoder(model_config)
     model.set_mean_maps(torch.from_numpy(mean_training_maps(training_set)))
@@ -444,7 +548,8 @@ def _train(
     val_split = "val" if len(training_set.rows("val")) else "train"
     if val_split == "train":
         log("the validation split is empty: validating on the training split")
-    baseline = baseline_chi_square(training_set)
+    # Only the process that logs and returns the result needs the baseline.
+    baseline = baseline_chi_square(training_set) if ranks.is_writer else math.nan
 
     history: list[dict] = []
     best_state = _state_copy(model)
@@ -452,7 +557,8 @@ def _train(
     epochs_since_best, stopped_early, resumed_from = 0, False, None
     start_epoch = 1
 
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if ranks.is_writer:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = checkpoint_dir / CHECKPOINT_FILE
     identity = {
         "format_version": CHECKPOINT_FORMAT_VERSION,
@@ -488,18 +594,19 @@ def _train(
         else:
             log(f"{checkpoint_path} is from other settings or data: training from scratch")
 
+    # The optimiser and evaluation hold the bare model; the training forward goes through DDP
+    # (which averages the gradients) and, on CUDA, torch.compile.
+    training_model = ranks.wrap(model)
     if train_config.compile:
         if device.type == "cuda":
-            training_model = torch.compile(model)
+            training_model = torch.compile(training_model)
         else:
             set_compiled_steps(model, True)
-            training_model = model
-    else:
-        training_model = model
 
     n_parameters = model.get_num_params()
+    on = f"{ranks.world_size} processes ({device.type})" if ranks.world_size > 1 else device
     log(
-        f"training {model_config.variant} ({n_parameters:,} parameters) on {device}: "
+        f"training {model_config.variant} ({n_parameters:,} parameters) on {on}: "
         f"{len(train_rows)} train / {len(training_set.rows(val_split))} {val_split} galaxies, "
         f"mean-map val chi2 {baseline:.4g} per pixel"
     )
@@ -515,12 +622,14 @@ def _train(
             break
         epoch_started = time.perf_counter()
         epoch_seed = _epoch_seed(train_config.seed, epoch)
-        torch.manual_seed(epoch_seed)  # the VAE's reparameterisation noise
+        torch.manual_seed(ranks.seed(epoch_seed))  # the VAE's reparameterisation noise
+        # The same on every rank: augmentation is drawn for the global batch (_augment).
         augment_generator = torch.Generator().manual_seed(epoch_seed + 1)
-        loader = make_loader(dataset, batch_size, shuffle=True, seed=epoch_seed)
         model.train()
         chi2_sum, n_valid, kl_sum, n_galaxies = 0.0, 0, 0.0, 0
-        for step_in_epoch, batch in enumerate(loader):
+        steps = epoch_steps(len(dataset), batch_size, epoch_seed, ranks)
+        for step_in_epoch, step in enumerate(steps):
+            batch = dataset.__getitems__(step.mine.tolist())
             learning_rate = learning_rate_at(
                 (epoch - 1) * steps_per_epoch + step_in_epoch, total_steps, train_config
             )
@@ -536,13 +645,13 @@ def _train(
                 )
             input_valid = valid
             if train_config.augment:
-                x, valid, element = random_dihedral(x, valid, augment_generator)
-                weight = dihedral(weight, element)
-                input_valid = hide_pixels(valid, augment_generator)
+                x, valid, weight, input_valid = _augment(x, valid, weight, step, augment_generator)
             x = x.to(device, non_blocking=True)
             valid = valid.to(device, non_blocking=True)
             weight = weight.to(device, non_blocking=True)
             input_valid = input_valid.to(device, non_blocking=True)
+            batch_valid = int(valid.sum())
+            share = ranks.loss_weight(batch_valid)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_config.bf16):
                 _, losses = training_model(x, valid, weight, input_valid)
             total = losses["total"]
@@ -553,16 +662,16 @@ def _train(
                     f"learning rate (now {train_config.learning_rate})"
                 )
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            (total * share if ranks.world_size > 1 else total).backward()
             if train_config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
             optimizer.step()
-            batch_valid = int(valid.sum())
             chi2_sum += float(losses["chi2"].detach()) * batch_valid
             n_valid += batch_valid
             kl_sum += float(losses["kl"].detach()) * len(batch.rows)
             n_galaxies += len(batch.rows)
         train_seconds = time.perf_counter() - epoch_started
+        chi2_sum, n_valid, kl_sum, n_galaxies = ranks.sum(chi2_sum, n_valid, kl_sum, n_galaxies)
         val = evaluate(
             model,
             training_set,
@@ -570,6 +679,7 @@ def _train(
             batch_size=max(train_config.batch_size, 64),
             device=device,
             bf16=train_config.bf16,
+            ranks=ranks,
         )
         train_chi2 = chi2_sum / max(n_valid, 1)
         train_kl = kl_sum / max(n_galaxies, 1)
@@ -594,22 +704,23 @@ def _train(
         else:
             epochs_since_best += 1
         stopped_early = epochs_since_best >= train_config.patience
-        _save_checkpoint(
-            checkpoint_path,
-            {
-                **identity,
-                "epoch": epoch,
-                "model": _state_copy(model),
-                "optimizer": optimizer.state_dict(),
-                "best_model": best_state,
-                "best_epoch": best_epoch,
-                "best_val_total": best_val_total,
-                "best_val_chi2": best_val_chi2,
-                "epochs_since_best": epochs_since_best,
-                "stopped_early": stopped_early,
-                "history": history,
-            },
-        )
+        if ranks.is_writer:
+            _save_checkpoint(
+                checkpoint_path,
+                {
+                    **identity,
+                    "epoch": epoch,
+                    "model": _state_copy(model),
+                    "optimizer": optimizer.state_dict(),
+                    "best_model": best_state,
+                    "best_epoch": best_epoch,
+                    "best_val_total": best_val_total,
+                    "best_val_chi2": best_val_chi2,
+                    "epochs_since_best": epochs_since_best,
+                    "stopped_early": stopped_early,
+                    "history": history,
+                },
+            )
         log(
             f"epoch {epoch}/{train_config.epochs}: lr {learning_rate:.2e} | train chi2 "
             f"{train_chi2:.4g} kl {train_kl:.3g} | val chi2 {val['chi2']:.4g} per pixel (mean "
