@@ -191,6 +191,8 @@ class TrainResult:
     stopped_early : bool
     resumed_from_epoch : int or None
         Last epoch of the checkpoint this call resumed from.
+    processes : int
+        Training processes of this call (DDP ranks; 1 without `DistributedConfig`).
     """
 
     model: ConvLSTMAutoencoder
@@ -207,6 +209,7 @@ class TrainResult:
     n_val: int
     stopped_early: bool
     resumed_from_epoch: int | None
+    processes: int = 1
 
     def metrics(self) -> dict:
         """Everything but the model, JSON-safe (for ``metrics.json`` and asset metadata)."""
@@ -755,4 +758,5 @@ def _train(
         n_val=len(training_set.rows("val")),
         stopped_early=stopped_early,
         resumed_from_epoch=resumed_from,
+        processes=ranks.world_size,
     )

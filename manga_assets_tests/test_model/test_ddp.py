@@ -95,6 +95,7 @@ def test_ddp_two_processes_train_the_one_process_model(one_process, small_traini
     assert abs(first.best_val_chi2 / one_process.best_val_chi2 - 1) < 0.05
     assert_same_weights(first.model, one_process.model, atol=1e-4, rtol=1e-3)
     assert (first.n_train, first.n_val) == (one_process.n_train, one_process.n_val)
+    assert (first.processes, one_process.processes) == (2, 1)
     assert first.galaxies_per_second > 0 and first.device == "cpu"
     # Rank 0 alone logs and writes: one line per epoch, one checkpoint file.
     assert any("on 2 processes (cpu)" in message for message in messages)

@@ -90,6 +90,18 @@ def training_set(
     )
 
 
+class DistributedTrainingConfig(dg.Config):
+    """Data-parallel training with torch DDP: processes on the step's machine, and their backend.
+
+    One process (the default) starts nothing. With more, each takes its share of every batch of
+    ``batch_size`` galaxies (`manga_assets.model.distributed`); the model is the same.
+    """
+
+    processes: int = 1
+    # gloo (CPU), nccl (CUDA, one GPU per process), or auto: nccl when training on CUDA.
+    backend: str = "auto"
+
+
 class ModelTrainingConfig(dg.Config):
     """Hyper-parameters of one autoencoder; every field reaches the model, trainer or gate."""
 
@@ -101,6 +113,7 @@ class ModelTrainingConfig(dg.Config):
     seed: int = 0
     patience: int = 8
     device: str = "auto"
+    distributed: DistributedTrainingConfig = DistributedTrainingConfig()
     force_retrain: bool = False
     growth_to_retrain: float = 0.25
     # The quality gate's bar (manga_assets.model.quality): the lower end of the 95% interval of
@@ -203,6 +216,7 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
         from manga_assets.model.autoencoder import ModelConfig
         from manga_assets.model.checkpoint import load_model
         from manga_assets.model.dataset import open_training_set
+        from manga_assets.model.distributed import DistributedConfig
         from manga_assets.model.policy import retraining_decision, signature_digest
         from manga_assets.model.quality import assess_model
         from manga_assets.model.train import TrainConfig, train_model
@@ -211,6 +225,9 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
         model_dir = layout.model_dir(variant)
         training_set_dir = layout.products / TRAINING_SET_DIR
         model_config = ModelConfig(variant=variant, latent_dim=config.latent_dim, beta=config.beta)
+        distributed = DistributedConfig(
+            processes=config.distributed.processes, backend=config.distributed.backend
+        )
         train_config = TrainConfig(
             epochs=config.epochs,
             batch_size=config.batch_size,
@@ -218,7 +235,8 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
             seed=config.seed,
             patience=config.patience,
             device=config.device,
-            num_threads=step_threads(),
+            # The step's CPUs are shared out between its training processes.
+            num_threads=max(1, step_threads() // distributed.processes),
         )
         signature = {
             "code_version": MODEL_CODE_VERSION,
@@ -246,6 +264,7 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
                 layout.products / "checkpoints" / variant,
                 log=_training_log(context),
                 fresh=config.force_retrain,
+                distributed=distributed,
             )
             quality = assess_model(
                 result.model,
@@ -313,6 +332,7 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
                 "galaxies_trained_on": metrics["n_galaxies_trained"],
                 "galaxies_in_training_set": n_galaxies,
                 "device": metrics["device"],
+                "training_processes": metrics.get("processes", 1),
                 "parameters": metrics["n_parameters"],
                 "epochs_run": len(history),
                 "resumed_from_epoch": metrics["resumed_from_epoch"] or 0,
