@@ -7,6 +7,7 @@ another busy process makes the threads spin at every barrier, and a 6-second tra
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from manga_assets.model.dataset import build_training_set
 from manga_assets_tests.test_model.cubes import write_cubes
 
 GRID = 16  # small maps keep the training tests within seconds
+# Where the training tests train: CPU here; benchmarks/gpu.sh sets MANGA_TEST_DEVICE=cuda.
+DEVICE = os.environ.get("MANGA_TEST_DEVICE", "cpu")
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +67,7 @@ def trained_ae(easy_training_set: Path, tmp_path_factory: pytest.TempPathFactory
 
     config = TrainConfig(
         epochs=36, learning_rate=5e-3, batch_size=8, patience=36, seed=0, num_threads=1,
-        device="cpu",
+        device=DEVICE,
     )  # fmt: skip
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
