@@ -241,6 +241,10 @@ def _rank_main(rank: int, launch: _Launch, messages: Any, alive: Any) -> None:
     ranks = Ranks(rank, launch.world_size, rank_device(launch.device_type, Ranks(rank)))
     if launch.device_type == "cuda":
         torch.cuda.set_device(ranks.device)
+    if launch.backend == "gloo" and sys.platform.startswith("linux"):
+        # Keep the ranks' connections on the loopback interface: they are all on this machine,
+        # and nothing should listen on the network for them.
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group(
         launch.backend,
         init_method=f"file://{launch.store}",
@@ -309,10 +313,6 @@ def spawn(
                 f"{config.processes} processes need as many GPUs, "
                 f"{torch.cuda.device_count()} are visible"
             )
-    if backend == "gloo" and sys.platform.startswith("linux"):
-        # Keep the ranks' connections on the loopback interface: they are all on this machine,
-        # and nothing should listen on the network for them.
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     context = mp.get_context(start_method)
     if start_method == "forkserver":
