@@ -83,7 +83,8 @@ def main() -> None:
                 ModelConfig(variant=args.variant),
                 train_config,
                 root / "training_set",
-                root / f"checkpoints_{processes}",
+                root / f"checkpoints_{processes}x{threads}",
+                fresh=True,
                 distributed=distributed,
             )
             runs.append((processes, threads, time.perf_counter() - started, result))

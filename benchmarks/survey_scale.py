@@ -394,6 +394,9 @@ def write_chart(rows: list[Stage], path: Path) -> None:
     figure.savefig(path)
 
 
+OTHER_RESULTS = "<!-- Other benchmarks below; survey_scale.py keeps them. -->"
+
+
 def write_results(bench: Bench, counts: dict, args: argparse.Namespace, path: Path) -> None:
     rows = grouped(bench.stages)
     full = [row for row in rows if row.name != "no-change rerun"]
@@ -480,7 +483,9 @@ def write_results(bench: Bench, counts: dict, args: argparse.Namespace, path: Pa
         f"![where the time goes]({chart.name})",
         "",
     ]
-    path.write_text("\n".join(lines))
+    # Other benchmarks' sections (Celery, DDP) follow OTHER_RESULTS: keep them.
+    kept = path.read_text().partition(OTHER_RESULTS) if path.exists() else ("", "", "")
+    path.write_text("\n".join(lines) + (f"\n{OTHER_RESULTS}{kept[2]}" if kept[1] else ""))
     print(f"wrote {path} and {chart}")
 
 
