@@ -3,7 +3,9 @@
 #   1. install: a virtual environment that sees the machine's packages (so a CUDA build of torch
 #      already there is used; otherwise pip's default torch wheel, which has CUDA), then the
 #      project with its dev extras;
-#   2. the model tests on cuda (MANGA_TEST_DEVICE=cuda; the DDP tests stay on the CPU with gloo);
+#   2. the model tests with MANGA_TEST_DEVICE=cuda: the training tests train on the GPU (float32,
+#      deterministic kernels), and an inference test embeds there; the DDP tests stay on the CPU
+#      (gloo), step 4 is DDP on the GPUs;
 #   3. one timed training epoch over 9,000 synthetic galaxies per model, bf16 autocast and
 #      torch.compile (benchmarks/training.py; two epochs run, the second is timed, since the
 #      first includes compilation), with the time 100 epochs would take;
@@ -85,7 +87,7 @@ fi
 PY="${VENV}/bin/python"
 
 step "model tests on cuda" "${RESULTS}/tests.log" \
-    env MANGA_TEST_DEVICE=cuda "${PY}" -m pytest -q -p no:cacheprovider manga_assets_tests/test_model
+    env MANGA_TEST_DEVICE=cuda CUBLAS_WORKSPACE_CONFIG=:4096:8 "${PY}" -m pytest -q -p no:cacheprovider manga_assets_tests/test_model
 record "model tests (cuda)" "$(grep -E '[0-9]+ (passed|failed)' "${RESULTS}/tests.log" | tail -n 1)"
 
 step "training epoch, ${GALAXIES} galaxies, bf16 + compile" "${RESULTS}/training.log" \

@@ -20,6 +20,13 @@ from manga_assets_tests.test_model.cubes import write_cubes
 GRID = 16  # small maps keep the training tests within seconds
 # Where the training tests train: CPU here; benchmarks/gpu.sh sets MANGA_TEST_DEVICE=cuda.
 DEVICE = os.environ.get("MANGA_TEST_DEVICE", "cpu")
+if DEVICE.startswith("cuda"):
+    # Tests compare trainings and batchings to 1e-5: float32 kernels (no TF32), chosen
+    # deterministically (gpu.sh sets CUBLAS_WORKSPACE_CONFIG, which cuBLAS needs for that).
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 @pytest.fixture(autouse=True)

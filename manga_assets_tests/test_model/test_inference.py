@@ -9,7 +9,7 @@ from manga_assets.model.autoencoder import ConvLSTMAutoencoder
 from manga_assets.model.dataset import CubeFormatError, read_cube
 from manga_assets.model.inference import InferenceError, coherent_peaks, embed, embed_cubes
 from manga_assets.model.normalise import denormalise, galaxy_scale, normalise, valid_pixels
-from manga_assets_tests.test_model.conftest import GRID, tiny_config
+from manga_assets_tests.test_model.conftest import DEVICE, GRID, tiny_config
 from manga_assets_tests.test_model.cubes import make_cube, write_cube, write_cubes
 
 
@@ -80,8 +80,8 @@ def test_coherent_peaks_find_structure_not_white_noise():
 
 def test_batch_size_does_not_change_the_result(cubes, model_and_config):
     model, config = model_and_config
-    one = embed(model, config, *cubes, batch_size=1)
-    all_at_once = embed(model, config, *cubes, batch_size=64)
+    one = embed(model, config, *cubes, batch_size=1, device=DEVICE)
+    all_at_once = embed(model, config, *cubes, batch_size=64, device=DEVICE)
     np.testing.assert_allclose(one.latents, all_at_once.latents, atol=1e-5)
     np.testing.assert_allclose(one.recon_error, all_at_once.recon_error, rtol=1e-4)
 
