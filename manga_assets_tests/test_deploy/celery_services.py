@@ -129,22 +129,34 @@ class CeleryWorker:
 
 @contextlib.contextmanager
 def celery_workers(
-    names: list[str], env: dict[str, str], config: Path, directory: Path
+    names: list[str],
+    env: dict[str, str],
+    config: Path,
+    directory: Path,
+    preload: tuple[str, ...] = (),
 ) -> Iterator[list[CeleryWorker]]:
     """``dagster-celery worker`` processes on the Celery code location, one step at a time each.
 
-    They import the code location before forking their pool process (``-i``), so a step does not
-    pay for it. Yields as soon as they are started (:func:`wait_until_ready` waits for them), so
-    the caller can work while they import.
+    They import the code location, and the modules in ``preload``, before forking their pool
+    process (``-i``), so a step does not pay for it. Yields as soon as they are started
+    (:func:`wait_until_ready` waits for them), so the caller can work while they import.
     """
+    import dagster as dg
+
     directory.mkdir(parents=True, exist_ok=True)
+    # Each worker opens the instance as it starts. Two processes creating a new SQLite instance
+    # at once can both stamp its schema version, and every later open then fails ("more than
+    # one head"): create it here first.
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]):
+        pass
     workers: list[CeleryWorker] = []
     try:
         for name in names:
             log = directory / f"{name}.log"
+            includes = [arg for module in (CODE_LOCATION, *preload) for arg in ("-i", module)]
             command = [
                 DAGSTER_CELERY, "worker", "start", "-A", "dagster_celery.app", "-y", str(config),
-                "-n", name, "-i", CODE_LOCATION, "--", "--concurrency=1", "--without-gossip",
+                "-n", name, *includes, "--", "--concurrency=1", "--without-gossip",
                 "--without-mingle", "--without-heartbeat",
             ]  # fmt: skip
             with open(log, "w") as stream:

@@ -64,8 +64,10 @@ pytestmark = [
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 VARIANTS = ("ae", "vae")
-# A killed worker's task is given back after this many seconds; longer than any step here.
-VISIBILITY_TIMEOUT_S = 8
+# A killed worker's task is given back after this many seconds. It must exceed every step here,
+# or Redis also gives back the task of a step still running and it runs twice: with torch
+# imported by the workers before they fork, a latents step takes ~1 s, a few under load.
+VISIBILITY_TIMEOUT_S = 15
 
 
 @dataclass
@@ -182,13 +184,16 @@ def celery_runs(tmp_path_factory) -> CeleryRuns:
             "MANGA_RELEASE": "DR17",
             "MANGA_TORCH_THREADS": "1",
         }
-        # Redis scans for the tasks of dead workers every second in this test.
+        # Workers look for the tasks of dead workers every second. A worker killed while it held
+        # the lock on that scan leaves it locked for unacked_mutex_expire (5 min by default).
         config = worker_config(
             root / "celery.yaml",
             visibility_timeout=VISIBILITY_TIMEOUT_S,
             unacked_restore_interval=1,
+            unacked_mutex_expire=5,
         )
-        with celery_workers(["w1", "w2"], env, config, root / "workers") as workers:
+        workers_dir = root / "workers"
+        with celery_workers(["w1", "w2"], env, config, workers_dir, preload=("torch",)) as workers:
             # The reference runs while the workers import the code location.
             with dg.DagsterInstance.ephemeral() as scratch:
                 settings = Settings(sas_url=server.url, release="DR17", data_dir=reference_dir)
