@@ -358,17 +358,22 @@ def _report(args, spec, galaxies, test, ranked, results, table, flag_recall,
         "## Models",
         "",
         "| model | epochs run (best) | train s | galaxies/s | val chi2/pixel | mean map | PCA | "
-        "FEV [95 %] | active dims | gate |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "FEV [95 %] | active dims | gate | held-out normals: median reduced chi2 (S/N terciles) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    normals = ranked[ranked["anomaly_kind"] == "none"]
+    terciles = pd.qcut(normals["snr_ha"], 3, labels=False)
     for variant, result in results.items():
         q = result["quality"]
+        reduced = result["latents"].set_index("plateifu").loc[normals["plateifu"], "recon_error"]
+        by_snr = ", ".join(f"{v:.2f}" for v in reduced.groupby(terciles.to_numpy()).median())
         lines.append(
             f"| {variant} | {len(result['history'])} ({result['best_epoch']}) | "
             f"{result['train_seconds']:.0f} | {result['galaxies_per_second']:.1f} | "
             f"{q['chi2_model']:.3f} | {q['chi2_mean_map']:.3f} | {q['chi2_pca']:.3f} | "
             f"{q['fev']:.3f} [{q['fev_low']:.3f}, {q['fev_high']:.3f}] | "
-            f"{q['active_latent_dims']} | {'pass' if q['passed'] else 'FAIL'} |"
+            f"{q['active_latent_dims']} | {'pass' if q['passed'] else 'FAIL'} | "
+            f"{reduced.median():.2f} ({by_snr}) |"
         )
     lines += ["", "Data-quality flags (`missing_line` planted vs the rest): "]
     for variant, (recall, false_rate) in flag_recall.items():

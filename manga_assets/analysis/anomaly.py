@@ -1,6 +1,6 @@
 """How anomalous each galaxy is, in units of its noise, and why.
 
-A galaxy can be unusual in four ways, each measured by one component score:
+A galaxy can be unusual in five ways, each measured by one component score:
 
 - ``line_excess``: one line is reconstructed worse than the galaxy's other lines. Per line, the
   log of its reduced chi-square less the median over the galaxy's other lines; a line whose map
@@ -14,6 +14,12 @@ A galaxy can be unusual in four ways, each measured by one component score:
 - ``latent_density``: the galaxy sits where few others do. The mean distance to its ``k``
   nearest neighbours in the whitened latent space, keeping the principal directions that carry
   99 % of its variance (the active dimensions).
+- ``line_absence``: the galaxy has no line emission where the sample has. Its H-alpha flux summed
+  over the footprint is not detected (S/N below 5); its tail probability is the larger of the
+  share of other undetected galaxies and how far below the detected galaxies' log S/N it lies
+  (`absence_probability`): in a sample of emitters a lineless galaxy stands out, in a survey
+  where a third of the galaxies are passive it does not. A galaxy observed shallowly but with
+  emission still sums to a clear detection, so noise alone does not make it lineless.
 
 Every component is calibrated against the sample itself, among galaxies of similar depth (the
 median H-alpha S/N per pixel, in quantile bins): a model misses more, in units of the noise, in
@@ -48,8 +54,10 @@ from manga_assets.analysis.latent import latent_matrix, require_finite
 from manga_assets.analysis.neighbours import nearest_others
 
 COMPONENTS: tuple[str, ...] = (
-    "line_excess", "galaxy_excess", "coherent_residual", "latent_density",
+    "line_excess", "galaxy_excess", "coherent_residual", "latent_density", "line_absence",
 )  # fmt: skip
+# Integrated H-alpha S/N below which a galaxy has no detected line emission.
+DETECTION_SNR = 5.0
 # Share of the latent variance kept when whitening (the rest is numerical dust).
 ACTIVE_VARIANCE = 0.99
 # A line valid over less than this share of the galaxy's footprint is a data-quality artefact.
@@ -186,6 +194,34 @@ def _line_names(latents: pd.DataFrame, prefix: str) -> list[str]:
     return [str(c)[len(prefix) :] for c in latents.columns if str(c).startswith(prefix)]
 
 
+def absence_probability(integrated_snr: np.ndarray) -> np.ndarray:
+    """Tail probability of ``line_absence``: 1 where detected, else how rare no detection is.
+
+    For an undetected galaxy: the share of the sample's other galaxies that are undetected too,
+    or, where that is smaller, the probability that a detected galaxy has a S/N as low as this
+    one (at least 1: below that all is noise), from a Gaussian in log S/N fitted robustly to the
+    detected ones. The first keeps passive galaxies ordinary in a survey that has many; the
+    second measures how far below the emitters a lone lineless galaxy lies. NaN counts as
+    detected.
+    """
+    from scipy.stats import norm
+
+    snr = np.nan_to_num(np.asarray(integrated_snr, dtype=np.float64), nan=np.inf)
+    undetected = snr < DETECTION_SNR
+    probability = np.ones(len(snr))
+    if not undetected.any():
+        return probability
+    others = (undetected.sum() - 1) / max(len(snr) - 1, 1)
+    log_detected = np.log10(snr[~undetected & np.isfinite(snr)])
+    if log_detected.size < 3:  # (almost) nothing is detected: no lines is the norm here
+        return probability
+    median = np.median(log_detected)
+    spread = max(1.4826 * np.median(np.abs(log_detected - median)), 1e-3)
+    as_low = norm.cdf((np.log10(np.maximum(snr[undetected], 1.0)) - median) / spread)
+    probability[undetected] = np.maximum(others, as_low)
+    return probability
+
+
 def quality_flags(n_valid: np.ndarray, lines: Sequence[str]) -> list[str]:
     """Per galaxy, the lines invalid over most of the footprint, as 'line_missing:<line>;...'.
 
@@ -208,8 +244,9 @@ def anomaly_scores(
     ----------
     latents : DataFrame
         A latents table: ``plateifu``, latent columns ``z00``.., per line ``chi2_<line>``,
-        ``n_<line>`` (valid pixels) and ``peak_<line>``, and ``median_snr`` (depth; without it
-        the whole sample is one calibration group), as `manga_assets.model.inference` makes.
+        ``n_<line>`` (valid pixels) and ``peak_<line>``, ``median_snr`` (depth; without it
+        the whole sample is one calibration group) and ``integrated_snr`` (without it no galaxy
+        counts as lineless), as `manga_assets.model.inference` makes.
     k : int, optional
         Neighbours averaged in the latent density (default 10, clipped to N - 1).
     latent_columns : sequence of str, optional
@@ -266,6 +303,11 @@ def anomaly_scores(
         "galaxy_excess": depth_residual(np.log(np.maximum(total, 1e-3)), depth),
         "coherent_residual": peak_value,
         "latent_density": knn_distance(whitened_active(matrix), k),
+        "line_absence": (
+            latents["integrated_snr"].to_numpy(dtype=np.float64)
+            if "integrated_snr" in latents
+            else np.full(len(plateifus), np.nan)
+        ),
     }
     table = pd.DataFrame({"plateifu": plateifus})
     probabilities = []
@@ -274,6 +316,8 @@ def anomaly_scores(
         if name in ("line_excess", "coherent_residual"):
             # Already z-scores per line: the worst of n lines has a known distribution.
             table[f"p_{name}"] = max_tail_probability(values, n_lines)
+        elif name == "line_absence":
+            table[f"p_{name}"] = absence_probability(values)
         else:
             table[f"p_{name}"] = tail_probability(values, groups)
         probabilities.append(table[f"p_{name}"].to_numpy())

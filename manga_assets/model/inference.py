@@ -51,6 +51,9 @@ class EmbedResult:
     median_snr : numpy.ndarray, float64 (N,)
         Median S/N per valid pixel of the reference line (H-alpha), 0 without one: how deep the
         galaxy was observed, to calibrate the anomaly scores at equal depth.
+    integrated_snr : numpy.ndarray, float64 (N,)
+        S/N of the reference line's flux summed over its valid pixels, 0 without one: whether
+        the galaxy has line emission at all (a faint emitter still sums to a clear detection).
     scale : numpy.ndarray, float64 (N,)
         Normalisation scale of each cube (1E-17 erg/s/cm^2/spaxel).
     plateifus : list of str
@@ -64,6 +67,7 @@ class EmbedResult:
     coherent_peak_per_line: np.ndarray
     n_valid_pixels: np.ndarray
     median_snr: np.ndarray
+    integrated_snr: np.ndarray
     scale: np.ndarray
     plateifus: list[str]
 
@@ -77,6 +81,7 @@ class EmbedResult:
         frame["recon_error"] = self.recon_error
         frame["n_valid_pixels"] = self.n_valid_pixels
         frame["median_snr"] = self.median_snr
+        frame["integrated_snr"] = self.integrated_snr
         frame["scale"] = self.scale
         return frame
 
@@ -202,6 +207,7 @@ def embed(
     count_line = np.zeros((n_galaxies, model_config.n_lines), dtype=np.int64)
     peak_line = np.zeros((n_galaxies, model_config.n_lines), dtype=np.float64)
     median_snr = np.zeros(n_galaxies, dtype=np.float64)
+    integrated_snr = np.zeros(n_galaxies, dtype=np.float64)
     lines = list(model_config.line_names)
     reference = normalisation.reference_line
     reference_index = lines.index(reference) if reference in lines else None
@@ -230,10 +236,14 @@ def embed(
             weight_tensor = torch.from_numpy(weight).to(device)
             if reference_index is not None:
                 for offset in range(stop - start):
-                    good = valid[offset, reference_index]
-                    snr = flux[start + offset, reference_index][good] / scales[start + offset]
-                    snr = snr * np.sqrt(weight[offset, reference_index][good])
-                    median_snr[start + offset] = float(np.median(snr)) if snr.size else 0.0
+                    good = valid[offset, reference_index] & (weight[offset, reference_index] > 0)
+                    x_good = flux[start + offset, reference_index][good] / scales[start + offset]
+                    w_good = weight[offset, reference_index][good]
+                    if x_good.size:
+                        median_snr[start + offset] = float(np.median(x_good * np.sqrt(w_good)))
+                        integrated_snr[start + offset] = float(
+                            x_good.sum() / np.sqrt((1.0 / w_good).sum())
+                        )
             latent = model.encode(x_tensor, valid_tensor)  # (B, D)
             reconstruction = model.decode(latent)  # (B, L, H, W)
             latent = latent.float().cpu().numpy()
@@ -262,6 +272,7 @@ def embed(
         coherent_peak_per_line=peak_line,
         n_valid_pixels=n_valid,
         median_snr=median_snr,
+        integrated_snr=integrated_snr,
         scale=scales,
         plateifus=names,
     )

@@ -57,6 +57,29 @@ def test_noise_level_alone_does_not_make_a_galaxy_anomalous(latents):
     assert (scores["line_excess"].abs() < 6).all()
 
 
+def test_a_lineless_galaxy_among_emitters_is_anomalous(latents):
+    latents.loc[7, "integrated_snr"] = 0.8  # noise only: no detected H-alpha anywhere
+    latents.loc[8, "integrated_snr"] /= 5  # 5x the noise: fainter, but detected
+    shallow = latents["integrated_snr"].drop(index=7).idxmin()
+    scores = anomaly_scores(latents, k=5)
+    assert scores.loc[7, "rank"] == 1
+    assert scores.loc[7, "anomaly_component"] == "line_absence"
+    assert scores.loc[7, "p_line_absence"] < 1e-6
+    # The shallowest emitter is still detected: depth is not absence.
+    assert scores.loc[shallow, "p_line_absence"] == 1.0
+
+
+def test_lineless_galaxies_are_not_anomalous_where_many_are(latents):
+    """In a survey a share of galaxies is passive: no lines is then not unusual."""
+    passive = latents.index[::4]  # a quarter of the sample
+    latents.loc[passive, "integrated_snr"] = 0.5
+    scores = anomaly_scores(latents, k=5)
+    assert scores.loc[passive, "p_line_absence"].min() > 0.2
+    # Being passive changes no galaxy's score: the other components decide, as without it.
+    without = anomaly_scores(latents.drop(columns="integrated_snr"), k=5)
+    assert np.allclose(scores["anomaly_score"], without["anomaly_score"])
+
+
 def test_score_table_is_complete_and_consistent(latents):
     scores = anomaly_scores(latents, k=5)
     assert list(scores["plateifu"]) == list(latents["plateifu"])

@@ -116,8 +116,8 @@ def test_noise_level_alone_does_not_make_a_galaxy_anomalous(pipeline):
 
     The sample is the release's line-emitting galaxies (planted anomalies included) embedded by
     the trained AE, plus a copy of its deepest normal star-forming galaxy with 5x the noise (same
-    maps, 25x the variance). A copy whose line maps are pure noise is scored too, but not
-    asserted: on this 30-galaxy demo it is not yet singled out (see the README).
+    maps, 25x the variance). A copy whose line maps are pure noise, on the other hand, is an
+    anomaly: no line where the others have them.
     """
     from manga_assets.analysis.anomaly import anomaly_scores
     from manga_assets.cubes.extract import read_cube
@@ -158,7 +158,13 @@ def test_noise_level_alone_does_not_make_a_galaxy_anomalous(pipeline):
     top = max(1, int(0.05 * len(scores)))
     assert scores.loc["noisy-copy", "rank"] > top, scores.loc["noisy-copy"]
     assert scores.loc["noisy-copy", "anomaly_score"] < 2, scores.loc["noisy-copy"]
-    assert np.isfinite(scores.loc["lineless-copy", "anomaly_score"])
+    # No line at all among emitters is physics worth a look, whatever its misfit. (On this
+    # 30-galaxy demo the weakly trained models misfit a few normal AGN more strongly still.)
+    lineless = scores.loc["lineless-copy"]
+    assert lineless["anomaly_component"] == "line_absence", lineless
+    assert lineless["p_line_absence"] < 1e-3, lineless
+    normal = [p for p in cubes if truth.loc[p, "anomaly_kind"] == "none"]
+    assert lineless["rank"] < scores.loc[normal, "rank"].median(), lineless
 
 
 def test_a_model_below_the_bar_is_not_published_and_the_previous_one_stays(pipeline):

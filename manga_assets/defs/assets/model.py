@@ -35,7 +35,8 @@ from manga_assets.sas.paths import PlateIFU
 TRAINING_SET_CODE_VERSION = "2"
 MODEL_CODE_VERSION = "2"
 # 3: latents rows carry model_id and cube_digest, files record their provenance.
-LATENTS_CODE_VERSION = "3"
+# 4: and the integrated H-alpha S/N, for the line_absence anomaly component.
+LATENTS_CODE_VERSION = "4"
 TRAINING_SET_DIR = "training_set"
 
 
@@ -431,7 +432,8 @@ def _latent_table(
     """
     config = model.config
     latent = [f"z{i:02d}" for i in range(config.latent_dim)]
-    columns = ["plateifu", "model_id", "cube_digest", *latent, "recon_error", "median_snr"]
+    columns = ["plateifu", "model_id", "cube_digest", *latent, "recon_error", "median_snr",
+               "integrated_snr"]  # fmt: skip
     for prefix in ("chi2_", "n_", "peak_"):
         columns += [f"{prefix}{line}" for line in config.line_names]
     if not cubes:
@@ -451,6 +453,7 @@ def _latent_table(
     table.insert(2, "cube_digest", made_from)
     table["recon_error"] = result.recon_error
     table["median_snr"] = result.median_snr
+    table["integrated_snr"] = result.integrated_snr
     for index, line in enumerate(config.line_names):
         table[f"chi2_{line}"] = result.chi2_per_line[:, index]
         table[f"n_{line}"] = result.n_valid_per_line[:, index]
