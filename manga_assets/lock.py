@@ -5,6 +5,12 @@ holds an exclusive ``flock`` on ``$MANGA_DATA_DIR/.manga-assets.lock`` for its w
 kernel drops the lock when the holder exits, however it exits (SIGKILL included), so a lock is
 never left held by a dead process; the file's contents (pid, host, start time) only serve to name
 the holder in messages, and to notice that the previous holder died without cleaning up.
+
+Steps of the runs that Dagster itself launches (sensor, schedule, UI) hold the same lock
+*shared* (``shared=True``): they run beside each other as Dagster plans them, but never while a
+``manga-assets run`` holds it, and a ``manga-assets run`` never starts while one of them does.
+A process that already holds the lock (``manga-assets run`` executing its steps in-process)
+does not take it again.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_NAME = ".manga-assets.lock"
+# Data directories whose lock this process holds (resolved paths), so that nested requests
+# (the steps of an in-process run) do not wait for the process itself.
+_HELD_HERE: set[str] = set()
 
 
 class DataDirLockedError(RuntimeError):
@@ -26,6 +35,9 @@ class DataDirLockedError(RuntimeError):
 
 
 def _describe(holder: dict) -> str:
+    if not holder:
+        # Shared holders do not write the file: several may hold it at once.
+        return "or steps of a run launched by Dagster: a sensor, the schedule or the UI"
     started = holder.get("started")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "?"
     return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {when}"
@@ -42,7 +54,11 @@ def _read_holder(handle) -> dict:
 
 @contextmanager
 def data_dir_lock(
-    data_dir: Path, *, wait: bool = False, log: Callable[[str], None] = lambda message: None
+    data_dir: Path,
+    *,
+    wait: bool = False,
+    log: Callable[[str], None] = lambda message: None,
+    shared: bool = False,
 ) -> Iterator[None]:
     """Hold the data directory's lock for the ``with`` block.
 
@@ -54,6 +70,9 @@ def data_dir_lock(
         Wait for a running holder to finish instead of refusing.
     log : callable, optional
         Told when the run waits, and when it takes over from a holder that was killed.
+    shared : bool, optional
+        Hold it shared, as a step of a run launched by Dagster does: other shared holders may
+        hold it too, an exclusive holder (``manga-assets run``) may not.
 
     Raises
     ------
@@ -63,9 +82,14 @@ def data_dir_lock(
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / LOCK_NAME
+    key = str(path.resolve())
+    if key in _HELD_HERE:
+        yield
+        return
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     with open(path, "a+", encoding="utf-8") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _describe(_read_holder(handle))
             if not wait:
@@ -74,7 +98,15 @@ def data_dir_lock(
                     f"to finish, or pass --wait to queue behind it (the lock is {path})"
                 ) from None
             log(f"waiting for the run holding {path} ({holder}) to finish")
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            fcntl.flock(handle, mode)
+        if shared:
+            _HELD_HERE.add(key)
+            try:
+                yield
+            finally:
+                _HELD_HERE.discard(key)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+            return
         previous = _read_holder(handle)
         if previous:
             # The lock was free but still names a holder: that run died without releasing it.
@@ -84,9 +116,11 @@ def data_dir_lock(
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         handle.write(json.dumps(me))
         handle.flush()
+        _HELD_HERE.add(key)
         try:
             yield
         finally:
+            _HELD_HERE.discard(key)
             handle.seek(0)
             handle.truncate()
             handle.flush()

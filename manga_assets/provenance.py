@@ -11,7 +11,11 @@ killed at any instant is repaired by the next (DESIGN.md, "Habits"):
 - a whole-sample analysis records the model id and the *latents digest* (of every row's
   plate-IFU, model id and cube digest) of the latents table it read;
 - the AGN sample records the digest of the cubes it classified, and the report the provenance
-  of every product it read.
+  of every product it read;
+- the training set records, in its ``meta.json``, the digest of the cubes it holds and its split
+  settings;
+- an analysis also records the settings it was made with (neighbours, UMAP, anomaly settings):
+  other settings make it stale like other inputs do.
 
 Plain Python over pandas and pyarrow; ``defs/`` writes and compares these records.
 """
@@ -119,6 +123,16 @@ def cubes_provenance(features: pd.DataFrame) -> dict:
     """What a product made from every usable cube (the AGN sample) was computed from."""
     ok = features[features["status"] == "ok"]
     return {"cubes": set_digest(ok["plateifu"].tolist(), cube_digests(ok))}
+
+
+def with_config(provenance: dict, config: dict) -> dict:
+    """``provenance`` plus the settings a product was made with (JSON-safe, e.g. a config dump)."""
+    return {**provenance, "config": config}
+
+
+def training_set_provenance(features: pd.DataFrame, code_version: str, config: dict) -> dict:
+    """What a training set built now from every usable cube of ``features`` records."""
+    return with_config({"code_version": code_version, **cubes_provenance(features)}, config)
 
 
 def read_provenance(path: Path) -> dict | None:

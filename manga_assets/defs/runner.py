@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,9 +20,23 @@ import pandas as pd
 from manga_assets.atomic import clean_temporaries
 from manga_assets.cubes.extract import ExtractionSettings
 from manga_assets.cubes.plate import stale_plates
-from manga_assets.defs.assets.analysis import REPORT_PROVENANCE
-from manga_assets.defs.assets.model import LATENTS_CODE_VERSION, TRAINING_SET_DIR
-from manga_assets.defs.constants import CRASH_AT_ENV, PLATES_PARTITION, VARIANTS
+from manga_assets.defs.assets.analysis import (
+    REPORT_PROVENANCE,
+    AgnSampleConfig,
+    AnomalyConfig,
+    NeighboursConfig,
+    ReportConfig,
+    UmapConfig,
+    config_record,
+)
+from manga_assets.defs.assets.model import (
+    LATENTS_CODE_VERSION,
+    TRAINING_SET_CODE_VERSION,
+    TRAINING_SET_DIR,
+    TrainingSetConfig,
+)
+from manga_assets.defs.constants import PLATES_PARTITION, VARIANTS
+from manga_assets.defs.crash import crash_point
 from manga_assets.defs.definitions import build_definitions
 from manga_assets.defs.io_managers import PRODUCT_PATH
 from manga_assets.defs.sensors import batches, plate_range_tags
@@ -37,20 +50,27 @@ from manga_assets.provenance import (
     read_provenance,
     read_sidecar,
     set_digest,
+    training_set_provenance,
+    with_config,
 )
-from manga_assets.sas.sidecar import record_path
+from manga_assets.sas.sidecar import part_path, record_path
 from manga_assets.settings import REVALIDATE_AFTER_HOURS, Settings
 
 WHOLE_SAMPLE_ANALYSES = ("latent_table", "umap", "anomaly_scores", "neighbours")
 # What the report reads of each model's analyses.
 REPORT_INPUTS = ("umap", "anomaly_scores", "neighbours")
+# The analyses whose settings ``run_pipeline(analyses=...)`` takes (for both models where there
+# are two), with their config classes: the settings are part of what each records.
+ANALYSIS_CONFIGS: dict[str, type] = {
+    "umap": UmapConfig,
+    "anomaly_scores": AnomalyConfig,
+    "neighbours": NeighboursConfig,
+    "agn_sample": AgnSampleConfig,
+}
+
+
 class NoUsableCubeError(RuntimeError):
     """No galaxy of the selection could be turned into a cube: there is nothing to train on."""
-
-
-def _stage(name: str) -> None:
-    if os.environ.get(CRASH_AT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -68,6 +88,7 @@ class RunSummary:
     unusable_plates: list[str] = field(default_factory=list)
     checked_plates: list[str] = field(default_factory=list)
     changed_plates: list[str] = field(default_factory=list)
+    built_training_set: bool = False
     embedded_plates: list[str] = field(default_factory=list)
     analysed: list[str] = field(default_factory=list)
     retrained: dict[str, bool] = field(default_factory=dict)
@@ -91,6 +112,7 @@ def run_pipeline(
     limit: int | None = None,
     epochs: int | None = None,
     training: dict | None = None,
+    analyses: dict[str, dict] | None = None,
     truth_table: Path | None = None,
     acquisition_only: bool = False,
     revalidate_after_hours: float = REVALIDATE_AFTER_HOURS,
@@ -104,8 +126,9 @@ def run_pipeline(
     cubes; one run builds the training set and trains both models; one run per batch of plates
     embeds the galaxies; a last run makes the whole-sample analyses and the report.
     ``training`` overrides fields of ``ModelTrainingConfig`` for both models (``epochs`` is a
-    shortcut for one of them). ``truth_table`` (a synthetic release's truth.parquet) adds the
-    evaluation to the report.
+    shortcut for one of them). ``analyses`` overrides settings of the analyses by name
+    (``{"neighbours": {"k": 5}}``; names in ``ANALYSIS_CONFIGS``, applied to both models).
+    ``truth_table`` (a synthetic release's truth.parquet) adds the evaluation to the report.
 
     A plate's MAPS files are checked against the server (conditional requests) when the plate is
     new, when its galaxies in the catalogue changed, or when they were last checked more than
@@ -116,9 +139,11 @@ def run_pipeline(
     killed at any point is repaired by the next: a plate is extracted again when its features do
     not record its manifest's MAPS checksums and the current extraction settings
     (:func:`stale_plates`), and asked about again when a MAPS file in the mirror is newer
-    than its manifest. A plate is embedded again when its latents do not record the published
-    model's id and its current cubes; an analysis is made again when it does not record the
-    current model ids and latents (:mod:`manga_assets.provenance`).
+    than its manifest or a download of one was cut short. The training set is built again when
+    it is missing, unreadable, or does not record the current cubes. A plate is embedded again
+    when its latents do not record the published model's id and its current cubes; an analysis
+    is made again when it does not record the current model ids and latents, and the settings
+    this run asks for (:mod:`manga_assets.provenance`).
 
     A plate without any usable galaxy is listed in ``unusable_plates`` and never stops the
     others; :class:`NoUsableCubeError` only when no cube came out at all.
@@ -127,6 +152,12 @@ def run_pipeline(
     ``wait`` queues behind a running one instead of refusing), and it first removes what killed
     runs left half-written.
     """
+    unknown = sorted(set(analyses or {}) - set(ANALYSIS_CONFIGS))
+    if unknown:
+        raise ValueError(
+            f"no analysis named {', '.join(unknown)}; settings can be given for "
+            f"{', '.join(ANALYSIS_CONFIGS)}"
+        )
     with data_dir_lock(settings.data_dir, wait=wait, log=log):
         layout = DataLayout(settings.data_dir)
         removed = [*clean_temporaries(layout.products), *clean_temporaries(layout.mirror)]
@@ -134,7 +165,7 @@ def run_pipeline(
             log(f"removed {len(removed)} temporary files left by an interrupted run")
         return _run_locked(
             settings, plates=plates, limit=limit, epochs=epochs, training=training,
-            truth_table=truth_table, acquisition_only=acquisition_only,
+            analyses=analyses, truth_table=truth_table, acquisition_only=acquisition_only,
             revalidate_after_hours=revalidate_after_hours, instance=instance, log=log,
         )  # fmt: skip
 
@@ -146,6 +177,7 @@ def _run_locked(
     limit: int | None,
     epochs: int | None,
     training: dict | None,
+    analyses: dict[str, dict] | None,
     truth_table: Path | None,
     acquisition_only: bool,
     revalidate_after_hours: float,
@@ -192,7 +224,7 @@ def _run_locked(
     if len(to_check) < len(ordered):
         log(f"{len(ordered) - len(to_check)} plates were checked against the server within "
             f"{revalidate_after_hours:g} h: their MAPS files are current")  # fmt: skip
-    _stage("maps_files")
+    crash_point("maps_files")
     for batch in _bar(_contiguous_batches(to_check, instance), "MAPS files, plate batches"):
         log(f"plates {batch[0]}..{batch[-1]} ({len(batch)} plates): MAPS files")
         execute(["maps_files"], tags=plate_range_tags(batch[0], batch[-1]))
@@ -205,7 +237,7 @@ def _run_locked(
     stale = stale_plates({k: manifests[k] for k in ordered}, features, layout, settings_key)
     changed = [k for k in ordered if k in stale]
     summary.changed_plates = changed
-    _stage("cubes")
+    crash_point("cubes")
     for batch in _bar(_contiguous_batches(changed, instance), "cubes, plate batches"):
         log(f"plates {batch[0]}..{batch[-1]} ({len(batch)} plates): cubes")
         execute(["line_cubes"], tags=plate_range_tags(batch[0], batch[-1]))
@@ -233,13 +265,24 @@ def _run_locked(
 
     training = {**(training or {}), **({"epochs": epochs} if epochs else {})}
 
-    # The model assets always run: they decide whether the training settings call for a new model.
-    training_set_current = (
-        not changed
-        and (products / TRAINING_SET_DIR).exists()
-        and _built_after(instance, "training_set", "line_cubes")
+    # The training set and the analyses gather every plate partition, so every partition with
+    # features is compared with what they record.
+    for k in instance.get_dynamic_partitions(PLATES_PARTITION):
+        if k not in features:
+            features[k] = _read_table(products / "features", k)
+    gathered = [
+        k for k in instance.get_dynamic_partitions(PLATES_PARTITION) if features.get(k) is not None
+    ]
+    every = pd.concat([features[k] for k in gathered], ignore_index=True)
+    # The training set records the cubes it was built from: it is built again when it is
+    # missing, unreadable or records other cubes, whatever an earlier (killed) run did.
+    training_set_current = _training_set_current(
+        products / TRAINING_SET_DIR,
+        training_set_provenance(every, TRAINING_SET_CODE_VERSION, TrainingSetConfig().model_dump()),
     )
-    _stage("models")
+    summary.built_training_set = not training_set_current
+    # The model assets always run: they decide whether the training settings call for a new model.
+    crash_point("models")
     log(("models" if training_set_current else "training set and models")
         + (f" ({training})" if training else ""))  # fmt: skip
     result = execute(
@@ -252,34 +295,38 @@ def _run_locked(
         log(f"{variant}: {event.metadata['retrain_reason'].value}")
     # From here on, what is current is what the published models make from the current cubes;
     # each latents file and analysis records what it was made from and is compared with that.
-    # The analyses gather every plate partition, so every partition with features is checked.
     model_ids = {v: _model_id(products, v) for v in VARIANTS}
-    for k in instance.get_dynamic_partitions(PLATES_PARTITION):
-        if k not in features:
-            features[k] = _read_table(products / "features", k)
-    gathered = [
-        k for k in instance.get_dynamic_partitions(PLATES_PARTITION) if features.get(k) is not None
-    ]
-    every = pd.concat([features[k] for k in gathered], ignore_index=True)
     paths = _product_paths(defs)
     to_embed = _stale_latents(gathered, every, model_ids, products, paths)
     summary.embedded_plates = to_embed
-    _stage("latents")
+    crash_point("latents")
     for batch in _bar(_contiguous_batches(to_embed, instance), "latents, plate batches"):
         log(f"plates {batch[0]}..{batch[-1]}: latents")
         execute([f"{v}/latents" for v in VARIANTS], tags=plate_range_tags(batch[0], batch[-1]))
     previous_report = instance.get_latest_materialization_event(dg.AssetKey("agn_report"))
     # Without a report materialisation (a new instance) all are made again: the summary takes
     # the report's path and evaluation from it.
-    stale = _stale_analyses(every, model_ids, products, paths, every_one=previous_report is None)
-    _stage("analyses")
+    op_configs = {
+        name: {"config": dict((analyses or {}).get(name, {}))} for name in ANALYSIS_CONFIGS
+    }
+    op_configs["agn_report"] = {"config": {"truth_table": str(truth_table)} if truth_table else {}}
+    configs = {
+        name: config_record(config_class(**op_configs[name]["config"]))
+        for name, config_class in {**ANALYSIS_CONFIGS, "agn_report": ReportConfig}.items()
+    }
+    stale = _stale_analyses(
+        every, model_ids, products, paths, configs, every_one=previous_report is None
+    )
+    crash_point("analyses")
     if stale:
-        log(f"analyses made from other models or latents than the current ones: {', '.join(stale)}")
-        report_config = {"truth_table": str(truth_table)} if truth_table else {}
-        result = execute(stale, run_config={"ops": {"agn_report": {"config": report_config}}})
+        log(f"analyses made from other models, latents or settings than the current ones: "
+            f"{', '.join(stale)}")  # fmt: skip
+        run_config = {"ops": {_op_name(name): op_configs[name.split("/")[-1]]
+                              for name in stale if name.split("/")[-1] in op_configs}}  # fmt: skip
+        result = execute(stale, run_config=run_config)
         report_event = result.asset_materializations_for_node("agn_report")[-1]
     else:
-        log("the analyses and the report record the current models and latents")
+        log("the analyses and the report record the current models, latents and settings")
         report_event = previous_report.asset_materialization
     summary.analysed = stale
     summary.report = Path(str(report_event.metadata["report"].value))
@@ -300,11 +347,24 @@ def _bar(batches: list[list[str]], description: str):
     return tqdm(batches, desc=description, unit="batch")
 
 
-def _built_after(instance: dg.DagsterInstance, asset: str, upstream: str) -> bool:
-    """``asset`` was materialised after the latest materialisation of any ``upstream`` partition."""
-    built = instance.get_latest_materialization_event(dg.AssetKey(asset))
-    source = instance.get_latest_materialization_event(dg.AssetKey(upstream))
-    return built is not None and (source is None or built.timestamp > source.timestamp)
+def _training_set_current(path: Path, wanted: dict) -> bool:
+    """The training set at ``path`` opens and records ``wanted`` as what it was built from.
+
+    Opening checks that every file is there and that the arrays and index agree (no array is
+    read); a set written before it recorded its inputs counts as stale.
+    """
+    from manga_assets.model.dataset import TrainingSetError, open_training_set
+
+    try:
+        opened = open_training_set(path)
+    except (TrainingSetError, OSError, ValueError):
+        return False
+    return opened.meta.get("made_from") == wanted
+
+
+def _op_name(asset: str) -> str:
+    """The op of an asset of the implicit job: ``ae/umap`` -> ``ae__umap``."""
+    return asset.replace("/", "__")
 
 
 def _needs_check(
@@ -326,11 +386,14 @@ def _read_table(folder: Path, plate: str) -> pd.DataFrame | None:
 def _mirror_newer_than_manifest(
     layout: DataLayout, plate: str, manifest: pd.DataFrame | None
 ) -> bool:
-    """A MAPS file of the plate was (re)downloaded after its manifest was written.
+    """A MAPS file of the plate was (re)downloaded, or began to be, after its manifest was written.
 
     That happens when a run is killed between the downloads and the manifest: the manifest
     then lists checksums of files the mirror no longer holds, so the plate is asked about again.
-    Each downloaded file's sidecar is written once the file is in place; one stat per galaxy.
+    Each downloaded file's sidecar is written once the file is in place. A run killed during a
+    download leaves the file's ``.part`` (kept, to be resumed): the server had a new version
+    that no manifest lists yet, and within the revalidation window nothing else would ask
+    again. Two stats per galaxy.
     """
     if manifest is None:
         return False  # no manifest: _needs_check asks about the plate anyway
@@ -338,6 +401,8 @@ def _mirror_newer_than_manifest(
     # Plain lists, not pandas selections: this runs for every plate of every run.
     rows = zip(manifest["location"].tolist(), manifest["status"].tolist(), strict=True)
     for location, status in rows:
+        if os.path.lexists(part_path(layout.mirror / location)):
+            return True
         if status != "ok":
             continue
         try:
@@ -391,20 +456,30 @@ def _stale_analyses(
     model_ids: dict[str, str | None],
     products: Path,
     paths: dict[str, str],
+    configs: dict[str, dict],
     *,
     every_one: bool = False,
 ) -> list[str]:
-    """The analyses whose recorded inputs differ from the current ones, with what reads them.
+    """The analyses whose recorded inputs or settings differ from the current ones, with what
+    reads them.
 
     The current latents are those the published models make from the current cubes (the
-    latents stage has just made every plate's so); an analysis records the latents it read.
+    latents stage has just made every plate's so); an analysis records the latents it read and
+    its settings (``configs``, by analysis name without the model; the latent table has none).
     """
-    wanted: dict[str, dict] = {"agn_sample": cubes_provenance(features)}
+    wanted: dict[str, dict] = {
+        "agn_sample": with_config(cubes_provenance(features), configs["agn_sample"])
+    }
     for variant in VARIANTS:
         latents = expected_latents_provenance(features, model_ids[variant])
-        wanted.update({f"{variant}/{name}": latents for name in WHOLE_SAMPLE_ANALYSES})
+        wanted[f"{variant}/latent_table"] = latents
+        wanted.update(
+            {f"{variant}/{name}": with_config(latents, configs[name]) for name in REPORT_INPUTS}
+        )
     report_reads = ["agn_sample", *(f"{v}/{name}" for v in VARIANTS for name in REPORT_INPUTS)]
-    wanted["agn_report"] = {"inputs": {name: wanted[name] for name in report_reads}}
+    wanted["agn_report"] = with_config(
+        {"inputs": {name: wanted[name] for name in report_reads}}, configs["agn_report"]
+    )
 
     def recorded(name: str) -> dict | None:
         if name == "agn_report":

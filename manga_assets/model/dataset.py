@@ -10,8 +10,10 @@ On disk, a training-set directory holds:
 - ``index.parquet``: one row per galaxy: ``plateifu``, ``row`` (into the arrays), ``split``
   ("train" or "val"), ``n_valid_pixels``, ``scale`` (the normalisation scale, in
   1E-17 erg/s/cm^2/spaxel);
-- ``meta.json``: lines, grid, normalisation, seed, validation fraction, excluded cubes, and a
-  fingerprint of the contents (training checkpoints remember it, to resume only on the same data).
+- ``meta.json``: lines, grid, normalisation, seed, validation fraction, excluded cubes, a
+  fingerprint of the contents (training checkpoints remember it, to resume only on the same data),
+  and ``made_from``: what the caller says the set was built from (the pipeline records its cubes'
+  digest there, so a later run can tell from the set alone whether it is current).
 
 The split of a galaxy depends only on the seed and its plate-IFU (a hash), so adding galaxies later
 never moves an existing galaxy between train and validation.
@@ -209,6 +211,7 @@ def build_training_set(
     normalisation: Normalisation | None = None,
     line_names: tuple[str, ...] | list[str] = PROJECT_LINES,
     log: Callable[[str], None] | None = None,
+    made_from: dict | None = None,
 ) -> TrainingSetSummary:
     """Normalise every usable cube into one memory-mapped training set.
 
@@ -235,6 +238,9 @@ def build_training_set(
         Lines, in order, that every cube must hold (default the 19 project lines).
     log : callable, optional
         Receives progress messages.
+    made_from : dict, optional
+        JSON-safe record of the inputs, stored as ``meta.json["made_from"]`` in the same
+        atomic publication as the arrays (not part of the fingerprint, which is of the contents).
 
     Returns
     -------
@@ -335,6 +341,7 @@ def build_training_set(
             "n_val": int((index["split"] == "val").sum()),
             "excluded": [asdict(cube) for cube in excluded],
             "fingerprint": fingerprint,
+            "made_from": made_from,
         }
         (tmp_dir / "meta.json").write_text(json.dumps(meta, indent=2))
         replace_directory(tmp_dir, out_dir)

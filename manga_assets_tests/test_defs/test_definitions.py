@@ -46,12 +46,14 @@ def test_assets_and_plate_partitions_are_defined(tmp_path):
     assert dg.AssetKey("maps_files") in cubes.parent_keys
 
 
-def _sensor_context(instance, tmp_path):
+def _evaluate_new_plates_sensor(instance, tmp_path):
     from manga_assets.defs.resources import DataDirResource
 
-    return dg.build_sensor_context(
+    # A context manager, as the daemon uses it: DataDirResource has a lifecycle (the step lock).
+    with dg.build_sensor_context(
         instance=instance, resources={"data_dir": DataDirResource(data_dir=str(tmp_path))}
-    )
+    ) as context:
+        return new_plates_sensor(context)
 
 
 def test_sensor_adds_new_plates_and_requests_batched_runs(tmp_path):
@@ -60,7 +62,7 @@ def test_sensor_adds_new_plates_and_requests_batched_runs(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("plates", ["10001"])
 
-    result = new_plates_sensor(_sensor_context(instance, tmp_path))
+    result = _evaluate_new_plates_sensor(instance, tmp_path)
 
     (request,) = result.dynamic_partitions_requests
     assert request.partition_keys == [str(p) for p in plates[1:]]
@@ -73,7 +75,7 @@ def test_sensor_skips_when_nothing_is_new(tmp_path):
     write_parquet(pd.DataFrame({"plate": [10001]}), tmp_path / "products" / "catalog.parquet")
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("plates", ["10001"])
-    result = new_plates_sensor(_sensor_context(instance, tmp_path))
+    result = _evaluate_new_plates_sensor(instance, tmp_path)
     assert isinstance(result, dg.SkipReason)
     assert "partitions already" in result.skip_message
 

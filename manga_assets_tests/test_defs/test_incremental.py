@@ -86,10 +86,10 @@ def tick_schedule_and_sensor(settings, instance):
     schedule_tick = catalog_schedule.evaluate_tick(build_schedule_context(instance))
     assert len(schedule_tick.run_requests) == 1
     runs.append(defs.resolve_job_def("catalog_job").execute_in_process(instance=instance))
-    context = build_sensor_context(
+    with build_sensor_context(
         instance=instance, resources={"data_dir": DataDirResource(data_dir=str(settings.data_dir))}
-    )
-    result = new_plates_sensor(context)
+    ) as context:
+        result = new_plates_sensor(context)
     for partitions in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(partitions.partitions_def_name, partitions.partition_keys)
     for request in result.run_requests:

@@ -2,7 +2,9 @@
 
 Each product records what it was computed from (:mod:`manga_assets.provenance`): the Parquet
 products in their key-value metadata (the ``provenance`` output metadata, which the IO manager
-writes), the HTML report in a JSON sidecar written after it.
+writes), the HTML report in a JSON sidecar written after it. What they record includes their own
+config (:func:`config_record`), so a run with other settings (another number of neighbours, say)
+sees them as stale.
 """
 
 import json
@@ -13,15 +15,21 @@ import pandas as pd
 
 from manga_assets.atomic import write_text
 from manga_assets.defs.constants import ANALYSIS, OWNER, REPORTS, VARIANTS
+from manga_assets.defs.crash import crash_point
 from manga_assets.defs.io_managers import PRODUCT_PATH, PROVENANCE
 from manga_assets.defs.markdown import markdown_table
 from manga_assets.defs.resources import DataDirResource
-from manga_assets.provenance import cubes_provenance, latents_provenance
+from manga_assets.provenance import cubes_provenance, latents_provenance, with_config
 from manga_assets.sas.paths import PlateIFU
 
 ANALYSIS_CODE_VERSION = "1"
 # The report's provenance, beside it under products/.
 REPORT_PROVENANCE = "reports/agn_report.provenance.json"
+
+
+def config_record(config: dg.Config) -> dict:
+    """The settings an analysis was made with, as its provenance records them."""
+    return config.model_dump()
 
 
 class UmapConfig(dg.Config):
@@ -74,7 +82,9 @@ def build_latent_space_assets(variant: str) -> list[dg.AssetsDefinition]:
             metadata={
                 "galaxies": len(table),
                 "seed": config.seed,
-                PROVENANCE: dg.MetadataValue.json(latents_provenance(latents)),
+                PROVENANCE: dg.MetadataValue.json(
+                    with_config(latents_provenance(latents), config_record(config))
+                ),
             },
         )
 
@@ -93,7 +103,9 @@ def build_latent_space_assets(variant: str) -> list[dg.AssetsDefinition]:
         return dg.Output(
             table,
             metadata={
-                PROVENANCE: dg.MetadataValue.json(latents_provenance(latents)),
+                PROVENANCE: dg.MetadataValue.json(
+                    with_config(latents_provenance(latents), config_record(config))
+                ),
                 "galaxies": len(table),
                 "score_above_2": int((table["anomaly_score"] >= 2).sum()),
                 "score_above_2_by_component": dg.MetadataValue.json(
@@ -129,7 +141,9 @@ def build_latent_space_assets(variant: str) -> list[dg.AssetsDefinition]:
             metadata={
                 "galaxies": len(latents),
                 "k": k,
-                PROVENANCE: dg.MetadataValue.json(latents_provenance(latents)),
+                PROVENANCE: dg.MetadataValue.json(
+                    with_config(latents_provenance(latents), config_record(config))
+                ),
             },
         )
 
@@ -185,7 +199,9 @@ def agn_sample(
     return dg.Output(
         sample,
         metadata={
-            PROVENANCE: dg.MetadataValue.json(cubes_provenance(features)),
+            PROVENANCE: dg.MetadataValue.json(
+                with_config(cubes_provenance(features), config_record(config))
+            ),
             "galaxies": len(sample),
             "agn": int(sample["is_agn"].sum()),
             "bpt_classes": dg.MetadataValue.json({k: int(v) for k, v in counts.items()}),
@@ -264,15 +280,17 @@ def agn_report(
         evaluation=evaluation,
         n_gallery=config.n_gallery,
     )
+    crash_point("report_written")
     # Written after the report: a run killed in between leaves a report that is seen as stale.
     read = {"agn_sample": agn_sample.attrs.get(PROVENANCE)}
     for name, frames in by_model.items():
         read.update(
             {f"{variant}/{name}": frame.attrs.get(PROVENANCE) for variant, frame in frames.items()}
         )
-    write_text(layout.product(REPORT_PROVENANCE), json.dumps({"inputs": read}, indent=1))
+    provenance = with_config({"inputs": read}, config_record(config))
+    write_text(layout.product(REPORT_PROVENANCE), json.dumps(provenance, indent=1))
     metadata = {
-        PROVENANCE: dg.MetadataValue.json({"inputs": read}),
+        PROVENANCE: dg.MetadataValue.json(provenance),
         "report": dg.MetadataValue.path(str(written.html_path)),
         "figures": len(written.figure_paths),
         "galaxies": len(agn),

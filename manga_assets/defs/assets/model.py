@@ -17,6 +17,7 @@ from manga_assets.defs.constants import (
     PLATES_PER_RUN,
     VARIANTS,
 )
+from manga_assets.defs.crash import crash_point
 from manga_assets.defs.io_managers import PRODUCT_PATH, PROVENANCE
 from manga_assets.defs.markdown import markdown_table
 from manga_assets.defs.model_io import TrainedModel
@@ -29,6 +30,7 @@ from manga_assets.provenance import (
     latents_file_provenance,
     latents_provenance,
     set_digest,
+    training_set_provenance,
 )
 from manga_assets.sas.paths import PlateIFU
 
@@ -75,7 +77,10 @@ def training_set(
         seed=config.seed,
         val_fraction=config.val_fraction,
         log=context.log.info,
+        # What the runner compares with the current cubes to decide whether to rebuild it.
+        made_from=training_set_provenance(cubes, TRAINING_SET_CODE_VERSION, config.model_dump()),
     )
+    crash_point("training_set_built")
     excluded = pd.DataFrame(
         [{"plateifu": e.plateifu, "reason": e.reason} for e in summary.excluded],
         columns=["plateifu", "reason"],
