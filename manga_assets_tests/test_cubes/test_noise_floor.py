@@ -1,27 +1,25 @@
 """Chi-square means the same on every bundle size: extracted IVAR matches the noise it describes.
 
 Two noise realisations of the same synthetic galaxies (correlated spaxel noise, as MaNGA's) are
-extracted by the pipeline. Their difference is pure noise with variance 1/ivar1 + 1/ivar2, so the
-chi-square per valid pixel is 1 when the cube's IVAR is right. Large bundles go onto the 32x32 grid
-with ~2.25 x 2.25 spaxels per cell, so ignoring the spaxels' covariance would inflate it most there.
-
-Each realisation also flags its own failed fits and UNRELIABLE values. A cell that lost a spaxel
-in one realisation only averages another patch of sky, which on a steep bright profile differs by
-signal, not noise; so the pixels compared are those valid in both that average the same spaxels.
+extracted by the pipeline and compared (`manga_assets.cubes.realisations`). Large bundles go onto
+the 32x32 grid with ~2.25 x 2.25 spaxels per cell, so ignoring the spaxels' covariance would
+inflate the chi-square most there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from manga_assets.cubes.extract import Cube, ExtractionSettings, extract_galaxy, read_cube
-from manga_assets.cubes.resample import overlap_matrix
-from manga_assets.dap.maps import read_maps
-from manga_assets.model.normalise import Normalisation, galaxy_scale, valid_pixels
+from manga_assets.cubes.realisations import (
+    compared_pixels,
+    difference_chi_square,
+    same_spaxel_cells,
+)
+from manga_assets.model.normalise import Normalisation, galaxy_scale
 from manga_assets.synthetic.population import GalaxyParams, plan_release
 from manga_assets.synthetic.release import rewrite_galaxy
 from manga_assets.synthetic.spec import SyntheticReleaseSpec
@@ -50,18 +48,6 @@ class Pair:
     same_spaxels: np.ndarray  # bool (lines, grid, grid): cells whose valid spaxels agree
 
 
-def _same_spaxels(first: Path, second: Path, settings: ExtractionSettings) -> np.ndarray:
-    """Cells that cover no spaxel valid in one realisation and invalid in the other."""
-    invalid = [
-        read_maps(path, lines=settings.lines, invalid_bits=settings.invalid_bits).invalid
-        for path in (first, second)
-    ]
-    changed = (invalid[0] != invalid[1]).astype(np.float64)
-    _, ny, nx = changed.shape
-    rows, cols = overlap_matrix(ny, settings.grid), overlap_matrix(nx, settings.grid)
-    return (rows @ changed @ cols.T) == 0
-
-
 def _usable(galaxy: GalaxyParams) -> bool:
     # A garbled line is shuffled anew in each realisation: its difference is not noise.
     return galaxy.dap_done and galaxy.anomaly_kind != "garbled_line"
@@ -86,33 +72,22 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> list[Pair]:
                 galaxy,
                 (cubes[1, "correlated"], cubes[2, "correlated"]),
                 (cubes[1, "independent"], cubes[2, "independent"]),
-                _same_spaxels(maps[0], maps[1], settings["correlated"]),
+                same_spaxel_cells(maps[0], maps[1], settings["correlated"]),
             )
         )
     return out
 
 
-def _compared(first: Cube, second: Cube, same_spaxels: np.ndarray) -> np.ndarray:
-    valid = valid_pixels(first.flux, first.mask, first.ivar)
-    return valid & valid_pixels(second.flux, second.mask, second.ivar) & same_spaxels
-
-
 def chi_square_per_pixel(first: Cube, second: Cube, same_spaxels: np.ndarray) -> float:
-    """Mean of (f1 - f2)^2 / (1/ivar1 + 1/ivar2) over the compared pixels, in DAP units."""
-    valid = _compared(first, second, same_spaxels)
-    f1, f2 = first.flux[valid].astype(np.float64), second.flux[valid].astype(np.float64)
-    w1, w2 = first.ivar[valid].astype(np.float64), second.ivar[valid].astype(np.float64)
-    return float(np.mean((f1 - f2) ** 2 / (1 / w1 + 1 / w2)))
+    """In DAP units."""
+    return difference_chi_square(first, second, same_spaxels)
 
 
 def normalised_chi_square_per_pixel(first: Cube, second: Cube, same_spaxels: np.ndarray) -> float:
     """The same in the galaxy's normalised linear units: x = f / s, w = ivar * s^2."""
-    valid = _compared(first, second, same_spaxels)
+    valid = compared_pixels(first, second, same_spaxels)
     scale = galaxy_scale(first.flux, valid, first.lines, Normalisation())
-    x1, x2 = first.flux[valid] / scale, second.flux[valid] / scale
-    w1 = first.ivar[valid].astype(np.float64) * scale**2
-    w2 = second.ivar[valid].astype(np.float64) * scale**2
-    return float(np.mean((x1 - x2) ** 2 / (1 / w1 + 1 / w2)))
+    return difference_chi_square(first, second, same_spaxels, scale)
 
 
 def _medians(pairs: list[Pair], which: str, statistic=chi_square_per_pixel) -> dict[int, float]:
