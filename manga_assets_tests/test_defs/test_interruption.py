@@ -17,7 +17,9 @@ half of the new file and holds the connection, and the test kills the run once t
 The second scenario starts from another copy of S0 (the issue's case 2): ``manga-assets run
 --epochs 2`` (a new model signature) is killed during training, then right after both models
 were retrained as the latents stage begins, then as the analyses start; the rerun must embed
-and analyse with the new models, and Dagster's data versions must say so.
+and analyse with the new models, and Dagster's data versions must say so. The same directory
+then shows that the training set is built again when it is truncated or deleted, and the
+analyses made again when their settings change: from what they record, not from the event log.
 """
 
 from __future__ import annotations
@@ -435,6 +437,24 @@ def killed_after_retraining(harness):
     states["rerun"] = harness.run_here(data_dir, home, training=SECOND)
     states["tags_after_rerun"] = {v: latest_latents_tags(home, v, plate) for v in VARIANTS}
     states["model_versions_after_rerun"] = {v: model_data_version(home, v) for v in VARIANTS}
+
+    # Then what the training set and the analyses record decides (the same data directory, to
+    # spare a copy and a first run): a truncated training set and other neighbour settings; a
+    # deleted training set and the default settings; then a run with nothing to do.
+    states["meta_before"] = json.loads((products / "training_set" / "meta.json").read_text())
+    flux = products / "training_set" / "flux.npy"
+    with open(flux, "r+b") as stream:
+        stream.truncate(flux.stat().st_size // 2)
+    states["truncated"] = harness.run_here(
+        data_dir, home, training=SECOND, analyses={"neighbours": {"k": 1}}
+    )
+    states["k1"] = {v: read_provenance(products / v / "neighbours.parquet") for v in VARIANTS}
+    states["k1_rows"] = pd.read_parquet(products / "vae" / "neighbours.parquet")
+    (products / "training_set").unlink()  # the published link: the set is gone
+    states["deleted"] = harness.run_here(data_dir, home, training=SECOND)
+    states["k10"] = {v: read_provenance(products / v / "neighbours.parquet") for v in VARIANTS}
+    states["meta"] = json.loads((products / "training_set" / "meta.json").read_text())
+
     states["again"] = harness.run_here(data_dir, home, training=SECOND)
     states["temporaries"] = temporaries(data_dir)
     return products, states
@@ -524,57 +544,26 @@ def test_a_rerun_after_that_has_nothing_to_do(killed_after_retraining):
     assert again.report == states["rerun"].report
 
 
-# --- What decides that the training set and the analyses are stale: what they record ---------
-
-
-@pytest.fixture(scope="module")
-def rebuilt_and_reconfigured(harness):
-    """From S0: a truncated training set and other neighbour settings; then a deleted training
-    set and the default settings; then a run with nothing to do."""
-    data_dir, home = harness.copy_of_first_run("settings")
-    products = data_dir / "products"
-    runs = {}
-    flux = products / "training_set" / "flux.npy"
-    with open(flux, "r+b") as stream:
-        stream.truncate(flux.stat().st_size // 2)
-    runs["truncated"] = harness.run_here(data_dir, home, analyses={"neighbours": {"k": 1}})
-    runs["k1"] = {v: read_provenance(products / v / "neighbours.parquet") for v in VARIANTS}
-    runs["k1_rows"] = pd.read_parquet(products / "vae" / "neighbours.parquet")
-    (products / "training_set").unlink()  # the published link: the set is gone
-    runs["deleted"] = harness.run_here(data_dir, home)
-    runs["k10"] = {v: read_provenance(products / v / "neighbours.parquet") for v in VARIANTS}
-    runs["again"] = harness.run_here(data_dir, home)
-    runs["meta"] = json.loads((products / "training_set" / "meta.json").read_text())
-    runs["features"] = every_features(products)
-    runs["temporaries"] = temporaries(data_dir)
-    return runs
-
-
-def test_a_truncated_or_deleted_training_set_is_built_again(rebuilt_and_reconfigured, harness):
-    runs = rebuilt_and_reconfigured
-    assert runs["truncated"].built_training_set and runs["deleted"].built_training_set
-    assert not runs["again"].built_training_set
+def test_a_truncated_or_deleted_training_set_is_built_again(killed_after_retraining):
+    products, states = killed_after_retraining
+    assert states["truncated"].built_training_set and states["deleted"].built_training_set
+    assert not states["again"].built_training_set
     # Rebuilt from the same cubes: the same contents, so the models were kept.
-    meta = runs["meta"]
-    s0_meta = json.loads(
-        (harness.root / "s0" / "data" / "products" / "training_set" / "meta.json").read_text()
-    )
-    assert meta["fingerprint"] == s0_meta["fingerprint"]
-    assert meta["made_from"]["cubes"] == cubes_provenance(runs["features"])["cubes"]
+    assert states["meta"]["fingerprint"] == states["meta_before"]["fingerprint"]
+    made_from = states["meta"]["made_from"]["cubes"]
+    assert made_from == cubes_provenance(every_features(products))["cubes"]
     for run in ("truncated", "deleted"):
-        assert runs[run].retrained == {"ae": False, "vae": False}
-        assert runs[run].embedded_plates == []
-    assert runs["temporaries"] == []
+        assert states[run].retrained == {"ae": False, "vae": False}
+        assert states[run].embedded_plates == []
 
 
-def test_analyses_are_made_again_when_their_settings_change(rebuilt_and_reconfigured):
-    runs = rebuilt_and_reconfigured
+def test_analyses_are_made_again_when_their_settings_change(killed_after_retraining):
+    _, states = killed_after_retraining
     only_neighbours = ["ae/neighbours", "vae/neighbours", "agn_report"]
-    assert runs["truncated"].analysed == only_neighbours
+    assert states["truncated"].analysed == only_neighbours
     for variant in VARIANTS:
-        assert runs["k1"][variant]["config"] == {"k": 1}
-        assert runs["k10"][variant]["config"] == NeighboursConfig().model_dump()
-    assert runs["k1_rows"].groupby("plateifu").size().eq(1).all()
+        assert states["k1"][variant]["config"] == {"k": 1}
+        assert states["k10"][variant]["config"] == NeighboursConfig().model_dump()
+    assert states["k1_rows"].groupby("plateifu").size().eq(1).all()
     # Back to the default settings: the neighbours and the report again, and only them.
-    assert runs["deleted"].analysed == only_neighbours
-    assert runs["again"].analysed == []
+    assert states["deleted"].analysed == only_neighbours
