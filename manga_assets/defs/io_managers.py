@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manga_assets.atomic import atomic_path
+from manga_assets.defs.step_lock import HoldsDataDirLock
 from manga_assets.layout import DataLayout
 from manga_assets.provenance import PROVENANCE_KEY, read_provenance
 
@@ -47,8 +48,12 @@ def write_parquet(frame: pd.DataFrame, path: Path, provenance: dict | None = Non
         pq.write_table(table, temporary)
 
 
-class ProductsIOManager(dg.ConfigurableIOManager):
-    """Stores pandas DataFrames as Parquet files under ``{data_dir}/products``."""
+class ProductsIOManager(HoldsDataDirLock, dg.ConfigurableIOManager):
+    """Stores pandas DataFrames as Parquet files under ``{data_dir}/products``.
+
+    A step that uses it holds the data directory's lock, shared
+    (:mod:`manga_assets.defs.step_lock`).
+    """
 
     data_dir: str
 

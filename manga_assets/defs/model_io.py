@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from manga_assets.atomic import resolve_published
+from manga_assets.defs.step_lock import HoldsDataDirLock
 from manga_assets.layout import DataLayout
 
 
@@ -25,8 +26,9 @@ class TrainedModel:
     metrics: dict
 
 
-class ModelIOManager(dg.ConfigurableIOManager):
-    """Saves :class:`TrainedModel` values and loads them back for inference."""
+class ModelIOManager(HoldsDataDirLock, dg.ConfigurableIOManager):
+    """Saves :class:`TrainedModel` values and loads them back for inference (holding the data
+    directory's lock, shared, as every writing step does: :mod:`manga_assets.defs.step_lock`)."""
 
     data_dir: str
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 
+from manga_assets.defs.step_lock import HoldsDataDirLock
 from manga_assets.layout import DataLayout
-from manga_assets.lock import data_dir_lock
 from manga_assets.sas.credentials import credentials_for
 from manga_assets.sas.releases import Release, get_release
 from manga_assets.sas.transfer import Downloader
@@ -48,14 +46,11 @@ class SasResource(dg.ConfigurableResource):
         )
 
 
-class DataDirResource(dg.ConfigurableResource):
+class DataDirResource(HoldsDataDirLock, dg.ConfigurableResource):
     """``$MANGA_DATA_DIR``: the local SAS mirror and the products.
 
-    A step that uses it holds the data directory's lock, shared, for as long as it runs
-    (:mod:`manga_assets.lock`): the steps of runs launched by a sensor, the schedule or the UI
-    wait while a ``manga-assets run`` writes to the same directory, and it refuses to start (or
-    waits, with ``--wait``) while they write. ``manga-assets run`` executes its steps in its own
-    process, which already holds the lock.
+    A step that uses it holds the data directory's lock, shared
+    (:mod:`manga_assets.defs.step_lock`).
     """
 
     data_dir: str
@@ -63,12 +58,3 @@ class DataDirResource(dg.ConfigurableResource):
     @property
     def layout(self) -> DataLayout:
         return DataLayout(Path(self.data_dir))
-
-    @contextmanager
-    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[DataDirResource]:
-        if context.run is None:
-            # A sensor's evaluation only reads (the catalogue); it must not block the daemon.
-            yield self
-            return
-        with data_dir_lock(Path(self.data_dir), wait=True, shared=True, log=context.log.info):
-            yield self

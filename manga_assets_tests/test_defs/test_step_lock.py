@@ -1,8 +1,9 @@
 """Runs that Dagster launches (sensor, schedule, UI) respect the data directory's lock.
 
-Their steps hold it shared through ``DataDirResource``: they wait while a ``manga-assets run``
-(another process, holding it exclusively) writes, and that command refuses to start while one of
-them runs.
+Their steps hold it shared through the resources they write with (``DataDirResource`` and the
+IO managers, :mod:`manga_assets.defs.step_lock`): they wait while a ``manga-assets run`` (another
+process, holding it exclusively) writes, and that command refuses to start while one of them
+runs.
 """
 
 import subprocess
@@ -11,7 +12,7 @@ import threading
 
 import dagster as dg
 
-from manga_assets.defs import resources
+from manga_assets.defs import step_lock
 from manga_assets.defs.resources import DataDirResource
 
 HOLD = (
@@ -37,7 +38,7 @@ def test_a_step_waits_for_a_manga_assets_run_and_the_command_refuses_while_it_ru
     )  # fmt: skip
     assert holder.stdout.readline().strip() == "held"
     messages, seen = [], {}
-    real_lock = resources.data_dir_lock
+    real_lock = step_lock.data_dir_lock
 
     def lock_that_releases_the_holder_when_waiting(*args, log, **kwargs):
         def on_message(message: str) -> None:
@@ -46,7 +47,7 @@ def test_a_step_waits_for_a_manga_assets_run_and_the_command_refuses_while_it_ru
 
         return real_lock(*args, log=on_message, **kwargs)
 
-    monkeypatch.setattr(resources, "data_dir_lock", lock_that_releases_the_holder_when_waiting)
+    monkeypatch.setattr(step_lock, "data_dir_lock", lock_that_releases_the_holder_when_waiting)
 
     @dg.asset
     def written(data_dir: DataDirResource) -> None:
