@@ -41,7 +41,7 @@ test-services:
 	fi
 
 test: install lint test-services
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=20
 
 demo: install
 	$(VENV)/bin/manga-assets demo --dir demo

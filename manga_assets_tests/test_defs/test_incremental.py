@@ -20,7 +20,7 @@ from manga_assets.synthetic.release import SyntheticReleaseSpec, build_release, 
 # What is tested here is what gets fetched, embedded and retrained, not the models' quality: a
 # short training keeps the module quick.
 TRAINING = {
-    "epochs": 12, "batch_size": 8, "learning_rate": 3e-3, "patience": 10,
+    "epochs": 4, "batch_size": 8, "learning_rate": 3e-3, "patience": 10,
     "growth_to_retrain": 0.5,
 }  # fmt: skip
 
