@@ -17,9 +17,10 @@ half of the new file and holds the connection, and the test kills the run once t
 The second scenario starts from another copy of S0 (the issue's case 2): ``manga-assets run
 --epochs 2`` (a new model signature) is killed during training, then right after both models
 were retrained as the latents stage begins, then as the analyses start; the rerun must embed
-and analyse with the new models, and Dagster's data versions must say so. The same directory
-then shows that the training set is built again when it is truncated or deleted, and the
-analyses made again when their settings change: from what they record, not from the event log.
+and analyse with the new models, and Dagster's data versions must say so; the rerun asks for
+other neighbour settings and the run after it for the defaults, and each makes the neighbours
+and the report again. What the training set and the analyses record decides, not the event log:
+a training set truncated before the rerun of the report kill point is built again.
 """
 
 from __future__ import annotations
@@ -167,6 +168,12 @@ class Harness:
                 "flux": read_cube(_cube_path(data_dir, self.changed)).flux,
                 "training_set": _training_set_fingerprint(data_dir),
             }
+            if point == "report_written":
+                # Everything but the report is current here, the training set included: a
+                # truncated one must be noticed and built again (and the rerun spares a run).
+                flux = data_dir / "products" / "training_set" / "flux.npy"
+                with open(flux, "r+b") as stream:
+                    stream.truncate(flux.stat().st_size // 2)
             rerun = self.run_here(data_dir, home)
             self.results[point] = {
                 "returncode": returncode, "stderr": stderr, "after_kill": after_kill,
@@ -344,8 +351,19 @@ def test_the_kills_struck_where_they_were_meant_to(harness):
     assert not built["rerun"].built_training_set
     assert downloaded["training_set"] != harness.baseline["training_set"]
     assert harness.kill_and_rerun("download")["rerun"].built_training_set
-    # Killed while writing the report: the rerun made only the report again.
+    # Killed while writing the report: the rerun made only the report again (and the training
+    # set, truncated before it, with the same contents: the models and latents stay current).
     assert harness.kill_and_rerun("report_written")["rerun"].analysed == ["agn_report"]
+
+
+def test_a_truncated_training_set_is_built_again(harness):
+    result = harness.kill_and_rerun("report_written")
+    rerun = result["rerun"]
+    assert rerun.built_training_set
+    assert rerun.retrained == {"ae": False, "vae": False} and rerun.embedded_plates == []
+    meta = json.loads((result["data_dir"] / "products" / "training_set" / "meta.json").read_text())
+    assert meta["made_from"]["cubes"] == cubes_provenance(result["products"]["features"])["cubes"]
+    # (Its fingerprint equals the baseline's: test_a_run_killed_at_any_point_...[report_written].)
 
 
 def test_a_maps_file_changed_before_a_run_killed_at_cubes_reaches_the_cube_on_rerun(harness):
@@ -434,26 +452,16 @@ def killed_after_retraining(harness):
     }
     states["rows_after_second_kill"] = {v: latent_rows(products, v) for v in VARIANTS}
 
-    states["rerun"] = harness.run_here(data_dir, home, training=SECOND)
-    states["tags_after_rerun"] = {v: latest_latents_tags(home, v, plate) for v in VARIANTS}
-    states["model_versions_after_rerun"] = {v: model_data_version(home, v) for v in VARIANTS}
-
-    # Then what the training set and the analyses record decides (the same data directory, to
-    # spare a copy and a first run): a truncated training set and other neighbour settings; a
-    # deleted training set and the default settings; then a run with nothing to do.
-    states["meta_before"] = json.loads((products / "training_set" / "meta.json").read_text())
-    flux = products / "training_set" / "flux.npy"
-    with open(flux, "r+b") as stream:
-        stream.truncate(flux.stat().st_size // 2)
-    states["truncated"] = harness.run_here(
+    # The rerun also asks for other neighbour settings; the run after it for the defaults again.
+    states["rerun"] = harness.run_here(
         data_dir, home, training=SECOND, analyses={"neighbours": {"k": 1}}
     )
+    states["tags_after_rerun"] = {v: latest_latents_tags(home, v, plate) for v in VARIANTS}
+    states["model_versions_after_rerun"] = {v: model_data_version(home, v) for v in VARIANTS}
     states["k1"] = {v: read_provenance(products / v / "neighbours.parquet") for v in VARIANTS}
     states["k1_rows"] = pd.read_parquet(products / "vae" / "neighbours.parquet")
-    (products / "training_set").unlink()  # the published link: the set is gone
-    states["deleted"] = harness.run_here(data_dir, home, training=SECOND)
+    states["defaults"] = harness.run_here(data_dir, home, training=SECOND)
     states["k10"] = {v: read_provenance(products / v / "neighbours.parquet") for v in VARIANTS}
-    states["meta"] = json.loads((products / "training_set" / "meta.json").read_text())
 
     states["again"] = harness.run_here(data_dir, home, training=SECOND)
     states["temporaries"] = temporaries(data_dir)
@@ -544,26 +552,12 @@ def test_a_rerun_after_that_has_nothing_to_do(killed_after_retraining):
     assert again.report == states["rerun"].report
 
 
-def test_a_truncated_or_deleted_training_set_is_built_again(killed_after_retraining):
-    products, states = killed_after_retraining
-    assert states["truncated"].built_training_set and states["deleted"].built_training_set
-    assert not states["again"].built_training_set
-    # Rebuilt from the same cubes: the same contents, so the models were kept.
-    assert states["meta"]["fingerprint"] == states["meta_before"]["fingerprint"]
-    made_from = states["meta"]["made_from"]["cubes"]
-    assert made_from == cubes_provenance(every_features(products))["cubes"]
-    for run in ("truncated", "deleted"):
-        assert states[run].retrained == {"ae": False, "vae": False}
-        assert states[run].embedded_plates == []
-
-
 def test_analyses_are_made_again_when_their_settings_change(killed_after_retraining):
     _, states = killed_after_retraining
-    only_neighbours = ["ae/neighbours", "vae/neighbours", "agn_report"]
-    assert states["truncated"].analysed == only_neighbours
     for variant in VARIANTS:
         assert states["k1"][variant]["config"] == {"k": 1}
         assert states["k10"][variant]["config"] == NeighboursConfig().model_dump()
     assert states["k1_rows"].groupby("plateifu").size().eq(1).all()
     # Back to the default settings: the neighbours and the report again, and only them.
-    assert states["deleted"].analysed == only_neighbours
+    assert states["defaults"].analysed == ["ae/neighbours", "vae/neighbours", "agn_report"]
+    assert not states["defaults"].built_training_set
