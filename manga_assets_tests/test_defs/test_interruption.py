@@ -404,18 +404,19 @@ def every_features(products: Path) -> pd.DataFrame:
     return pd.concat(pd.read_parquet(p) for p in sorted((products / "features").glob("*.parquet")))
 
 
-def latest_latents_tags(home: Path, variant: str, plate: str) -> dict[str, str]:
+def data_versions(home: Path, plate: str) -> tuple[dict[str, dict], dict[str, str]]:
+    """Per model: the tags of ``plate``'s latest latents materialisation, and the model's data
+    version, from the Dagster instance at ``home``."""
     with DagsterInstance.from_config(str(home)) as instance:
-        record = instance.get_latest_data_version_record(
-            AssetKey([variant, "latents"]), partition_key=plate
-        )
-        return dict(record.asset_materialization.tags)
-
-
-def model_data_version(home: Path, variant: str) -> str:
-    with DagsterInstance.from_config(str(home)) as instance:
-        record = instance.get_latest_data_version_record(AssetKey([variant, "model"]))
-        return record.asset_materialization.tags["dagster/data_version"]
+        tags, models = {}, {}
+        for variant in VARIANTS:
+            latents = instance.get_latest_data_version_record(
+                AssetKey([variant, "latents"]), partition_key=plate
+            )
+            tags[variant] = dict(latents.asset_materialization.tags)
+            model = instance.get_latest_data_version_record(AssetKey([variant, "model"]))
+            models[variant] = model.asset_materialization.tags["dagster/data_version"]
+        return tags, models
 
 
 @pytest.fixture(scope="module")
@@ -431,7 +432,6 @@ def killed_after_retraining(harness):
         return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
     states["old_ids"] = {v: model_id(products, v) for v in VARIANTS}
-    states["old_tags"] = {v: latest_latents_tags(home, v, plate) for v in VARIANTS}
 
     states["killed_in_training"] = killed_at("training")
     states["ids_after_training_kill"] = {v: model_id(products, v) for v in VARIANTS}
@@ -443,8 +443,7 @@ def killed_after_retraining(harness):
     }
     states["ids_after_kill"] = {v: model_id(products, v) for v in VARIANTS}
     states["rows_after_kill"] = {v: latent_rows(products, v) for v in VARIANTS}
-    states["model_versions_after_kill"] = {v: model_data_version(home, v) for v in VARIANTS}
-    states["tags_after_kill"] = {v: latest_latents_tags(home, v, plate) for v in VARIANTS}
+    states["tags_after_kill"], states["model_versions_after_kill"] = data_versions(home, plate)
 
     states["killed_at_analyses"] = killed_at("analyses")
     states["umap_after_second_kill"] = {
@@ -456,14 +455,11 @@ def killed_after_retraining(harness):
     states["rerun"] = harness.run_here(
         data_dir, home, training=SECOND, analyses={"neighbours": {"k": 1}}
     )
-    states["tags_after_rerun"] = {v: latest_latents_tags(home, v, plate) for v in VARIANTS}
-    states["model_versions_after_rerun"] = {v: model_data_version(home, v) for v in VARIANTS}
+    states["tags_after_rerun"], states["model_versions_after_rerun"] = data_versions(home, plate)
     states["k1"] = {v: read_provenance(products / v / "neighbours.parquet") for v in VARIANTS}
     states["k1_rows"] = pd.read_parquet(products / "vae" / "neighbours.parquet")
     states["defaults"] = harness.run_here(data_dir, home, training=SECOND)
     states["k10"] = {v: read_provenance(products / v / "neighbours.parquet") for v in VARIANTS}
-
-    states["again"] = harness.run_here(data_dir, home, training=SECOND)
     states["temporaries"] = temporaries(data_dir)
     return products, states
 
@@ -545,11 +541,16 @@ def test_the_rerun_embeds_and_analyses_with_the_current_models(killed_after_retr
     assert states["temporaries"] == []
 
 
-def test_a_rerun_after_that_has_nothing_to_do(killed_after_retraining):
+def test_a_run_after_that_does_only_what_its_settings_call_for(killed_after_retraining):
+    """Nothing left stale by the kills is made again: only the neighbours, whose settings differ
+    from the rerun's, and the report that shows them (a run with nothing at all to do is
+    test_incremental's)."""
     _, states = killed_after_retraining
-    again = states["again"]
-    assert again.embedded_plates == [] and again.analysed == []
-    assert again.report == states["rerun"].report
+    after = states["defaults"]
+    assert after.retrained == {"ae": False, "vae": False} and not after.built_training_set
+    assert after.embedded_plates == []
+    assert after.analysed == ["ae/neighbours", "vae/neighbours", "agn_report"]
+    assert after.report == states["rerun"].report
 
 
 def test_analyses_are_made_again_when_their_settings_change(killed_after_retraining):
