@@ -1,6 +1,6 @@
 """How well the models find planted anomalies, against simple baselines, on held-out plates.
 
-    python benchmarks/science.py --dir science [--plates 150] [--epochs 40] [--test-share 0.25]
+    python benchmarks/science.py --dir science [--plates 150] [--epochs 24] [--test-share 0.25]
 
 1. Writes (once, into ``DIR/release``) a survey-like synthetic DR17 release: lean files, the DR17
    bundle mix, correlated spaxel noise and planted anomalies; extracts every galaxy's cube and
@@ -231,7 +231,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("science"))
     parser.add_argument("--plates", type=int, default=150)
     parser.add_argument("--galaxies-per-plate", type=int, default=14)
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--test-share", type=float, default=0.25)
     parser.add_argument("--variants", nargs="+", default=["ae", "vae"])
     parser.add_argument("--bootstrap", type=int, default=300)

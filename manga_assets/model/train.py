@@ -80,7 +80,8 @@ class TrainConfig:
     Parameters
     ----------
     epochs : int
-        Most passes over the training split (default 40; the learning-rate schedule spans them).
+        Most passes over the training split (default 24, from the measured validation curve in
+        benchmarks/SCIENCE.md; the learning-rate schedule spans them).
     batch_size : int
         Galaxies per optimisation step (default 32).
     learning_rate : float
@@ -112,7 +113,7 @@ class TrainConfig:
         bfloat16 autocast for the forward pass (CUDA; default False).
     """
 
-    epochs: int = 40
+    epochs: int = 24
     batch_size: int = 32
     learning_rate: float = 2e-3
     warmup_fraction: float = 0.05

@@ -111,7 +111,7 @@ class DistributedTrainingConfig(dg.Config):
 class ModelTrainingConfig(dg.Config):
     """Hyper-parameters of one autoencoder; every field reaches the model, trainer or gate."""
 
-    epochs: int = 40
+    epochs: int = 24
     batch_size: int = 32
     learning_rate: float = 2e-3
     latent_dim: int = 32
