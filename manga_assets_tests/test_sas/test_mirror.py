@@ -269,6 +269,10 @@ def test_serve_forever_serves_until_interrupted(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # What is under test is Ctrl-C in a terminal. A process started where SIGINT is ignored
+        # (a background job, or a test session whose earlier tests left it so) would inherit
+        # that and never see it: the full suite once timed out here.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         url = process.stdout.readline().strip()
@@ -276,6 +280,6 @@ def test_serve_forever_serves_until_interrupted(tmp_path):
         assert requests.get(url + "/dr17/f.txt", timeout=5).text == "served"
     finally:
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=10)
+        _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr
