@@ -8,13 +8,15 @@ another busy process makes the threads spin at every barrier, and a 6-second tra
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from manga_assets.model.autoencoder import ModelConfig
-from manga_assets.model.dataset import build_training_set
+from manga_assets.model.dataset import build_training_set, open_training_set
 from manga_assets_tests.test_model.cubes import write_cubes
 
 GRID = 16  # small maps keep the training tests within seconds
@@ -84,3 +86,21 @@ def trained_ae(easy_training_set: Path, tmp_path_factory: pytest.TempPathFactory
         )
     finally:
         torch.set_num_threads(previous)
+
+
+def poisoned_copy(
+    training_set: Path, directory: Path, nth: int, pixel: tuple[int, int, int], value: float
+) -> tuple[Path, str]:
+    """A copy of ``training_set`` whose ``nth`` training galaxy holds ``value`` at ``pixel``.
+
+    Returns the copy and the poisoned galaxy's plate-IFU.
+    """
+    copy = directory / "ts"
+    shutil.copytree(training_set, copy)
+    index = open_training_set(copy).index
+    victim = index[index["split"] == "train"].iloc[nth]
+    flux = np.load(copy / "flux.npy", mmap_mode="r+")
+    flux[(victim["row"], *pixel)] = value
+    flux.flush()
+    del flux
+    return copy, victim.plateifu

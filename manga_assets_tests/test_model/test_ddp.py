@@ -7,7 +7,6 @@ machine); each later one starts its ranks in about a second.
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import numpy as np
@@ -15,10 +14,9 @@ import psutil
 import pytest
 import torch
 
-from manga_assets.model.dataset import open_training_set
 from manga_assets.model.distributed import DistributedConfig, Ranks, epoch_steps
 from manga_assets.model.train import CHECKPOINT_FILE, TrainConfig, TrainingError, train_model
-from manga_assets_tests.test_model.conftest import tiny_config
+from manga_assets_tests.test_model.conftest import poisoned_copy, tiny_config
 
 EPOCHS = 4
 SETTINGS = {"batch_size": 8, "num_threads": 1, "device": "cpu", "patience": 10, "seed": 3}
@@ -142,14 +140,7 @@ def test_ddp_interrupted_run_resumes_with_one_process(one_process, small_trainin
 
 
 def test_ddp_rank_error_is_raised_with_its_type(small_training_set, tmp_path):
-    copy = tmp_path / "ts"
-    shutil.copytree(small_training_set, copy)
-    index = open_training_set(copy).index
-    victim = index[index["split"] == "train"].iloc[5]
-    flux = np.load(copy / "flux.npy", mmap_mode="r+")
-    flux[victim["row"], 2, 5, 5] = np.inf
-    flux.flush()
-    del flux
-    with pytest.raises(TrainingError, match=f"non-finite input.*{victim.plateifu}.*process [01]"):
+    copy, victim = poisoned_copy(small_training_set, tmp_path, 5, (2, 5, 5), np.inf)
+    with pytest.raises(TrainingError, match=f"non-finite input.*{victim}.*process [01]"):
         train_model(tiny_config(), TrainConfig(epochs=1, **SETTINGS), copy, tmp_path / "ck",
                     distributed=TWO)  # fmt: skip

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from manga_assets.model.train import (
     mean_training_maps,
     train_model,
 )
-from manga_assets_tests.test_model.conftest import DEVICE, GRID, tiny_config
+from manga_assets_tests.test_model.conftest import DEVICE, GRID, poisoned_copy, tiny_config
 from manga_assets_tests.test_model.cubes import write_cubes
 
 FAST = {"batch_size": 8, "num_threads": 1, "device": DEVICE}
@@ -166,16 +165,9 @@ def test_fewer_galaxies_than_one_batch(tmp_path):
 
 
 def test_non_finite_input_names_the_galaxy(small_training_set, tmp_path):
-    copy = tmp_path / "ts"
-    shutil.copytree(small_training_set, copy)
-    index = open_training_set(copy).index
-    victim = index[index["split"] == "train"].iloc[2]
-    flux = np.load(copy / "flux.npy", mmap_mode="r+")
-    flux[victim["row"], 4, 3, 3] = np.nan
-    flux.flush()
-    del flux
+    copy, victim = poisoned_copy(small_training_set, tmp_path, 2, (4, 3, 3), np.nan)
     with pytest.raises(
-        TrainingError, match=f"non-finite input values in galaxies.*{victim.plateifu}"
+        TrainingError, match=f"non-finite input values in galaxies.*{victim}"
     ):
         train_model(tiny_config(), TrainConfig(epochs=1, **FAST), copy, tmp_path / "ck")
 
