@@ -40,8 +40,10 @@ test-services:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium redis-server >/dev/null; \
 	fi
 
+# One worker per core (pytest-xdist), each test file on one worker: a file's module fixtures
+# (a release, a trained pipeline) are built once.
 test: install lint test-services
-	$(PY) -m pytest -q -p no:cacheprovider --durations=20
+	$(PY) -m pytest -q -p no:cacheprovider --durations=20 -n auto --dist loadfile
 
 demo: install
 	$(VENV)/bin/manga-assets demo --dir demo

@@ -14,6 +14,13 @@ os.environ.setdefault(
     "SAS_BASE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "manga_sas_base")
 )
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core. A step's torch (and the runs it starts, which
+    # inherit this) then takes one thread: with more, OpenMP threads spin at every barrier while
+    # the other worker holds the core, and a two-minute training took ten.
+    os.environ.setdefault("MANGA_TORCH_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def build_small_release(root: Path, release: str = "DR17", **overrides):
     from manga_assets.synthetic.release import SyntheticReleaseSpec, build_release
