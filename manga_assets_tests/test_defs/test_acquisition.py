@@ -105,9 +105,13 @@ def test_ratio_of_a_tied_doublet_survives_into_the_cube(settings):
     assert np.mean(np.abs(ratios / 0.34 - 1) < 1e-5) > 0.99
 
 
-def test_an_unreachable_server_fails_the_run_with_what_to_check(settings):
+def test_an_unreachable_server_fails_the_run_with_what_to_check(settings, monkeypatch):
     from dataclasses import replace
 
+    from manga_assets.sas.transfer import Downloader
+
+    # The downloader's waits between attempts are test_transfer's; here only the message counts.
+    monkeypatch.setattr(Downloader, "_backoff_delay", lambda self, number, retry_after: 0.0)
     dead = replace(settings, sas_url="http://127.0.0.1:9/sas")
     with pytest.raises(RuntimeError, match="MANGA_SAS_URL=http://127.0.0.1:9/sas"):
         acquire(dead)

@@ -7,7 +7,10 @@ the analyses and the report. One uninterrupted update run from a copy of S0 is t
 Each kill point then gets its own copy of S0: a real ``manga-assets run`` subprocess makes the
 same update and is killed with SIGKILL at the point, then an in-process rerun (within the
 revalidation window: it may not ask the server again) must leave products equal to the
-baseline's and no temporary file anywhere in the data directory.
+baseline's and no temporary file anywhere in the data directory. The points: during the
+download, after the MAPS files (as the cubes start), after the cubes (as the models' stage
+starts), after the training set, after the models (as the latents start), after the latents (as
+the analyses start) and during the report.
 
 Kill points come from the runner's test-only hook (``MANGA_ASSETS_CRASH_AT``,
 :mod:`manga_assets.defs.crash`), or for "download" from the loopback server itself: it sends
@@ -184,6 +187,8 @@ class Harness:
                 "features": _table(data_dir, "features", self.changed),
                 "flux": read_cube(_cube_path(data_dir, self.changed)).flux,
                 "training_set": _training_set_fingerprint(data_dir),
+                "latents_cube": _latents_cube_digest(data_dir, self.changed),
+                "umap": read_provenance(data_dir / "products" / "ae" / "umap.parquet"),
             }
             if point == "report_written":
                 # Everything but the report is current here, the training set included: a
@@ -217,6 +222,12 @@ def _cube_path(data_dir: Path, plateifu: PlateIFU) -> Path:
 
 def _table(data_dir: Path, name: str, plateifu: PlateIFU) -> pd.DataFrame:
     return pd.read_parquet(data_dir / "products" / name / f"{plateifu.plate}.parquet")
+
+
+def _latents_cube_digest(data_dir: Path, plateifu: PlateIFU) -> str:
+    """The cube digest that ``plateifu``'s AE latents row records."""
+    rows = pd.read_parquet(data_dir / "products" / "ae" / "latents" / f"{plateifu.plate}.parquet")
+    return rows.set_index("plateifu").at[str(plateifu), "cube_digest"]
 
 
 def _training_set_fingerprint(data_dir: Path) -> str:
@@ -316,7 +327,9 @@ def harness(tmp_path_factory):
                 process.communicate()
 
 
-KILL_POINTS = ["download", "cubes", "training_set_built", "report_written"]
+KILL_POINTS = [
+    "download", "cubes", "training_set_built", "models", "latents", "analyses", "report_written"
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
@@ -373,6 +386,19 @@ def test_the_kills_struck_where_they_were_meant_to(harness):
     assert not built["rerun"].built_training_set
     assert downloaded["training_set"] != harness.baseline["training_set"]
     assert harness.kill_and_rerun("download")["rerun"].built_training_set
+    # Killed as the models' stage starts (it builds the training set) and as the latents start:
+    # the changed galaxy's latents still come from its old cube; as the analyses start, the
+    # latents are new and the analyses were made from the old ones.
+    old_latents = downloaded["latents_cube"]
+    at_models = harness.kill_and_rerun("models")["after_kill"]
+    assert at_models["training_set"] == downloaded["training_set"]
+    at_latents = harness.kill_and_rerun("latents")["after_kill"]
+    assert at_latents["training_set"] == harness.baseline["training_set"]
+    assert at_models["latents_cube"] == at_latents["latents_cube"] == old_latents
+    at_analyses = harness.kill_and_rerun("analyses")
+    assert at_analyses["after_kill"]["latents_cube"] != old_latents
+    assert at_analyses["after_kill"]["umap"] == downloaded["umap"] != harness.baseline["ae"]["umap"]
+    assert at_analyses["rerun"].embedded_plates == []
     # Killed while writing the report: the rerun made only the report again (and the training
     # set, truncated before it, with the same contents: the models and latents stay current).
     assert harness.kill_and_rerun("report_written")["rerun"].analysed == ["agn_report"]
