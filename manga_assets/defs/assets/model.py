@@ -353,7 +353,13 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
                 "val_galaxies": metrics["n_val"],
                 "stopped_early": metrics["stopped_early"],
                 "losses": dg.MetadataValue.md(markdown_table(history.round(5))),
-                "loss_curve": dg.MetadataValue.md(_loss_curve_markdown(history)),
+                # Drawn when the model is trained: a kept model's curve is on the materialisation
+                # that trained it, and drawing costs a no-change rerun seconds.
+                **(
+                    {"loss_curve": dg.MetadataValue.md(_loss_curve_markdown(history))}
+                    if decision.retrain
+                    else {}
+                ),
             },
         )
         yield gate
