@@ -293,6 +293,11 @@ def main() -> None:
     )
     report = _report(args, spec, galaxies, test, ranked, results, table, flag_recall,
                      best_model, best_baseline, difference)  # fmt: skip
+    report += _normals_by_class(ranked, methods, list(results))
+    # Kept for analysis: the tables the figures above come from.
+    ranked.to_parquet(args.dir / "held_out.parquet", index=False)
+    for variant, result in results.items():
+        result["latents"].to_parquet(args.dir / f"latents_{variant}.parquet", index=False)
     args.out.write_text(report)
     (args.dir / "science.json").write_text(
         json.dumps({"metrics": table, "difference": difference}, indent=1, default=float)
@@ -383,6 +388,39 @@ def _report(args, spec, galaxies, test, ranked, results, table, flag_recall,
     for variant, result in results.items():
         curve = ", ".join(f"{h['epoch']}: {h['val_chi2']:.3f}" for h in result["history"])
         lines.append(f"- {variant}: {curve}")
+    return "\n".join(lines) + "\n"
+
+
+def _normals_by_class(ranked: pd.DataFrame, methods: dict, variants: list[str]) -> str:
+    """Held-out normal galaxies per BPT class: median combined score and rho(score, S/N) within
+    the class. A pooled rho can come from classes of different depth being fitted differently
+    rather than from depth itself."""
+    from scipy.stats import spearmanr
+
+    normal = (ranked["anomaly_kind"] == "none").to_numpy()
+    classes = ranked.loc[normal, "bpt_class"].astype(str).to_numpy()
+    snr = ranked.loc[normal, "snr_ha"].to_numpy()
+    lines = [
+        "",
+        "## Normal galaxies by BPT class",
+        "",
+        "| class | galaxies | median H-alpha S/N | "
+        + " | ".join(f"{v}: median score | {v}: rho(score, S/N)" for v in variants)
+        + " |",
+        "|---|---|---|" + "---|---|" * len(variants),
+    ]
+    for name in sorted(set(classes)):
+        members = classes == name
+        cells = []
+        for variant in variants:
+            score = methods[f"{variant} (combined)"][normal][members]
+            rho = spearmanr(score, snr[members]).statistic if members.sum() > 2 else np.nan
+            cells += [f"{np.median(score):.2f}", f"{rho:.3f}"]
+        lines.append(
+            f"| {name} | {int(members.sum())} | {np.median(snr[members]):.1f} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
