@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # The GPU checks of manga_assets, in one command, on a machine with NVIDIA GPUs:
-#   1. install: a virtual environment that sees the machine's packages (so a CUDA build of torch
-#      already there is used; otherwise pip's default torch wheel, which has CUDA), then the
-#      project with its dev extras;
-#   2. the model tests with MANGA_TEST_DEVICE=cuda: the training tests train on the GPU (float32,
-#      deterministic kernels), and an inference test embeds there; the DDP tests stay on the CPU
-#      (gloo), step 4 is DDP on the GPUs;
-#   3. one timed training epoch over 9,000 synthetic galaxies per model, bf16 autocast and
-#      torch.compile (benchmarks/training.py; two epochs run, the second is timed, since the
-#      first includes compilation), with the time 100 epochs would take;
-#   4. DDP over all visible GPUs (nccl) against one GPU, same galaxies, same global batch
-#      (benchmarks/ddp.py; skipped with one GPU).
-# Then prints a results table. Logs of every step go to $GPU_RESULTS (default gpu-results/).
+#   1. python: an interpreter whose torch has CUDA. The model code and its tests need only numpy,
+#      pandas, pyarrow, psutil and pytest beside torch (no dagster, no astropy), so where the
+#      machine's python3 has them the checks run on the checkout as it is (PYTHONPATH), with no
+#      network. Otherwise a virtual environment that sees the machine's packages gets the project
+#      and its dev extras from PyPI (and pip's default torch wheel, which has CUDA, if needed);
+#   2. paper-scale training time: 9,000 synthetic galaxies, each model trained with the default
+#      schedule (TrainConfig's epochs and early stopping) as a run's defaults train on a GPU
+#      (float32, eager): benchmarks/training.py --default-schedule; target under 5 minutes a model;
+#   3. the fast path, bf16 autocast and torch.compile: two epochs, the second timed (the first
+#      includes compilation);
+#   4. the model tests with MANGA_TEST_DEVICE=cuda: the training tests train on the GPU (float32,
+#      deterministic kernels) and an inference test embeds there; the DDP tests stay on the CPU;
+#   5. DDP over all visible GPUs (nccl) against one GPU (benchmarks/ddp.py; skipped with one GPU).
+# Each step gets what is left of GPU_SECONDS, the whole script's budget, so a lease of fixed length
+# returns a table even when a step runs long. Then prints a results table. Logs of every step go to
+# $GPU_RESULTS (default gpu-results/).
 #
-# Usage: bash benchmarks/gpu.sh            (from anywhere; about 10-15 minutes on one H200)
-# Settings: PYTHON (interpreter for the venv, default python3), GPU_VENV (default .venv-gpu),
-#           GALAXIES (default 9000), DDP_BATCH (global batch of the DDP run, default 32 per GPU).
+# Usage: bash benchmarks/gpu.sh            (from anywhere; about 20 minutes on one H200)
+# Settings: PYTHON (default python3), GPU_VENV (default .venv-gpu), GALAXIES (default 9000),
+#           GPU_SECONDS (default 1800), DDP_BATCH (global batch of the DDP run, 32 per GPU).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -37,24 +41,43 @@ fi
 PYTHON=${PYTHON:-python3}
 VENV=${GPU_VENV:-.venv-gpu}
 GALAXIES=${GALAXIES:-9000}
+BUDGET=${GPU_SECONDS:-1800}
 DDP_BATCH=${DDP_BATCH:-$((32 * GPUS))}
 RESULTS=${GPU_RESULTS:-gpu-results}
+export PYTHONUNBUFFERED=1
 mkdir -p "${RESULTS}"
 TABLE="${RESULTS}/table.tsv"
 printf 'step\tstatus\tseconds\tresult\n' >"${TABLE}"
 FAILED=0
 
-# step NAME LOG COMMAND...: run a step, keep going when it fails, record status and duration.
+# step NAME LOG SECONDS COMMAND...: run a step for at most SECONDS (and no longer than the budget
+# leaves), keep going when it fails, record status and duration.
 step() {
-    local name=$1 log=$2
-    shift 2
-    echo "== ${name} (log: ${log})"
-    local started=${SECONDS} status=ok
-    if ! "$@" >"${log}" 2>&1; then
+    local name=$1 log=$2 cap=$3
+    shift 3
+    local left=$((BUDGET - SECONDS - 10))
+    if [ "${cap}" -gt "${left}" ]; then cap=${left}; fi
+    STEP_SECONDS=0
+    if [ "${cap}" -lt 30 ]; then
+        STEP_STATUS=skipped
+        echo "== ${name}: skipped, ${left} s of the budget left" | tee "${log}"
+        return
+    fi
+    echo "== ${name} (at most ${cap} s; log: ${log})"
+    local started=${SECONDS} status=ok code=0
+    if declare -F "$1" >/dev/null; then  # a shell function: timeout cannot run it
+        "$@" >"${log}" 2>&1 || code=$?
+    else
+        timeout --kill-after=10 "${cap}" "$@" >"${log}" 2>&1 || code=$?
+    fi
+    if [ "${code}" -eq 124 ] || [ "${code}" -eq 137 ]; then
+        status="TIMEOUT(${cap}s)"
+        FAILED=1
+    elif [ "${code}" -ne 0 ]; then
         status=FAILED
         FAILED=1
-        tail -n 20 "${log}" >&2 || true
     fi
+    if [ "${status}" != ok ]; then tail -n 20 "${log}" >&2 || true; fi
     STEP_STATUS=${status}
     STEP_SECONDS=$((SECONDS - started))
 }
@@ -63,51 +86,73 @@ record() {  # record NAME RESULT
     printf '%s\t%s\t%s\t%s\n' "$1" "${STEP_STATUS}" "${STEP_SECONDS}" "$2" >>"${TABLE}"
 }
 
+# training_rows LOG: "variant gal/s epoch-s val/base epochs wall-s" from training.py's table.
+training_rows() {
+    awk '($1 == "ae" || $1 == "vae") && NF >= 13 { print $1, $3, $4, $(NF-2), $(NF-1), $NF }' "$1"
+}
+
+show_table() {
+    if command -v column >/dev/null 2>&1; then column -t -s $'\t' "${TABLE}"; else cat "${TABLE}"; fi
+}
+
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv >"${RESULTS}/gpus.csv"
 
+MODEL_DEPS="import torch, numpy, pandas, pyarrow, psutil, pytest, sys
+sys.exit(not torch.cuda.is_available())"
+PY=${PYTHON}
 # set -e does not hold inside a function called as a condition (step's "if"): hence the returns.
-install() {
-    if [ ! -x "${VENV}/bin/python" ]; then
-        "${PYTHON}" -m venv --system-site-packages "${VENV}" || return 1
+python_env() {
+    if "${PYTHON}" -c "${MODEL_DEPS}"; then
+        echo "using ${PYTHON} as it is, with the checkout on PYTHONPATH"
+    else
+        if [ ! -x "${VENV}/bin/python" ]; then
+            "${PYTHON}" -m venv --system-site-packages "${VENV}" || return 1
+        fi
+        "${VENV}/bin/python" -m pip install --quiet --upgrade pip || return 1
+        if ! "${VENV}/bin/python" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"
+        then
+            "${VENV}/bin/python" -m pip install --quiet torch || return 1
+        fi
+        "${VENV}/bin/python" -m pip install --quiet -e ".[dev]" || return 1
     fi
-    "${VENV}/bin/python" -m pip install --quiet --upgrade pip || return 1
-    if ! "${VENV}/bin/python" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
-        "${VENV}/bin/python" -m pip install --quiet torch || return 1
-    fi
-    "${VENV}/bin/python" -m pip install --quiet -e ".[dev]" || return 1
-    "${VENV}/bin/python" -c "import torch; assert torch.cuda.is_available(), 'torch has no CUDA'
+    "${PY}" -c "import torch; assert torch.cuda.is_available(), 'torch has no CUDA'
 print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.device_count(), 'GPUs')"
 }
-step install "${RESULTS}/install.log" install
-record install "$(tail -n 1 "${RESULTS}/install.log")"
+if ! "${PYTHON}" -c "${MODEL_DEPS}" 2>/dev/null; then PY="${VENV}/bin/python"; fi
+export PYTHONPATH="${PWD}${PYTHONPATH:+:${PYTHONPATH}}"
+step python "${RESULTS}/python.log" 600 python_env
+record python "$(tail -n 1 "${RESULTS}/python.log")"
 if [ "${STEP_STATUS}" != ok ]; then
-    column -t -s $'\t' "${TABLE}"
+    show_table
     exit 1
 fi
-PY="${VENV}/bin/python"
 
-step "model tests on cuda" "${RESULTS}/tests.log" \
-    env MANGA_TEST_DEVICE=cuda CUBLAS_WORKSPACE_CONFIG=:4096:8 "${PY}" -m pytest -q -p no:cacheprovider manga_assets_tests/test_model
-record "model tests (cuda)" "$(grep -E '[0-9]+ (passed|failed)' "${RESULTS}/tests.log" | tail -n 1)"
-
-step "training epoch, ${GALAXIES} galaxies, bf16 + compile" "${RESULTS}/training.log" \
-    "${PY}" benchmarks/training.py --device cuda --bf16 --compile --epochs 2 \
-    --galaxies "${GALAXIES}" --quiet
 for variant in ae vae; do
-    # Columns of training.py's table: variant params gal/s epoch-s ...
-    line=$(awk -v v="${variant}" '$1 == v && NF > 8' "${RESULTS}/training.log" | tail -n 1)
-    if [ -n "${line}" ]; then
-        read -r _ _ rate epoch _ <<<"${line}"
-        result="${rate} galaxies/s, epoch ${epoch} s, 100 epochs ~$(awk -v e="${epoch}" \
-            'BEGIN { printf "%.1f", e * 100 / 60 }') min (target < 5)"
-    else
-        result="no figure (see log)"
-    fi
-    record "training ${variant} (1 GPU)" "${result}"
+    step "default schedule ${variant}, ${GALAXIES} galaxies, float32" \
+        "${RESULTS}/schedule_${variant}.log" 420 \
+        "${PY}" benchmarks/training.py --device cuda --default-schedule --galaxies "${GALAXIES}" \
+        --variants "${variant}"
+    result=$(training_rows "${RESULTS}/schedule_${variant}.log" | awk '{ printf "%s epochs in %s s (%.1f min; target < 5), %s galaxies/s, val/base %s", $5, $6, $6 / 60, $2, $4 }')
+    record "default schedule ${variant}" "${result:-no figure (see log)}"
 done
 
+step "bf16 + compile, ${GALAXIES} galaxies, 2 epochs" "${RESULTS}/compiled.log" 420 \
+    "${PY}" benchmarks/training.py --device cuda --bf16 --compile --epochs 2 \
+    --galaxies "${GALAXIES}" --quiet
+rows=$(training_rows "${RESULTS}/compiled.log")
+for variant in ae vae; do
+    result=$(awk -v v="${variant}" '$1 == v { printf "%s galaxies/s in the 2nd epoch (%s s), both epochs with compilation %s s", $2, $3, $6 }' <<<"${rows}")
+    record "bf16 + compile ${variant}" "${result:-no figure (see log)}"
+done
+
+# -o filterwarnings=: pyproject's filters name dagster's warning classes; dagster need not be here.
+step "model tests on cuda" "${RESULTS}/tests.log" 300 \
+    env MANGA_TEST_DEVICE=cuda CUBLAS_WORKSPACE_CONFIG=:4096:8 "${PY}" -m pytest -q \
+    -p no:cacheprovider -o filterwarnings= -n 4 manga_assets_tests/test_model
+record "model tests (cuda)" "$(grep -E '[0-9]+ (passed|failed)' "${RESULTS}/tests.log" | tail -n 1)"
+
 if [ "${GPUS}" -ge 2 ]; then
-    step "DDP over ${GPUS} GPUs" "${RESULTS}/ddp.log" \
+    step "DDP over ${GPUS} GPUs" "${RESULTS}/ddp.log" 300 \
         "${PY}" benchmarks/ddp.py --device cuda --processes "${GPUS}" --bf16 --compile \
         --galaxies "${GALAXIES}" --epochs 2 --batch-size "${DDP_BATCH}"
     record "DDP ${GPUS} GPUs vs 1" "$(grep -E '^ratios' "${RESULTS}/ddp.log" | tail -n 1)"
@@ -118,5 +163,5 @@ fi
 
 echo
 echo "results (${GPUS} GPU(s): $(nvidia-smi --query-gpu=name --format=csv,noheader | sort -u | paste -sd, -))"
-column -t -s $'\t' "${TABLE}"
+show_table
 exit "${FAILED}"

@@ -491,13 +491,13 @@ def gpu_note() -> str:
 
     if torch.cuda.is_available():
         return (
-            "A GPU is present: `python benchmarks/training.py --device cuda --bf16 --compile "
-            "--epochs 2` times one training epoch over 9,000 galaxies per model on it."
+            "A GPU is present: `bash benchmarks/gpu.sh` trains each model with the default "
+            "schedule on 9,000 galaxies on it (\"GPU training\" below)."
         )
     return (
-        "No GPU on this machine, so no GPU epoch time is reported; on one, `python "
-        "benchmarks/training.py --device cuda --bf16 --compile --epochs 2` times one training "
-        "epoch over 9,000 galaxies per model."
+        "No GPU on this machine, so this run trained on its CPUs; `bash benchmarks/gpu.sh` on an "
+        "NVIDIA machine trains each model with the default schedule on 9,000 galaxies (\"GPU "
+        "training\" below)."
     )
 
 
