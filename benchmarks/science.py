@@ -7,8 +7,10 @@
    features with the pipeline's code (``DIR/cubes``).
 2. Holds out a share of the plates. The models are trained on the other plates exactly as the
    ``{ae,vae}/model`` assets train them (default schedule), and the quality gate is measured.
-3. Embeds every galaxy and scores anomalies with `manga_assets.analysis.anomaly.anomaly_scores`.
-   The figures are computed on the held-out plates only: the models never saw those galaxies.
+3. Embeds every galaxy and scores anomalies with `manga_assets.analysis.anomaly.anomaly_scores`
+   as the pipeline does by default, calibrated within each galaxy's measured central BPT class
+   ("(combined)"), and calibrated by depth bins instead ("calibrated by depth"). The figures are
+   computed on the held-out plates only: the models never saw those galaxies.
 4. Scores the same held-out galaxies with three baselines: a z-score of central line-ratio
    features, the chi-square of a noise-weighted PCA fit (as many components as latent
    dimensions) and an isolation forest on hand-made features.
@@ -43,6 +45,20 @@ from manga_assets.synthetic.release import build_release
 from manga_assets.synthetic.spec import SyntheticReleaseSpec
 
 DATA_QUALITY_KINDS = ("missing_line",)
+# The combined score calibrated by depth bins, the product's alternative to the BPT class.
+BY_DEPTH = ": calibrated by depth"
+
+
+def centre_bpt_classes(directory: Path, plateifus) -> list[str]:
+    """The BPT class of each galaxy's centre, as the pipeline's ``agn_sample`` measures it
+    (`classify_centre` with its default S/N threshold) from the galaxy's cube."""
+    from manga_assets.analysis.bpt import classify_centre
+
+    classes = []
+    for plateifu in plateifus:
+        cube = read_cube(directory / "cubes" / f"{plateifu}.npz")
+        classes.append(classify_centre(cube.flux, cube.ivar, cube.mask, cube.lines).bpt_class)
+    return classes
 RATIO_FEATURES = ("log_nii_ha", "log_sii_ha", "log_oi_ha", "log_oiii_hb")
 
 
@@ -264,10 +280,18 @@ def main() -> None:
 
     methods: dict[str, np.ndarray] = {}
     flag_recall = {}
+    every = galaxies["plateifu"].tolist()
+    centre_class = dict(zip(every, centre_bpt_classes(args.dir, every), strict=True))
     for variant, result in results.items():
-        scores = anomaly_scores(result["latents"]).set_index("plateifu")
+        # As the pipeline scores by default: calibrated within the measured BPT class.
+        classes = [centre_class[p] for p in result["latents"]["plateifu"]]
+        scores = anomaly_scores(result["latents"], calibration_classes=classes)
+        scores = scores.set_index("plateifu")
+        by_depth = anomaly_scores(result["latents"]).set_index("plateifu")
         chosen = scores.loc[ranked["plateifu"]]
         methods[f"{variant} (combined)"] = chosen["anomaly_score"].to_numpy()
+        depth_scores = by_depth.loc[ranked["plateifu"], "anomaly_score"]
+        methods[f"{variant}{BY_DEPTH}"] = depth_scores.to_numpy()
         for component in ("line_excess", "coherent_residual", "latent_density"):
             methods[f"{variant}: {component}"] = scores.loc[
                 ranked["plateifu"], component
@@ -293,7 +317,9 @@ def main() -> None:
     )
     report = _report(args, spec, galaxies, test, ranked, results, table, flag_recall,
                      best_model, best_baseline, difference)  # fmt: skip
-    report += _normals_by_class(ranked, methods, list(results))
+    report += _normals_by_class(
+        ranked, methods, [f"{v} (combined)" for v in results] + [f"{v}{BY_DEPTH}" for v in results]
+    )
     # Kept for analysis: the tables the figures above come from.
     ranked.to_parquet(args.dir / "held_out.parquet", index=False)
     for variant, result in results.items():
@@ -391,7 +417,7 @@ def _report(args, spec, galaxies, test, ranked, results, table, flag_recall,
     return "\n".join(lines) + "\n"
 
 
-def _normals_by_class(ranked: pd.DataFrame, methods: dict, variants: list[str]) -> str:
+def _normals_by_class(ranked: pd.DataFrame, methods: dict, names: list[str]) -> str:
     """Held-out normal galaxies per BPT class: median combined score and rho(score, S/N) within
     the class. A pooled rho can come from classes of different depth being fitted differently
     rather than from depth itself."""
@@ -405,15 +431,15 @@ def _normals_by_class(ranked: pd.DataFrame, methods: dict, variants: list[str]) 
         "## Normal galaxies by BPT class",
         "",
         "| class | galaxies | median H-alpha S/N | "
-        + " | ".join(f"{v}: median score | {v}: rho(score, S/N)" for v in variants)
+        + " | ".join(f"{name}: median score | rho(score, S/N)" for name in names)
         + " |",
-        "|---|---|---|" + "---|---|" * len(variants),
+        "|---|---|---|" + "---|---|" * len(names),
     ]
     for name in sorted(set(classes)):
         members = classes == name
         cells = []
-        for variant in variants:
-            score = methods[f"{variant} (combined)"][normal][members]
+        for method in names:
+            score = methods[method][normal][members]
             rho = spearmanr(score, snr[members]).statistic if members.sum() > 2 else np.nan
             cells += [f"{np.median(score):.2f}", f"{rho:.3f}"]
         lines.append(

@@ -23,7 +23,10 @@ A galaxy can be unusual in five ways, each measured by one component score:
 
 Every component is calibrated against the sample itself, among galaxies of similar depth (the
 median H-alpha S/N per pixel, in quantile bins): a model misses more, in units of the noise, in
-a deep galaxy than in a shallow one, and depth alone must not make a galaxy anomalous. Per-line
+a deep galaxy than in a shallow one, and depth alone must not make a galaxy anomalous. Given
+``calibration_classes`` (e.g. each galaxy's measured BPT class), galaxies are calibrated within
+their class instead: a model that reproduces LINER nuclei worse than star-forming disks then
+does not rank every LINER as anomalous (benchmarks/SCIENCE.md measures both). Per-line
 values are first turned into robust z-scores per line (median and MAD, which the few anomalies
 hardly move), since lines differ in how well they are fitted; a galaxy's value is its largest
 over lines, and its tail probability that of the largest of as many standard normal values.
@@ -237,6 +240,7 @@ def anomaly_scores(
     *,
     k: int = 10,
     latent_columns: Sequence[str] | None = None,
+    calibration_classes: Sequence | np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Component scores, their tail probabilities, the combined score and the rank of every galaxy.
 
@@ -251,6 +255,9 @@ def anomaly_scores(
         Neighbours averaged in the latent density (default 10, clipped to N - 1).
     latent_columns : sequence of str, optional
         Latent columns to use; by default every ``z<digits>`` column.
+    calibration_classes : sequence, optional
+        One label per row: galaxies of one label calibrate each other, in place of the depth
+        bins (a label with fewer than `MIN_GROUP_SIZE` galaxies joins the whole sample).
 
     Returns
     -------
@@ -264,8 +271,9 @@ def anomaly_scores(
     Raises
     ------
     ValueError
-        If there are fewer than 2 galaxies, a per-line column is missing, or a latent value is
-        NaN or infinite (the message names the galaxies).
+        If there are fewer than 2 galaxies, a per-line column is missing, a latent value is
+        NaN or infinite (the message names the galaxies), or ``calibration_classes`` does not
+        have one label per galaxy.
     """
     plateifus, matrix = latent_matrix(latents, latent_columns)
     if len(plateifus) < 2:
@@ -294,7 +302,16 @@ def anomaly_scores(
     depth = (
         latents["median_snr"].to_numpy(dtype=np.float64) if "median_snr" in latents else None
     )
-    groups = None if depth is None else depth_groups(depth)
+    if calibration_classes is not None:
+        labels = np.asarray(calibration_classes, dtype=object)
+        if labels.shape != (len(plateifus),):
+            raise ValueError(
+                f"calibration_classes has {labels.size} labels for {len(plateifus)} galaxies; "
+                f"give one label per row of the latents table"
+            )
+        groups = pd.factorize(labels)[0]
+    else:
+        groups = None if depth is None else depth_groups(depth)
     line_value, line_index, n_lines = worst_line(relative, groups)
     peak_value, peak_index, _ = worst_line(peaks, groups)
     total = chi2.sum(axis=1) / np.maximum(n_valid.sum(axis=1), 1)

@@ -506,6 +506,8 @@ def _stale_analyses(
     for variant in VARIANTS:  # a new latents table makes new analyses of it
         if f"{variant}/latent_table" in stale:
             stale.update(f"{variant}/{name}" for name in WHOLE_SAMPLE_ANALYSES)
+        if "agn_sample" in stale:  # its BPT classes calibrate the anomaly scores
+            stale.add(f"{variant}/anomaly_scores")
     if stale:
         stale.add("agn_report")  # the report shows every analysis
     return [name for name in wanted if name in stale]

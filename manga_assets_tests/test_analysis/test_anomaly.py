@@ -156,3 +156,26 @@ def test_tiny_sample_clips_k():
 def test_single_galaxy_is_refused():
     with pytest.raises(ValueError, match="at least 2 galaxies"):
         anomaly_scores(latents_table(1))
+
+
+def test_calibration_classes_keep_a_class_the_model_fits_worse_ordinary(latents):
+    """LINER nuclei reproduced worse than SF disks: by depth every LINER ranks high, by class
+    only the one whose residual stands out among the LINERs does."""
+    liners = np.arange(0, 120, 4)  # a quarter of the sample, at every depth
+    latents.loc[liners, "peak_Hb-4862"] += 8.0
+    latents.loc[liners[3], "peak_Hb-4862"] += 20.0
+    classes = np.where(np.isin(np.arange(120), liners), "liner", "sf")
+
+    by_depth = anomaly_scores(latents, k=5)
+    by_class = anomaly_scores(latents, k=5, calibration_classes=classes)
+
+    assert (by_depth.loc[liners, "anomaly_score"] > 3).all()
+    assert by_class.loc[liners[3], "rank"] == 1
+    assert by_class.loc[liners[3], "anomaly_line"] == "Hb-4862"
+    ordinary_liners = np.delete(liners, 3)
+    assert (by_class.loc[ordinary_liners, "anomaly_score"] < 3).all()
+
+
+def test_calibration_classes_need_one_label_per_galaxy(latents):
+    with pytest.raises(ValueError, match="one label per row"):
+        anomaly_scores(latents, k=5, calibration_classes=["sf"] * 10)

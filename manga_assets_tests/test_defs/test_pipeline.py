@@ -84,6 +84,24 @@ def test_analyses_cover_every_embedded_galaxy(pipeline):
     assert agn["is_agn"].any()
 
 
+def test_anomaly_scores_are_calibrated_within_the_measured_bpt_class(pipeline):
+    """By default each galaxy is compared with galaxies of its centre's BPT class (agn_sample)."""
+    from manga_assets.analysis.anomaly import anomaly_scores
+
+    _, settings, _, _ = pipeline
+    products = settings.data_dir / "products"
+    classes = pd.read_parquet(products / "agn_sample.parquet").set_index("plateifu")["bpt_class"]
+    for variant in ("ae", "vae"):
+        latents = pd.read_parquet(products / variant / "latents.parquet")
+        stored = pd.read_parquet(products / variant / "anomaly_scores.parquet")
+        by_class = anomaly_scores(
+            latents, calibration_classes=classes.loc[latents["plateifu"]].to_numpy()
+        )
+        merged = stored.merge(by_class, on="plateifu", suffixes=("", "_expected"))
+        assert len(merged) == len(stored)
+        np.testing.assert_allclose(merged["anomaly_score"], merged["anomaly_score_expected"])
+
+
 def test_report_opens_with_every_figure(pipeline):
     _, _, summary, _ = pipeline
     html = summary.report.read_text()
@@ -120,6 +138,7 @@ def test_noise_level_alone_does_not_make_a_galaxy_anomalous(pipeline):
     anomaly: no line where the others have them.
     """
     from manga_assets.analysis.anomaly import anomaly_scores
+    from manga_assets.analysis.bpt import classify_centre
     from manga_assets.cubes.extract import read_cube
     from manga_assets.model.checkpoint import load_model
     from manga_assets.model.inference import embed
@@ -154,17 +173,24 @@ def test_noise_level_alone_does_not_make_a_galaxy_anomalous(pipeline):
         table[f"n_{line}"] = result.n_valid_per_line[:, index]
         table[f"peak_{line}"] = result.coherent_peak_per_line[:, index]
     table["plateifu"] = names
-    scores = anomaly_scores(table).set_index("plateifu")
-    top = max(1, int(0.05 * len(scores)))
-    assert scores.loc["noisy-copy", "rank"] > top, scores.loc["noisy-copy"]
-    assert scores.loc["noisy-copy", "anomaly_score"] < 2, scores.loc["noisy-copy"]
-    # No line at all among emitters is physics worth a look, whatever its misfit. (On this
-    # 30-galaxy demo the weakly trained models misfit a few normal AGN more strongly still.)
-    lineless = scores.loc["lineless-copy"]
-    assert lineless["anomaly_component"] == "line_absence", lineless
-    assert lineless["p_line_absence"] < 1e-3, lineless
-    normal = [p for p in cubes if truth.loc[p, "anomaly_kind"] == "none"]
-    assert lineless["rank"] < scores.loc[normal, "rank"].median(), lineless
+    # As the pipeline calibrates: within each centre's measured BPT class (the default), or by
+    # depth bins (AnomalyConfig.calibrate_by="depth"). Either way the noise alone must not count.
+    centre_classes = [
+        classify_centre(f, i, m, list(config.line_names)).bpt_class
+        for f, i, m in zip(flux, ivar, mask, strict=True)
+    ]
+    for classes in (centre_classes, None):
+        scores = anomaly_scores(table, calibration_classes=classes).set_index("plateifu")
+        top = max(1, int(0.05 * len(scores)))
+        assert scores.loc["noisy-copy", "rank"] > top, scores.loc["noisy-copy"]
+        assert scores.loc["noisy-copy", "anomaly_score"] < 2, scores.loc["noisy-copy"]
+        # No line at all among emitters is physics worth a look, whatever its misfit. (On this
+        # 30-galaxy demo the weakly trained models misfit a few normal AGN more strongly still.)
+        lineless = scores.loc["lineless-copy"]
+        assert lineless["anomaly_component"] == "line_absence", lineless
+        assert lineless["p_line_absence"] < 1e-3, lineless
+        normal = [p for p in cubes if truth.loc[p, "anomaly_kind"] == "none"]
+        assert lineless["rank"] < scores.loc[normal, "rank"].median(), lineless
 
 
 def test_a_model_below_the_bar_is_not_published_and_the_previous_one_stays(pipeline):

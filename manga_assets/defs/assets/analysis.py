@@ -41,9 +41,16 @@ class UmapConfig(dg.Config):
 
 
 class AnomalyConfig(dg.Config):
-    """Anomaly scores: neighbours averaged in the latent density."""
+    """Anomaly scores: neighbours averaged in the latent density, and who calibrates whom.
+
+    ``calibrate_by`` "bpt_class" (the default) compares each galaxy with galaxies of its
+    measured central BPT class (``agn_sample``), so that a class the model fits worse (LINER
+    nuclei, say) is not ranked anomalous as a whole; "depth" compares it with galaxies of
+    similar median H-alpha S/N instead (benchmarks/SCIENCE.md measures both).
+    """
 
     k: int = 10
+    calibrate_by: str = "bpt_class"
 
 
 class NeighboursConfig(dg.Config):
@@ -67,6 +74,25 @@ def _table_asset_kwargs(variant: str, name: str, description: str) -> dict:
     }
 
 
+CALIBRATIONS = ("bpt_class", "depth")
+
+
+def calibration_classes(
+    config: AnomalyConfig, latents: pd.DataFrame, agn_sample: pd.DataFrame
+) -> list[str] | None:
+    """Per galaxy of ``latents``, the label it is calibrated with (None: by depth)."""
+    if config.calibrate_by not in CALIBRATIONS:
+        raise ValueError(
+            f"anomaly_scores: calibrate_by must be one of {CALIBRATIONS}, got "
+            f"{config.calibrate_by!r}"
+        )
+    if config.calibrate_by == "depth":
+        return None
+    by_galaxy = agn_sample.set_index("plateifu")["bpt_class"].astype(str)
+    # A galaxy the AGN sample has not classified (none should be) is calibrated with its like.
+    return by_galaxy.reindex(latents["plateifu"]).fillna("unclassified").tolist()
+
+
 def build_latent_space_assets(variant: str) -> list[dg.AssetsDefinition]:
     """UMAP, anomaly scores and neighbour table of one model's latent space."""
 
@@ -88,15 +114,20 @@ def build_latent_space_assets(variant: str) -> list[dg.AssetsDefinition]:
             },
         )
 
-    @dg.asset(
-        **_table_asset_kwargs(
-            variant, "anomaly_scores", f"How anomalous each galaxy is in the {variant} space."
-        )
+    scores_kwargs = _table_asset_kwargs(
+        variant, "anomaly_scores", f"How anomalous each galaxy is in the {variant} space."
     )
-    def anomaly_scores(config: AnomalyConfig, latents: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    # The galaxies' measured BPT classes calibrate the scores (AnomalyConfig.calibrate_by).
+    scores_kwargs["ins"] = {**scores_kwargs["ins"], "agn_sample": dg.AssetIn(key="agn_sample")}
+
+    @dg.asset(**scores_kwargs)
+    def anomaly_scores(
+        config: AnomalyConfig, latents: pd.DataFrame, agn_sample: pd.DataFrame
+    ) -> dg.Output[pd.DataFrame]:
         from manga_assets.analysis.anomaly import anomaly_scores as score
 
-        table = score(latents, k=config.k)
+        classes = calibration_classes(config, latents, agn_sample)
+        table = score(latents, k=config.k, calibration_classes=classes)
         top = table.sort_values("rank").head(20)
         histogram = pd.cut(table["anomaly_score"], bins=10).value_counts(sort=False)
         by_component = table.loc[table["anomaly_score"] >= 2, "anomaly_component"].value_counts()
@@ -107,6 +138,10 @@ def build_latent_space_assets(variant: str) -> list[dg.AssetsDefinition]:
                     with_config(latents_provenance(latents), config_record(config))
                 ),
                 "galaxies": len(table),
+                "calibrated_by": config.calibrate_by,
+                "calibration_groups": dg.MetadataValue.json(
+                    {} if classes is None else pd.Series(classes).value_counts().to_dict()
+                ),
                 "score_above_2": int((table["anomaly_score"] >= 2).sum()),
                 "score_above_2_by_component": dg.MetadataValue.json(
                     {str(k): int(v) for k, v in by_component.items()}
