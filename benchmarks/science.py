@@ -47,6 +47,7 @@ from manga_assets.synthetic.spec import SyntheticReleaseSpec
 DATA_QUALITY_KINDS = ("missing_line",)
 # The combined score calibrated by depth bins, the product's alternative to the BPT class.
 BY_DEPTH = ": calibrated by depth"
+RATIO_FEATURES = ("log_nii_ha", "log_sii_ha", "log_oi_ha", "log_oiii_hb")
 
 
 def centre_bpt_classes(directory: Path, plateifus) -> list[str]:
@@ -59,7 +60,6 @@ def centre_bpt_classes(directory: Path, plateifus) -> list[str]:
         cube = read_cube(directory / "cubes" / f"{plateifu}.npz")
         classes.append(classify_centre(cube.flux, cube.ivar, cube.mask, cube.lines).bpt_class)
     return classes
-RATIO_FEATURES = ("log_nii_ha", "log_sii_ha", "log_oi_ha", "log_oiii_hb")
 
 
 def _extract(job: tuple[str, str, str]) -> dict:
