@@ -66,6 +66,7 @@ def synthetic_latents(n: int, dim: int, seed: int) -> pd.DataFrame:
         table[f"n_{line}"] = 600
         table[f"chi2_{line}"] = 600 * table["recon_error"] * rng.lognormal(0.0, 0.05, size=n)
         table[f"peak_{line}"] = 3.0 + 0.4 * rng.standard_normal(n)
+        table[f"extended_{line}"] = rng.standard_normal(n)
     return table
 
 

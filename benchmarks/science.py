@@ -157,6 +157,7 @@ def _latents_table(embedded, config) -> pd.DataFrame:
         table[f"chi2_{line}"] = embedded.chi2_per_line[:, index]
         table[f"n_{line}"] = embedded.n_valid_per_line[:, index]
         table[f"peak_{line}"] = embedded.coherent_peak_per_line[:, index]
+        table[f"extended_{line}"] = embedded.extended_residual_per_line[:, index]
     return table
 
 
@@ -292,7 +293,8 @@ def main() -> None:
         methods[f"{variant} (combined)"] = chosen["anomaly_score"].to_numpy()
         depth_scores = by_depth.loc[ranked["plateifu"], "anomaly_score"]
         methods[f"{variant}{BY_DEPTH}"] = depth_scores.to_numpy()
-        for component in ("line_excess", "coherent_residual", "latent_density"):
+        components = ("line_excess", "coherent_residual", "extended_residual", "latent_density")
+        for component in components:
             methods[f"{variant}: {component}"] = scores.loc[
                 ranked["plateifu"], component
             ].to_numpy()

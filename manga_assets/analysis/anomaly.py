@@ -1,6 +1,6 @@
 """How anomalous each galaxy is, in units of its noise, and why.
 
-A galaxy can be unusual in five ways, each measured by one component score:
+A galaxy can be unusual in six ways, each measured by one component score:
 
 - ``line_excess``: one line is reconstructed worse than the galaxy's other lines. Per line, the
   log of its reduced chi-square less the median over the galaxy's other lines; a line whose map
@@ -11,6 +11,11 @@ A galaxy can be unusual in five ways, each measured by one component score:
 - ``coherent_residual``: the residual has structure. Per line, the peak of the residual map in
   noise units smoothed with a PSF-sized kernel (`manga_assets.model.inference.coherent_peaks`);
   white noise averages down, a ring or a second nucleus does not.
+- ``extended_residual``: a line is brighter or fainter than the model over the whole galaxy. Per
+  line, the residual summed over the footprint in noise units, with the model's systematic floor
+  counted once over the galaxy (`manga_assets.model.inference.extended_residuals`): a line the
+  model leaves out, too faint per spaxel to make a peak (HeII across a whole disk), adds up,
+  while a deep galaxy's few-per-cent misfit of a bright line does not.
 - ``latent_density``: the galaxy sits where few others do. The mean distance to its ``k``
   nearest neighbours in the whitened latent space, keeping the principal directions that carry
   99 % of its variance (the active dimensions).
@@ -29,7 +34,8 @@ their class instead: a model that reproduces LINER nuclei worse than star-formin
 does not rank every LINER as anomalous (benchmarks/SCIENCE.md measures both). Per-line
 values are first turned into robust z-scores per line (median and MAD, which the few anomalies
 hardly move), since lines differ in how well they are fitted; a galaxy's value is its largest
-over lines, and its tail probability that of the largest of as many standard normal values.
+over lines (of the absolute value for the signed ``extended_residual``), and its tail probability
+that of the largest of as many standard normal values.
 The other components become a one-sided Gaussian tail probability of their robust z-score.
 ``anomaly_score`` is ``-log10`` of the smallest tail probability times the number of components
 (Bonferroni): one strong signal is enough, and it is not diluted by the components that see
@@ -57,7 +63,8 @@ from manga_assets.analysis.latent import latent_matrix, require_finite
 from manga_assets.analysis.neighbours import nearest_others
 
 COMPONENTS: tuple[str, ...] = (
-    "line_excess", "galaxy_excess", "coherent_residual", "latent_density", "line_absence",
+    "line_excess", "galaxy_excess", "coherent_residual", "extended_residual", "latent_density",
+    "line_absence",
 )  # fmt: skip
 # Integrated H-alpha S/N below which a galaxy has no detected line emission.
 DETECTION_SNR = 5.0
@@ -108,11 +115,12 @@ def tail_probability(values: np.ndarray, groups: np.ndarray | None = None) -> np
 
 
 def worst_line(
-    per_line: np.ndarray, groups: np.ndarray | None
+    per_line: np.ndarray, groups: np.ndarray | None, two_sided: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per galaxy, the largest per-line robust z-score (calibrated per line), its line index and
     the number of lines with data.
 
+    With ``two_sided``, the largest |z|: a line too faint counts as much as one too bright.
     NaN entries (lines without data) are skipped; a galaxy without any line gets 0 and index 0.
     """
     z = np.column_stack(
@@ -127,6 +135,8 @@ def worst_line(
             for column in per_line.T
         ]
     )
+    if two_sided:
+        z = np.abs(z)
     filled = np.nan_to_num(z, nan=-np.inf)
     index = filled.argmax(axis=1)
     best = filled[np.arange(len(z)), index]
@@ -149,11 +159,17 @@ def depth_residual(values: np.ndarray, depth: np.ndarray | None) -> np.ndarray:
     return residual
 
 
-def max_tail_probability(largest_z: np.ndarray, n_lines: np.ndarray) -> np.ndarray:
-    """Probability that the largest of ``n_lines`` standard normal z-scores is this large."""
+def max_tail_probability(
+    largest_z: np.ndarray, n_lines: np.ndarray, two_sided: bool = False
+) -> np.ndarray:
+    """Probability that the largest of ``n_lines`` standard normal z-scores (or, with
+    ``two_sided``, of their absolute values) is this large."""
     from scipy.stats import norm
 
-    return -np.expm1(np.maximum(n_lines, 1) * norm.logcdf(largest_z))
+    n = np.maximum(n_lines, 1)
+    if two_sided:
+        return -np.expm1(n * np.log1p(-2.0 * norm.sf(np.maximum(largest_z, 0.0))))
+    return -np.expm1(n * norm.logcdf(largest_z))
 
 
 def others_median(values: np.ndarray) -> np.ndarray:
@@ -248,9 +264,9 @@ def anomaly_scores(
     ----------
     latents : DataFrame
         A latents table: ``plateifu``, latent columns ``z00``.., per line ``chi2_<line>``,
-        ``n_<line>`` (valid pixels) and ``peak_<line>``, ``median_snr`` (depth; without it
-        the whole sample is one calibration group) and ``integrated_snr`` (without it no galaxy
-        counts as lineless), as `manga_assets.model.inference` makes.
+        ``n_<line>`` (valid pixels), ``peak_<line>`` and ``extended_<line>``, ``median_snr``
+        (depth; without it the whole sample is one calibration group) and ``integrated_snr``
+        (without it no galaxy counts as lineless), as `manga_assets.model.inference` makes.
     k : int, optional
         Neighbours averaged in the latent density (default 10, clipped to N - 1).
     latent_columns : sequence of str, optional
@@ -282,7 +298,7 @@ def anomaly_scores(
     missing = [
         f"{prefix}{line}"
         for line in lines
-        for prefix in ("n_", "peak_")
+        for prefix in ("n_", "peak_", "extended_")
         if f"{prefix}{line}" not in latents.columns
     ]
     if not lines or missing:
@@ -293,12 +309,14 @@ def anomaly_scores(
     chi2 = latents[[f"chi2_{line}" for line in lines]].to_numpy(dtype=np.float64)
     n_valid = latents[[f"n_{line}" for line in lines]].to_numpy(dtype=np.float64)
     peaks = latents[[f"peak_{line}" for line in lines]].to_numpy(dtype=np.float64)
+    extended = latents[[f"extended_{line}" for line in lines]].to_numpy(dtype=np.float64)
     require_finite(chi2, plateifus, "per-line chi-square")
 
     with np.errstate(invalid="ignore", divide="ignore"):
         log_reduced = np.where(n_valid > 0, np.log(np.maximum(chi2, 1e-3) / n_valid), np.nan)
         relative = log_reduced - others_median(log_reduced)
         peaks = np.where(n_valid > 0, peaks, np.nan)
+        extended = np.where(n_valid > 0, extended, np.nan)
     depth = (
         latents["median_snr"].to_numpy(dtype=np.float64) if "median_snr" in latents else None
     )
@@ -314,11 +332,13 @@ def anomaly_scores(
         groups = None if depth is None else depth_groups(depth)
     line_value, line_index, n_lines = worst_line(relative, groups)
     peak_value, peak_index, _ = worst_line(peaks, groups)
+    extended_value, extended_index, _ = worst_line(extended, groups, two_sided=True)
     total = chi2.sum(axis=1) / np.maximum(n_valid.sum(axis=1), 1)
     components = {
         "line_excess": line_value,
         "galaxy_excess": depth_residual(np.log(np.maximum(total, 1e-3)), depth),
         "coherent_residual": peak_value,
+        "extended_residual": extended_value,
         "latent_density": knn_distance(whitened_active(matrix), k),
         "line_absence": (
             latents["integrated_snr"].to_numpy(dtype=np.float64)
@@ -330,9 +350,10 @@ def anomaly_scores(
     probabilities = []
     for name, values in components.items():
         table[name] = values
-        if name in ("line_excess", "coherent_residual"):
+        if name in ("line_excess", "coherent_residual", "extended_residual"):
             # Already z-scores per line: the worst of n lines has a known distribution.
-            table[f"p_{name}"] = max_tail_probability(values, n_lines)
+            two_sided = name == "extended_residual"  # signed: too faint or too bright
+            table[f"p_{name}"] = max_tail_probability(values, n_lines, two_sided)
         elif name == "line_absence":
             table[f"p_{name}"] = absence_probability(values)
         else:
@@ -347,6 +368,7 @@ def anomaly_scores(
     line_of = {
         "line_excess": np.array(lines, dtype=object)[line_index],
         "coherent_residual": np.array(lines, dtype=object)[peak_index],
+        "extended_residual": np.array(lines, dtype=object)[extended_index],
     }
     table["anomaly_line"] = [
         line_of[component][i] if component in line_of else ""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from manga_assets.analysis.anomaly import COMPONENTS
 from manga_assets.analysis.figures import (
     GalleryRow,
     LoadCube,
@@ -133,6 +134,11 @@ def _table_html(table: pd.DataFrame) -> str:
     return table.to_html(index=False, escape=True, float_format=lambda v: f"{v:.3g}", border=0)
 
 
+def _share_above(scores: pd.DataFrame, threshold: float) -> float:
+    """Share of the galaxies whose anomaly score exceeds ``threshold`` (0 for an empty table)."""
+    return float((scores["anomaly_score"] > threshold).mean()) if len(scores) else 0.0
+
+
 def _figure_html(name: str, alt: str, caption: str) -> str:
     return (
         f'<figure><img src="{html.escape(name)}" alt="{html.escape(alt)}">'
@@ -222,9 +228,13 @@ def write_report(
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. '
         f"{len(agn_sample)} galaxies, {len(agn_plateifus)} AGN. Anomaly score: -log10 of the "
-        "smallest calibrated tail probability among three components in units of the noise "
-        "(the worst line's excess chi-square, the peak of the PSF-smoothed residual, the "
-        "latent-space density), Bonferroni-corrected: 2 means a 1-in-100 galaxy. The tables "
+        f"smallest calibrated tail probability among {len(COMPONENTS)} components in units of "
+        "the noise (the worst line's misfit against the galaxy's other lines, the galaxy's whole "
+        "misfit, the peak of the PSF-smoothed residual, a line's residual summed over the "
+        "footprint, the latent-space density, no detected H-alpha), Bonferroni-corrected: 2 "
+        "would mean a 1-in-100 galaxy if every component's tail were Gaussian; here "
+        f"{_share_above(anomaly_scores[primary], 2.0):.0%} of the galaxies score above 2 "
+        f"({html.escape(primary)}). The tables "
         "name the component and line that decided; data-quality flags (e.g. a line missing over "
         "the footprint) are listed apart and not ranked. Galleries and neighbours use the "
         f"{html.escape(primary)} model.</p>",

@@ -209,10 +209,16 @@ def chi_square_terms(
     Tensor, (B, T, H, W)
         ``w_eff (x_hat - x)^2`` with ``w_eff = w / (1 + w (eps x_hat)^2)``.
     """
-    floor = (systematic_floor * model_flux.detach()) ** 2
-    effective_weight = weight / (1.0 + weight * floor)
-    terms = effective_weight * (model_flux - flux) ** 2
+    terms = effective_weight(model_flux, weight, systematic_floor) * (model_flux - flux) ** 2
     return torch.where(valid, terms, torch.zeros_like(terms))
+
+
+def effective_weight(
+    model_flux: Tensor, weight: Tensor, systematic_floor: float = DEFAULT_SYSTEMATIC_FLOOR
+) -> Tensor:
+    """``w_eff = w / (1 + w (eps x_hat)^2)``: the noise's weight with the systematic floor added."""
+    floor = (systematic_floor * model_flux.detach()) ** 2
+    return weight / (1.0 + weight * floor)
 
 
 def per_line_chi_square(terms: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -476,9 +482,11 @@ class ConvLSTMAutoencoder(nn.Module):
         self, reconstruction: Tensor, x: Tensor, weight: Tensor, valid: Tensor
     ) -> Tensor:
         """Per-pixel chi-square (B, T, H, W) of stretched reconstructions of stretched cubes."""
-        normalisation = self.config.normalisation
-        limit = STRETCHED_OUTPUT_LIMIT
-        model_flux = to_linear(reconstruction.float().clamp(-limit, limit), normalisation)
-        flux = to_linear(x.float(), normalisation)
+        flux = to_linear(x.float(), self.config.normalisation)
         floor = self.config.systematic_floor
-        return chi_square_terms(model_flux, flux, weight.float(), valid, floor)
+        return chi_square_terms(self.model_flux(reconstruction), flux, weight.float(), valid, floor)
+
+    def model_flux(self, reconstruction: Tensor) -> Tensor:
+        """A stretched reconstruction in the galaxy's normalised linear units x = f / s."""
+        limit = STRETCHED_OUTPUT_LIMIT
+        return to_linear(reconstruction.float().clamp(-limit, limit), self.config.normalisation)

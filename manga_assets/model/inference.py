@@ -1,10 +1,12 @@
 """Inference: latent vectors and noise-weighted residuals of cubes, with the model's normalisation.
 
 Per galaxy and line, `embed` measures the chi-square of the reconstruction (the training loss,
-`manga_assets.model.autoencoder.chi_square_terms`), its number of valid pixels, and the peak of
-the residual map smoothed with a PSF-sized kernel (`coherent_peaks`). White noise scores about 1
-per pixel in the first and stays low in the second; a ring, a second nucleus or a line whose
-morphology disagrees with the others raises the second.
+`manga_assets.model.autoencoder.chi_square_terms`), its number of valid pixels, the peak of the
+residual map smoothed with a PSF-sized kernel (`coherent_peaks`) and the residual summed over
+the whole footprint (`extended_residuals`). White noise scores about 1 per pixel in the first
+and stays low in the others; a ring, a second nucleus or a line whose morphology disagrees with
+the others raises the peak, and a line brighter or fainter than the model over the whole galaxy,
+too faint per spaxel to stand out in any one place, raises the sum.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig, per_line_chi_square
+from manga_assets.model.autoencoder import (
+    ConvLSTMAutoencoder,
+    ModelConfig,
+    effective_weight,
+    per_line_chi_square,
+)
 from manga_assets.model.dataset import noise_weight, read_cube
 from manga_assets.model.normalise import galaxy_scale, normalise, valid_pixels
 
@@ -47,6 +54,9 @@ class EmbedResult:
     n_valid_per_line : numpy.ndarray, int64 (N, L)
     coherent_peak_per_line : numpy.ndarray, float64 (N, L)
         Peak |smoothed residual| in noise units per line (`coherent_peaks`); 0 without data.
+    extended_residual_per_line : numpy.ndarray, float64 (N, L)
+        Residual summed over the footprint in noise units per line (`extended_residuals`);
+        positive where the line is brighter than the model; 0 without data.
     n_valid_pixels : numpy.ndarray, int64 (N,)
     median_snr : numpy.ndarray, float64 (N,)
         Median S/N per valid pixel of the reference line (H-alpha), 0 without one: how deep the
@@ -65,6 +75,7 @@ class EmbedResult:
     chi2_per_line: np.ndarray
     n_valid_per_line: np.ndarray
     coherent_peak_per_line: np.ndarray
+    extended_residual_per_line: np.ndarray
     n_valid_pixels: np.ndarray
     median_snr: np.ndarray
     integrated_snr: np.ndarray
@@ -127,6 +138,39 @@ def coherent_peaks(
     usable = coverage >= MIN_SMOOTHING_COVERAGE
     significance = torch.where(usable, smoothed.abs() / norm.clamp_min(1e-12).sqrt(), 0.0)
     return significance.amax(dim=(-2, -1)).reshape(batch, lines)
+
+
+def extended_residuals(
+    residual: torch.Tensor, model_snr: torch.Tensor, valid: torch.Tensor, systematic_floor: float
+) -> torch.Tensor:
+    """The residual summed over each line's footprint, in noise units with a coherent floor.
+
+    Parameters
+    ----------
+    residual : Tensor, (B, T, H, W)
+        ``(x - x_hat) sqrt(w_eff)``, signed; 0 where invalid.
+    model_snr : Tensor, (B, T, H, W)
+        ``|x_hat| sqrt(w_eff)``: the model's own S/N per pixel.
+    valid : Tensor of bool, (B, T, H, W)
+    systematic_floor : float
+        eps, the model's fractional systematic error (`ModelConfig.systematic_floor`).
+
+    Returns
+    -------
+    Tensor, (B, T)
+        ``sum r / sqrt(N + (eps sum |x_hat| sqrt(w_eff))^2)`` over the N valid pixels. White noise
+        gives a unit normal value. The chi-square's floor treats the model's error as independent
+        from pixel to pixel, but an error of the model's flux scale is the same everywhere and
+        adds up over the footprint: the floor's eps, counted once over the galaxy, keeps a deep
+        galaxy's few-per-cent misfit ordinary, while a line the model leaves out entirely (its
+        x_hat near 0) gains nothing from it.
+    """
+    valid_float = valid.float()
+    total = (residual.float() * valid_float).sum(dim=(-2, -1))
+    count = valid_float.sum(dim=(-2, -1))
+    model_total = (model_snr.float() * valid_float).sum(dim=(-2, -1))
+    spread = (count + (systematic_floor * model_total) ** 2).clamp_min(1.0).sqrt()
+    return torch.where(count > 0, total / spread, torch.zeros_like(total))
 
 
 def embed(
@@ -206,6 +250,7 @@ def embed(
     chi2_line = np.zeros((n_galaxies, model_config.n_lines), dtype=np.float64)
     count_line = np.zeros((n_galaxies, model_config.n_lines), dtype=np.int64)
     peak_line = np.zeros((n_galaxies, model_config.n_lines), dtype=np.float64)
+    extended_line = np.zeros((n_galaxies, model_config.n_lines), dtype=np.float64)
     median_snr = np.zeros(n_galaxies, dtype=np.float64)
     integrated_snr = np.zeros(n_galaxies, dtype=np.float64)
     lines = list(model_config.line_names)
@@ -261,6 +306,12 @@ def embed(
             count_line[start:stop] = count.cpu().numpy()
             signed = torch.sign(x_tensor - reconstruction.float()) * terms.sqrt()
             peak_line[start:stop] = coherent_peaks(signed, valid_tensor).double().cpu().numpy()
+            model_flux = model.model_flux(reconstruction)
+            floor = model_config.systematic_floor
+            model_snr = model_flux.abs() * effective_weight(model_flux, weight_tensor, floor).sqrt()
+            extended_line[start:stop] = (
+                extended_residuals(signed, model_snr, valid_tensor, floor).double().cpu().numpy()
+            )
     with np.errstate(invalid="ignore", divide="ignore"):
         n_valid = count_line.sum(axis=1)
         per_galaxy = np.where(n_valid > 0, chi2_line.sum(axis=1) / n_valid, np.nan)
@@ -270,6 +321,7 @@ def embed(
         chi2_per_line=chi2_line,
         n_valid_per_line=count_line,
         coherent_peak_per_line=peak_line,
+        extended_residual_per_line=extended_line,
         n_valid_pixels=n_valid,
         median_snr=median_snr,
         integrated_snr=integrated_snr,

@@ -62,8 +62,8 @@ def latents_table(n: int, dim: int = 8, seed: int = 0, pixels: int = 400) -> pd.
     """A latents table of ``n`` galaxies a model reproduces to their noise.
 
     Latents are two Gaussian clusters; per line, ``pixels`` valid pixels, a chi-square drawn
-    from the chi-square distribution with that many degrees of freedom, and the smoothed
-    residual peak of white noise (about 3).
+    from the chi-square distribution with that many degrees of freedom, the smoothed residual
+    peak of white noise (about 3) and its summed residual (unit normal).
     """
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=3.0, size=(2, dim))
@@ -79,4 +79,5 @@ def latents_table(n: int, dim: int = 8, seed: int = 0, pixels: int = 400) -> pd.
         table[f"chi2_{line}"] = chi2[line]
         table[f"n_{line}"] = pixels
         table[f"peak_{line}"] = 3.0 + 0.4 * rng.standard_normal(n)
+        table[f"extended_{line}"] = rng.standard_normal(n)
     return table

@@ -33,6 +33,16 @@ def test_coherent_residual_ranks_first_and_is_named(latents):
     assert scores.loc[5, "anomaly_line"] == "Hb-4862"
 
 
+def test_a_line_fainter_than_the_model_over_the_whole_galaxy_ranks_first_and_is_named(latents):
+    # Signed: a line the model over-predicts everywhere counts as much as one it under-predicts.
+    latents.loc[9, "extended_OIII-5008"] = -8.0
+    scores = anomaly_scores(latents, k=5)
+    assert scores.loc[9, "rank"] == 1
+    assert scores.loc[9, "anomaly_component"] == "extended_residual"
+    assert scores.loc[9, "anomaly_line"] == "OIII-5008"
+    assert scores.loc[9, "extended_residual"] > 5
+
+
 def test_isolated_latent_ranks_first(latents):
     latent = [c for c in latents.columns if c.startswith("z")]
     latents.loc[40, latent] = 25.0

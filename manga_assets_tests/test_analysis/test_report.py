@@ -99,6 +99,9 @@ def test_report_links_only_existing_figures(tmp_path, inputs):
     assert {p.name for p in written.figure_paths} == set(sources)
     text = written.html_path.read_text(encoding="utf-8")
     assert "anomaly_auc" in text and "most anomalous AGN" in text
+    # The score's meaning is measured on the sample, not assumed from Gaussian tails.
+    share = (inputs["anomaly_scores"]["vae"]["anomaly_score"] > 2).mean()
+    assert f"here {share:.0%} of the galaxies score above 2 (vae)" in text
     assert not list((tmp_path / "reports").glob(".*"))
 
 

@@ -63,7 +63,7 @@ def test_every_usable_galaxy_has_a_finite_latent_vector(pipeline):
         assert set(latents["plateifu"]) == usable
         z = latents[[f"z{i:02d}" for i in range(32)]].to_numpy()
         assert np.isfinite(z).all() and z.std(axis=0).max() > 0
-        for prefix in ("chi2_", "n_", "peak_"):
+        for prefix in ("chi2_", "n_", "peak_", "extended_"):
             assert {f"{prefix}{line}" for line in PROJECT_LINES} <= set(latents.columns)
         assert np.isfinite(latents["recon_error"]).all() and (latents["median_snr"] > 0).all()
 
@@ -172,6 +172,7 @@ def test_noise_level_alone_does_not_make_a_galaxy_anomalous(pipeline):
         table[f"chi2_{line}"] = result.chi2_per_line[:, index]
         table[f"n_{line}"] = result.n_valid_per_line[:, index]
         table[f"peak_{line}"] = result.coherent_peak_per_line[:, index]
+        table[f"extended_{line}"] = result.extended_residual_per_line[:, index]
     table["plateifu"] = names
     # As the pipeline calibrates: within each centre's measured BPT class (the default), or by
     # depth bins (AnomalyConfig.calibrate_by="depth"). Either way the noise alone must not count.

@@ -7,7 +7,13 @@ import torch
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets.model.autoencoder import ConvLSTMAutoencoder
 from manga_assets.model.dataset import CubeFormatError, read_cube
-from manga_assets.model.inference import InferenceError, coherent_peaks, embed, embed_cubes
+from manga_assets.model.inference import (
+    InferenceError,
+    coherent_peaks,
+    embed,
+    embed_cubes,
+    extended_residuals,
+)
 from manga_assets.model.normalise import denormalise, galaxy_scale, normalise, valid_pixels
 from manga_assets_tests.test_model.conftest import DEVICE, GRID, tiny_config
 from manga_assets_tests.test_model.cubes import make_cube, write_cube, write_cubes
@@ -60,6 +66,20 @@ def test_embed_matches_the_model_on_normalised_cubes(cubes, model_and_config):
     assert result.chi2_per_line[2, 7] == 0 and result.n_valid_per_line[2, 7] == 0
     assert result.coherent_peak_per_line[2, 7] == 0
     assert (result.coherent_peak_per_line[2, :7] > 0).all()
+    # The residual summed over the footprint, its spread with the 5% floor counted once.
+    signed = np.sign(linear - model_flux) * np.sqrt(terms)
+    model_snr = np.where(valid, np.abs(model_flux) * np.sqrt(effective), 0.0)
+    n_valid = valid.sum(axis=(2, 3))
+    extended = signed.sum(axis=(2, 3)) / np.sqrt(
+        np.maximum(n_valid + (0.05 * model_snr.sum(axis=(2, 3))) ** 2, 1.0)
+    )
+    np.testing.assert_allclose(
+        np.delete(result.extended_residual_per_line, 7, axis=1),
+        np.delete(extended, 7, axis=1),
+        rtol=1e-3,
+        atol=1e-3,
+    )
+    assert result.extended_residual_per_line[2, 7] == 0
     np.testing.assert_array_equal(result.n_valid_pixels, valid.sum(axis=(1, 2, 3)))
     np.testing.assert_array_equal(result.n_valid_per_line, valid.sum(axis=(2, 3)))
 
@@ -76,6 +96,25 @@ def test_coherent_peaks_find_structure_not_white_noise():
     radius = ((yy - 16) ** 2 + (xx - 16) ** 2).sqrt()
     ring += 1.5 * ((radius > 8) & (radius < 11)).float()  # 1.5 sigma per pixel, coherent
     assert float(coherent_peaks(ring, valid).median()) > 2 * float(white.median())
+
+
+def test_extended_residuals_add_up_a_faint_line_but_not_a_bright_lines_small_misfit():
+    generator = torch.Generator().manual_seed(1)
+    noise = torch.randn(200, 1, 32, 32, generator=generator)
+    valid = torch.ones_like(noise, dtype=torch.bool)
+    unseen = torch.zeros_like(noise)  # a line the model leaves out: x_hat = 0
+    white = extended_residuals(noise, unseen, valid, systematic_floor=0.05)
+    # White noise: a unit normal value per galaxy and line.
+    assert abs(float(white.mean())) < 0.25 and 0.8 < float(white.std()) < 1.2
+    faint = noise + 0.3  # 0.3 sigma per pixel over the whole footprint
+    assert float(extended_residuals(faint, unseen, valid, 0.05).median()) > 8
+    # Per pixel the same line is lost in the noise, at the PSF's scale too.
+    assert float(coherent_peaks(faint, valid).median()) < 2 * float(
+        coherent_peaks(noise, valid).median()
+    )
+    # A bright line (model S/N 100 per pixel) missed by 3 %: within the model's 5 % floor.
+    bright = torch.full_like(noise, 100.0)
+    assert float(extended_residuals(noise + 3.0, bright, valid, 0.05).abs().max()) < 1.0
 
 
 def test_batch_size_does_not_change_the_result(cubes, model_and_config):

@@ -22,7 +22,8 @@ from manga_assets.defs.resources import DataDirResource
 from manga_assets.provenance import cubes_provenance, latents_provenance, with_config
 from manga_assets.sas.paths import PlateIFU
 
-ANALYSIS_CODE_VERSION = "1"
+# 2: the extended_residual anomaly component.
+ANALYSIS_CODE_VERSION = "2"
 # The report's provenance, beside it under products/.
 REPORT_PROVENANCE = "reports/agn_report.provenance.json"
 

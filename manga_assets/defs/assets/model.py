@@ -38,7 +38,8 @@ TRAINING_SET_CODE_VERSION = "2"
 MODEL_CODE_VERSION = "2"
 # 3: latents rows carry model_id and cube_digest, files record their provenance.
 # 4: and the integrated H-alpha S/N, for the line_absence anomaly component.
-LATENTS_CODE_VERSION = "4"
+# 5: and per line the residual summed over the footprint, for extended_residual.
+LATENTS_CODE_VERSION = "5"
 TRAINING_SET_DIR = "training_set"
 
 
@@ -445,7 +446,7 @@ def _latent_table(
     latent = [f"z{i:02d}" for i in range(config.latent_dim)]
     columns = ["plateifu", "model_id", "cube_digest", *latent, "recon_error", "median_snr",
                "integrated_snr"]  # fmt: skip
-    for prefix in ("chi2_", "n_", "peak_"):
+    for prefix in ("chi2_", "n_", "peak_", "extended_"):
         columns += [f"{prefix}{line}" for line in config.line_names]
     if not cubes:
         return pd.DataFrame(columns=columns)
@@ -469,6 +470,7 @@ def _latent_table(
         table[f"chi2_{line}"] = result.chi2_per_line[:, index]
         table[f"n_{line}"] = result.n_valid_per_line[:, index]
         table[f"peak_{line}"] = result.coherent_peak_per_line[:, index]
+        table[f"extended_{line}"] = result.extended_residual_per_line[:, index]
     return table
 
 
