@@ -152,13 +152,7 @@ def train_and_embed(
 
 
 def _latents_table(embedded, config) -> pd.DataFrame:
-    table = embedded.to_frame()
-    for index, line in enumerate(config.line_names):
-        table[f"chi2_{line}"] = embedded.chi2_per_line[:, index]
-        table[f"n_{line}"] = embedded.n_valid_per_line[:, index]
-        table[f"peak_{line}"] = embedded.coherent_peak_per_line[:, index]
-        table[f"extended_{line}"] = embedded.extended_residual_per_line[:, index]
-    return table
+    return pd.concat([embedded.to_frame(), embedded.per_line_frame(config.line_names)], axis=1)
 
 
 def baseline_scores(

@@ -33,6 +33,7 @@ from manga_assets.model.normalise import galaxy_scale, normalise, valid_pixels
 RESIDUAL_SMOOTHING_CELLS = 1.25
 # Smoothed residuals count only where the kernel saw at least this share of valid pixels.
 MIN_SMOOTHING_COVERAGE = 0.5
+PER_LINE_PREFIXES = ("chi2_", "n_", "peak_", "extended_")
 
 
 class InferenceError(RuntimeError):
@@ -96,6 +97,29 @@ class EmbedResult:
         frame["scale"] = self.scale
         return frame
 
+    def per_line_frame(self, lines: Sequence[str]) -> pd.DataFrame:
+        """One row per galaxy, the per-line columns `per_line_columns` names (in that order)."""
+        values = {
+            "chi2_": self.chi2_per_line,
+            "n_": self.n_valid_per_line,
+            "peak_": self.coherent_peak_per_line,
+            "extended_": self.extended_residual_per_line,
+        }
+        return pd.DataFrame(
+            {
+                f"{prefix}{line}": values[prefix][:, index]
+                for prefix in PER_LINE_PREFIXES
+                for index, line in enumerate(lines)
+            }
+        )
+
+
+def per_line_columns(lines: Sequence[str]) -> list[str]:
+    """``chi2_<line>`` (chi-square), ``n_<line>`` (valid pixels), ``peak_<line>`` (coherent
+    peak) and ``extended_<line>`` (extended residual) for every line: the latents' per-line
+    columns, which the anomaly scores read."""
+    return [f"{prefix}{line}" for prefix in PER_LINE_PREFIXES for line in lines]
+
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
     radius = max(1, int(np.ceil(3 * sigma)))
@@ -105,38 +129,55 @@ def _gaussian_kernel(sigma: float) -> torch.Tensor:
 
 
 def coherent_peaks(
-    residual: torch.Tensor, valid: torch.Tensor, sigma: float = RESIDUAL_SMOOTHING_CELLS
+    residual: torch.Tensor,
+    model_snr: torch.Tensor,
+    valid: torch.Tensor,
+    systematic_floor: float,
+    sigma: float = RESIDUAL_SMOOTHING_CELLS,
 ) -> torch.Tensor:
-    """Peak of the PSF-smoothed residual map per galaxy and line, in noise units.
+    """Peak of the PSF-smoothed residual map per galaxy and line, in noise units with a
+    coherent floor.
 
     Parameters
     ----------
     residual : Tensor, (B, T, H, W)
         ``(x - x_hat) sqrt(w_eff)``: unit variance where the model is right; 0 where invalid.
+    model_snr : Tensor, (B, T, H, W)
+        ``|x_hat| sqrt(w_eff)``: the model's own S/N per pixel.
     valid : Tensor of bool, (B, T, H, W)
+    systematic_floor : float
+        eps, the model's fractional systematic error (`ModelConfig.systematic_floor`).
     sigma : float
         Kernel sigma in grid cells.
 
     Returns
     -------
     Tensor, (B, T)
-        max |sum_k k r / sqrt(sum_k k^2 valid)| over pixels whose kernel saw enough valid
-        pixels. Uncorrelated unit noise gives a smoothed map of unit variance, so a peak of a
-        few is what noise does, while a residual structure the size of the PSF or larger adds
-        up over the kernel.
+        ``max |sum_k k r| / sqrt(sum_k k^2 + (eps sum_k k |x_hat| sqrt(w_eff))^2)`` over pixels
+        whose kernel saw enough valid pixels. Uncorrelated unit noise gives a smoothed map of
+        unit variance, so a peak of a few is what noise does, while a residual structure the
+        size of the PSF or larger adds up over the kernel. The model's error is as wide as the
+        kernel too: its floor, counted once over the kernel rather than pixel by pixel, keeps a
+        bright nucleus missed by a few per cent ordinary, while structure the model leaves out
+        (a ring, a second nucleus, where x_hat is small) gains nothing from it.
     """
     import torch.nn.functional as F
 
     kernel = _gaussian_kernel(sigma).to(residual.device)
     padding = kernel.shape[-1] // 2
     batch, lines, height, width = residual.shape
-    flat = lambda t: t.reshape(batch * lines, 1, height, width).float()  # noqa: E731
-    valid_float = flat(valid)
-    smoothed = F.conv2d(flat(residual), kernel[None, None], padding=padding)
-    norm = F.conv2d(valid_float, (kernel**2)[None, None], padding=padding)
-    coverage = F.conv2d(valid_float, kernel[None, None], padding=padding) / kernel.sum()
-    usable = coverage >= MIN_SMOOTHING_COVERAGE
-    significance = torch.where(usable, smoothed.abs() / norm.clamp_min(1e-12).sqrt(), 0.0)
+
+    def smooth(image: torch.Tensor, weights: torch.Tensor = kernel) -> torch.Tensor:
+        flat = image.reshape(batch * lines, 1, height, width).float()
+        return F.conv2d(flat, weights[None, None], padding=padding)
+
+    valid_float = valid.float()
+    smoothed = smooth(residual * valid_float)
+    spread = smooth(valid_float, kernel**2) + (
+        systematic_floor * smooth(model_snr * valid_float)
+    ) ** 2
+    usable = smooth(valid_float) / kernel.sum() >= MIN_SMOOTHING_COVERAGE
+    significance = torch.where(usable, smoothed.abs() / spread.clamp_min(1e-12).sqrt(), 0.0)
     return significance.amax(dim=(-2, -1)).reshape(batch, lines)
 
 
@@ -305,10 +346,12 @@ def embed(
             chi2_line[start:stop] = chi2.double().cpu().numpy()
             count_line[start:stop] = count.cpu().numpy()
             signed = torch.sign(x_tensor - reconstruction.float()) * terms.sqrt()
-            peak_line[start:stop] = coherent_peaks(signed, valid_tensor).double().cpu().numpy()
             model_flux = model.model_flux(reconstruction)
             floor = model_config.systematic_floor
             model_snr = model_flux.abs() * effective_weight(model_flux, weight_tensor, floor).sqrt()
+            peak_line[start:stop] = (
+                coherent_peaks(signed, model_snr, valid_tensor, floor).double().cpu().numpy()
+            )
             extended_line[start:stop] = (
                 extended_residuals(signed, model_snr, valid_tensor, floor).double().cpu().numpy()
             )

@@ -167,12 +167,7 @@ def test_noise_level_alone_does_not_make_a_galaxy_anomalous(pipeline):
     mask = np.stack([c.mask for c in cubes.values()] + [chosen.mask, chosen.mask])
     model, config = load_model(products / "models" / "ae")
     result = embed(model, config, flux.astype(np.float32), ivar.astype(np.float32), mask)
-    table = result.to_frame()
-    for index, line in enumerate(config.line_names):
-        table[f"chi2_{line}"] = result.chi2_per_line[:, index]
-        table[f"n_{line}"] = result.n_valid_per_line[:, index]
-        table[f"peak_{line}"] = result.coherent_peak_per_line[:, index]
-        table[f"extended_{line}"] = result.extended_residual_per_line[:, index]
+    table = pd.concat([result.to_frame(), result.per_line_frame(config.line_names)], axis=1)
     table["plateifu"] = names
     # As the pipeline calibrates: within each centre's measured BPT class (the default), or by
     # depth bins (AnomalyConfig.calibrate_by="depth"). Either way the noise alone must not count.

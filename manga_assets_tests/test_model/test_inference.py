@@ -88,14 +88,39 @@ def test_coherent_peaks_find_structure_not_white_noise():
     generator = torch.Generator().manual_seed(0)
     noise = torch.randn(200, 1, 32, 32, generator=generator)
     valid = torch.ones_like(noise, dtype=torch.bool)
-    white = coherent_peaks(noise, valid)
+    unseen = torch.zeros_like(noise)  # structure the model leaves out: x_hat = 0
+    white = coherent_peaks(noise, unseen, valid, systematic_floor=0.05)
     # Smoothed unit white noise has unit variance: its peak over ~1000 pixels is a few sigma.
     assert 2.0 < float(white.median()) < 4.5
     ring = noise.clone()
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     radius = ((yy - 16) ** 2 + (xx - 16) ** 2).sqrt()
-    ring += 1.5 * ((radius > 8) & (radius < 11)).float()  # 1.5 sigma per pixel, coherent
-    assert float(coherent_peaks(ring, valid).median()) > 2 * float(white.median())
+    ring_cells = ((radius > 8) & (radius < 11)).float()
+    ring += 1.5 * ring_cells  # 1.5 sigma per pixel, coherent
+    assert float(coherent_peaks(ring, unseen, valid, 0.05).median()) > 2 * float(white.median())
+
+
+def test_coherent_peaks_count_the_models_floor_once_over_the_kernel():
+    generator = torch.Generator().manual_seed(2)
+    noise = torch.randn(200, 1, 32, 32, generator=generator)
+    valid = torch.ones_like(noise, dtype=torch.bool)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    nucleus = ((yy - 16) ** 2 + (xx - 16) ** 2 < 9).float()
+    # A nucleus the model puts at S/N 20 per pixel (the most the 5 % floor allows), missed by
+    # 10 % of its flux (2 sigma per pixel): an ordinary misfit, at the level of the noise alone.
+    bright = 20.0 * nucleus
+    misfit = noise + 0.1 * bright
+    white = coherent_peaks(noise, bright, valid, 0.05)
+    assert float(coherent_peaks(misfit, bright, valid, 0.05).median()) < 1.5 * float(
+        white.median()
+    )
+    # Without the floor the same misfit would be a strong detection.
+    assert float(coherent_peaks(misfit, bright, valid, 0.0).median()) > 2 * float(white.median())
+    # A second nucleus of the same brightness that the model leaves out stands out.
+    second = noise + 20.0 * ((yy - 16) ** 2 + (xx - 24) ** 2 < 9).float()
+    assert float(coherent_peaks(second, bright, valid, 0.05).median()) > 5 * float(
+        white.median()
+    )
 
 
 def test_extended_residuals_add_up_a_faint_line_but_not_a_bright_lines_small_misfit():
@@ -109,8 +134,8 @@ def test_extended_residuals_add_up_a_faint_line_but_not_a_bright_lines_small_mis
     faint = noise + 0.3  # 0.3 sigma per pixel over the whole footprint
     assert float(extended_residuals(faint, unseen, valid, 0.05).median()) > 8
     # Per pixel the same line is lost in the noise, at the PSF's scale too.
-    assert float(coherent_peaks(faint, valid).median()) < 2 * float(
-        coherent_peaks(noise, valid).median()
+    assert float(coherent_peaks(faint, unseen, valid, 0.05).median()) < 2 * float(
+        coherent_peaks(noise, unseen, valid, 0.05).median()
     )
     # A bright line (model S/N 100 per pixel) missed by 3 %: within the model's 5 % floor.
     bright = torch.full_like(noise, 100.0)

@@ -39,7 +39,8 @@ MODEL_CODE_VERSION = "2"
 # 3: latents rows carry model_id and cube_digest, files record their provenance.
 # 4: and the integrated H-alpha S/N, for the line_absence anomaly component.
 # 5: and per line the residual summed over the footprint, for extended_residual.
-LATENTS_CODE_VERSION = "5"
+# 6: the coherent peaks count the model's systematic floor once over the smoothing kernel.
+LATENTS_CODE_VERSION = "6"
 TRAINING_SET_DIR = "training_set"
 
 
@@ -442,12 +443,13 @@ def _latent_table(
     ``made_from`` holds each cube's digest (:func:`manga_assets.provenance.cube_digests`); with
     ``model_id`` it lets any later run tell a row made by another model or from an older cube.
     """
+    from manga_assets.model.inference import per_line_columns  # torch: at run time only
+
     config = model.config
     latent = [f"z{i:02d}" for i in range(config.latent_dim)]
     columns = ["plateifu", "model_id", "cube_digest", *latent, "recon_error", "median_snr",
                "integrated_snr"]  # fmt: skip
-    for prefix in ("chi2_", "n_", "peak_", "extended_"):
-        columns += [f"{prefix}{line}" for line in config.line_names]
+    columns += per_line_columns(config.line_names)
     if not cubes:
         return pd.DataFrame(columns=columns)
     result = embed(
@@ -466,12 +468,7 @@ def _latent_table(
     table["recon_error"] = result.recon_error
     table["median_snr"] = result.median_snr
     table["integrated_snr"] = result.integrated_snr
-    for index, line in enumerate(config.line_names):
-        table[f"chi2_{line}"] = result.chi2_per_line[:, index]
-        table[f"n_{line}"] = result.n_valid_per_line[:, index]
-        table[f"peak_{line}"] = result.coherent_peak_per_line[:, index]
-        table[f"extended_{line}"] = result.extended_residual_per_line[:, index]
-    return table
+    return pd.concat([table, result.per_line_frame(config.line_names)], axis=1)
 
 
 def build_latent_table_asset(variant: str) -> dg.AssetsDefinition:
