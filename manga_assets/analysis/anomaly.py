@@ -9,8 +9,9 @@ A galaxy can be unusual in six ways, each measured by one component score:
 - ``galaxy_excess``: the whole galaxy is reconstructed worse than galaxies observed as deep
   (its log reduced chi-square, less a trend in depth fitted over the sample).
 - ``coherent_residual``: the residual has structure. Per line, the peak of the residual map in
-  noise units smoothed with a PSF-sized kernel (`manga_assets.model.inference.coherent_peaks`);
-  white noise averages down, a ring or a second nucleus does not.
+  noise units smoothed with a PSF-sized kernel, with the model's systematic floor counted once
+  over the kernel (`manga_assets.model.inference.coherent_peaks`): white noise averages down, a
+  ring or a second nucleus does not, and a bright nucleus missed by a few per cent stays ordinary.
 - ``extended_residual``: a line is brighter or fainter than the model over the whole galaxy. Per
   line, the residual summed over the footprint in noise units, with the model's systematic floor
   counted once over the galaxy (`manga_assets.model.inference.extended_residuals`): a line the
