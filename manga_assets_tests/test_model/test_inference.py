@@ -13,6 +13,7 @@ from manga_assets.model.inference import (
     embed,
     embed_cubes,
     extended_residuals,
+    per_line_columns,
 )
 from manga_assets.model.normalise import denormalise, galaxy_scale, normalise, valid_pixels
 from manga_assets_tests.test_model.conftest import DEVICE, GRID, tiny_config
@@ -196,6 +197,15 @@ def test_embed_cubes_reads_files_and_names_rows(tmp_path, model_and_config):
         read_cube(path, name, grid=GRID) for name, path in cubes), strict=True)))  # fmt: skip
     np.testing.assert_allclose(result.latents, direct.latents, atol=1e-6)
     assert embed_cubes(model, config, []).latents.shape == (0, 6)
+    per_line = result.per_line_frame(config.line_names)
+    assert list(per_line.columns) == per_line_columns(config.line_names)
+    line = config.line_names[3]
+    np.testing.assert_array_equal(per_line[f"chi2_{line}"], result.chi2_per_line[:, 3])
+    np.testing.assert_array_equal(per_line[f"n_{line}"], result.n_valid_per_line[:, 3])
+    np.testing.assert_array_equal(per_line[f"peak_{line}"], result.coherent_peak_per_line[:, 3])
+    np.testing.assert_array_equal(
+        per_line[f"extended_{line}"], result.extended_residual_per_line[:, 3]
+    )
 
 
 def test_embed_cubes_refuses_a_cube_of_another_grid(tmp_path, model_and_config):
