@@ -1,6 +1,7 @@
 """The whole graph through Dagster on a small synthetic release: models, latents, report."""
 
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -12,13 +13,12 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance
 
+from manga_assets.cli import DEMO_TRAINING
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets.defs.runner import run_pipeline
 from manga_assets.sas.mirror import MirrorServer
 from manga_assets.settings import Settings
 from manga_assets_tests.conftest import build_small_release
-
-TRAINING = {"epochs": 40, "batch_size": 8, "learning_rate": 3e-3, "patience": 10}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def pipeline(tmp_path_factory):
         settings = Settings(sas_url=server.url, release="DR17", data_dir=root / "data")
         summary = run_pipeline(
             settings,
-            training=TRAINING,
+            training=DEMO_TRAINING,
             truth_table=release.truth_path,
             instance=instance,
             log=lambda message: None,
@@ -118,12 +118,17 @@ def test_neighbours_command_answers_within_a_second(pipeline):
     plateifu = pd.read_parquet(products / "vae" / "latents.parquet")["plateifu"].iloc[0]
     command = [str(Path(sys.executable).parent / "manga-assets"), "neighbours", plateifu, "-k", "3",
                "--data-dir", str(settings.data_dir)]  # fmt: skip
+    # CPU seconds of the command, interpreter start-up included: unlike wall time, they do not
+    # grow when the other test worker keeps both cores busy.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     assert result.returncode == 0, result.stderr
     assert len(re.findall(r"^\s+\d+\s+\d+-\d+\s+distance", result.stdout, re.M)) == 3
-    assert elapsed < 3.0, f"{elapsed:.2f} s including interpreter start-up"
+    assert cpu < 3.0, f"{cpu:.2f} CPU s ({elapsed:.2f} s wall) including interpreter start-up"
 
     unknown = subprocess.run([*command[:2], "1-1", *command[3:]], capture_output=True, text=True)
     assert unknown.returncode != 0 and "1-1" in unknown.stderr
