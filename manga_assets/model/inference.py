@@ -33,7 +33,13 @@ from manga_assets.model.normalise import galaxy_scale, normalise, valid_pixels
 RESIDUAL_SMOOTHING_CELLS = 1.25
 # Smoothed residuals count only where the kernel saw at least this share of valid pixels.
 MIN_SMOOTHING_COVERAGE = 0.5
-PER_LINE_PREFIXES = ("chi2_", "n_", "peak_", "extended_")
+# The latents' per-line columns: column prefix -> the `EmbedResult` array that fills them.
+PER_LINE_FIELDS = {
+    "chi2_": "chi2_per_line",
+    "n_": "n_valid_per_line",
+    "peak_": "coherent_peak_per_line",
+    "extended_": "extended_residual_per_line",
+}
 
 
 class InferenceError(RuntimeError):
@@ -99,16 +105,10 @@ class EmbedResult:
 
     def per_line_frame(self, lines: Sequence[str]) -> pd.DataFrame:
         """One row per galaxy, the per-line columns `per_line_columns` names (in that order)."""
-        values = {
-            "chi2_": self.chi2_per_line,
-            "n_": self.n_valid_per_line,
-            "peak_": self.coherent_peak_per_line,
-            "extended_": self.extended_residual_per_line,
-        }
         return pd.DataFrame(
             {
-                f"{prefix}{line}": values[prefix][:, index]
-                for prefix in PER_LINE_PREFIXES
+                f"{prefix}{line}": getattr(self, field)[:, index]
+                for prefix, field in PER_LINE_FIELDS.items()
                 for index, line in enumerate(lines)
             }
         )
@@ -118,7 +118,7 @@ def per_line_columns(lines: Sequence[str]) -> list[str]:
     """``chi2_<line>`` (chi-square), ``n_<line>`` (valid pixels), ``peak_<line>`` (coherent
     peak) and ``extended_<line>`` (extended residual) for every line: the latents' per-line
     columns, which the anomaly scores read."""
-    return [f"{prefix}{line}" for prefix in PER_LINE_PREFIXES for line in lines]
+    return [f"{prefix}{line}" for prefix in PER_LINE_FIELDS for line in lines]
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -172,7 +172,7 @@ def coherent_peaks(
         return F.conv2d(flat, weights[None, None], padding=padding)
 
     valid_float = valid.float()
-    smoothed = smooth(residual * valid_float)
+    smoothed = smooth(residual)  # already 0 where invalid
     spread = smooth(valid_float, kernel**2) + (
         systematic_floor * smooth(model_snr * valid_float)
     ) ** 2

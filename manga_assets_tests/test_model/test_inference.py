@@ -96,8 +96,7 @@ def test_coherent_peaks_find_structure_not_white_noise():
     ring = noise.clone()
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     radius = ((yy - 16) ** 2 + (xx - 16) ** 2).sqrt()
-    ring_cells = ((radius > 8) & (radius < 11)).float()
-    ring += 1.5 * ring_cells  # 1.5 sigma per pixel, coherent
+    ring += 1.5 * ((radius > 8) & (radius < 11)).float()  # 1.5 sigma per pixel, coherent
     assert float(coherent_peaks(ring, unseen, valid, 0.05).median()) > 2 * float(white.median())
 
 
