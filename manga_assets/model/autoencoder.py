@@ -24,12 +24,23 @@ The encoder sees, per line map, the asinh-stretched flux and a validity channel 
 is usable), so "no data" and "zero flux" are different inputs. The decoder draws stretched maps;
 they go back to linear units before the loss.
 
-The loss is a chi-square in units of the noise (`chi_square_terms`): in the galaxy's normalised
-linear units x = f / s (s the galaxy's scale) a pixel has weight w = IVAR s^2, softened by a
-systematic floor, 1 / w_eff = 1 / w + (eps x_hat)^2, for the template and calibration errors that
-IVAR does not hold (Belfiore et al. 2019). A model that reproduces every galaxy to the noise scores
-about 1 per valid pixel; the mean map scores far more. The VAE minimises the negative ELBO of that
-Gaussian likelihood, 0.5 chi2 + beta KL per galaxy.
+Fit is measured by a chi-square in units of the noise (`chi_square_terms`): in the galaxy's
+normalised linear units x = f / s (s the galaxy's scale) a pixel has weight w = IVAR s^2, softened
+by a systematic floor, 1 / w_eff = 1 / w + (eps x_hat)^2, for the template and calibration errors
+that IVAR does not hold (Belfiore et al. 2019; eps = 5 %). A model that reproduces every galaxy to
+the noise scores about 1 per valid pixel; the mean map scores far more. This fixed yardstick is
+what early stopping and the quality gate read.
+
+Training minimises a Gaussian negative log-likelihood with the model's own uncertainty: per line,
+eps_l = 5 % + a learned term (`line_floor`), for what a 32-number code cannot encode: HII regions
+at the PSF scale in a bright disk are real, but no autoencoder redraws each one, and at S/N 100 a
+20 % miss would be 400 chi-square a pixel. The likelihood's log-determinant keeps eps_l honest (it
+settles where the residuals are, as a maximum-likelihood fit would). Each galaxy's negative
+log-likelihood per pixel then enters the loss through ``c log(1 + x / c)`` (`GALAXY_LOSS_SCALE`):
+a galaxy fitted near its noise counts fully, one fitted at many times its noise counts by its
+relative improvement, so a few bright or odd galaxies cannot decide what the model learns. The
+VAE adds 2 beta KL per galaxy (the negative ELBO, 0.5 chi2 + beta KL, scaled by 2) inside the same
+per-galaxy term.
 
 Like nanoGPT's ``GPT.forward(idx, targets)``, `ConvLSTMAutoencoder.forward` returns the output and
 its losses in one call, so training, validation and inference share one code path.
@@ -37,6 +48,7 @@ its losses in one call, so training, validation and inference share one code pat
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -55,6 +67,11 @@ INPUT_CHANNELS = 2
 # Systematic error floor, as a fraction of the model's flux (see `chi_square_terms`): DAP line
 # fluxes carry template systematics of a few per cent that IVAR leaves out.
 DEFAULT_SYSTEMATIC_FLOOR = 0.05
+# The learned part of each line's systematic floor starts here (added to the 5 %).
+INITIAL_LEARNED_FLOOR = 0.01
+# Per galaxy, the negative log-likelihood per pixel x enters the loss as c log(1 + x / c): a
+# galaxy at c times its noise keeps half its weight, one at 100 c about a hundredth.
+GALAXY_LOSS_SCALE = 10.0
 # Decoder outputs are clipped here (stretched units) before going back to linear flux: asinh^-1
 # grows exponentially, and an untrained decoder must not overflow the loss.
 STRETCHED_OUTPUT_LIMIT = 6.0
@@ -189,7 +206,7 @@ def chi_square_terms(
     flux: Tensor,
     weight: Tensor,
     valid: Tensor,
-    systematic_floor: float = DEFAULT_SYSTEMATIC_FLOOR,
+    systematic_floor: float | Tensor = DEFAULT_SYSTEMATIC_FLOOR,
 ) -> Tensor:
     """Per-pixel chi-square of a model in units of the noise, 0 where invalid.
 
@@ -200,9 +217,9 @@ def chi_square_terms(
     weight : Tensor, (B, T, H, W)
         Inverse variance of ``flux`` in those units, w = IVAR s^2.
     valid : Tensor of bool, (B, T, H, W)
-    systematic_floor : float
-        eps: the variance gains (eps x_hat)^2. x_hat enters without gradient, so a model cannot
-        lower its chi-square by inflating its own error bars.
+    systematic_floor : float or Tensor
+        eps: the variance gains (eps x_hat)^2; per line as a (T, 1, 1) tensor. x_hat enters
+        without gradient, so a model cannot lower its chi-square by inflating its own flux.
 
     Returns
     -------
@@ -214,11 +231,17 @@ def chi_square_terms(
 
 
 def effective_weight(
-    model_flux: Tensor, weight: Tensor, systematic_floor: float = DEFAULT_SYSTEMATIC_FLOOR
+    model_flux: Tensor, weight: Tensor, systematic_floor: float | Tensor = DEFAULT_SYSTEMATIC_FLOOR
 ) -> Tensor:
     """``w_eff = w / (1 + w (eps x_hat)^2)``: the noise's weight with the systematic floor added."""
     floor = (systematic_floor * model_flux.detach()) ** 2
     return weight / (1.0 + weight * floor)
+
+
+def robust_galaxy_loss(per_galaxy: Tensor, scale: float = GALAXY_LOSS_SCALE) -> Tensor:
+    """Mean over galaxies of ``c log(1 + x / c)``: each galaxy's weight in the gradient is
+    ``1 / (1 + x / c)``, so no galaxy's loss grows faster than the log of its misfit."""
+    return (scale * torch.log1p(per_galaxy.clamp_min(0.0) / scale)).mean()
 
 
 def per_line_chi_square(terms: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -317,6 +340,10 @@ class ConvLSTMAutoencoder(nn.Module):
         self.apply(_init_weights)
         nn.init.zeros_(self.latent_to_maps.weight)
         nn.init.zeros_(self.latent_to_maps.bias)
+        # Log of each line's learned systematic floor (see `line_floor`).
+        self.log_learned_floor = nn.Parameter(
+            torch.full((config.n_lines,), math.log(INITIAL_LEARNED_FLOOR))
+        )
         if config.variant == "vae":
             # Start with posterior noise (std e^-3 = 0.05) well below the spread of the means:
             # at unit variance the noise swamped the code and the decoder learnt to ignore it.
@@ -442,11 +469,11 @@ class ConvLSTMAutoencoder(nn.Module):
         reconstruction : Tensor, (B, T, H, W)
             In stretched units, like ``x``.
         losses : dict of str to Tensor, each ()
-            ``chi2``: chi-square per valid pixel (`chi_square_terms`); ``kl``: for the VAE, the
-            KL divergence of the posterior from N(0, I) in nats, averaged over the galaxies, 0
-            for the AE; ``total``: what training minimises, ``(chi2_sum + 2 beta kl_sum) /
-            n_valid``, i.e. the negative ELBO ``0.5 chi2 + beta KL`` per galaxy scaled by
-            2 / n_valid (the AE's total is its chi2).
+            ``chi2``: chi-square per valid pixel with the fixed floor (`chi_square_terms`);
+            ``kl``: for the VAE, the KL divergence of the posterior from N(0, I) in nats,
+            averaged over the galaxies, 0 for the AE; ``total``: what training minimises, per
+            galaxy the negative log-likelihood with the model's uncertainty plus 2 beta KL, per
+            valid pixel, through `robust_galaxy_loss`.
 
         Notes
         -----
@@ -473,18 +500,51 @@ class ConvLSTMAutoencoder(nn.Module):
         reconstruction = self.decode(latent)
         terms = self.chi_square_terms(reconstruction, x, weight, valid)
         n_valid = valid.sum().clamp_min(1)
-        chi2_sum = terms.sum()
-        kl = kl_per_galaxy.mean()
-        total = (chi2_sum + 2.0 * self.config.kl_weight * kl_per_galaxy.sum()) / n_valid
-        return reconstruction, {"chi2": chi2_sum / n_valid, "kl": kl, "total": total}
+        likelihood = self.likelihood_terms(reconstruction, x, weight, valid)
+        per_galaxy = likelihood.sum(dim=(1, 2, 3)) + 2.0 * self.config.kl_weight * kl_per_galaxy
+        per_galaxy = per_galaxy / valid.sum(dim=(1, 2, 3)).clamp_min(1)
+        return reconstruction, {
+            "chi2": terms.sum() / n_valid,
+            "kl": kl_per_galaxy.mean(),
+            "total": robust_galaxy_loss(per_galaxy),
+        }
 
     def chi_square_terms(
         self, reconstruction: Tensor, x: Tensor, weight: Tensor, valid: Tensor
     ) -> Tensor:
-        """Per-pixel chi-square (B, T, H, W) of stretched reconstructions of stretched cubes."""
+        """Per-pixel chi-square (B, T, H, W) of stretched reconstructions of stretched cubes,
+        with the fixed 5 % floor: the yardstick of early stopping and the quality gate."""
         flux = to_linear(x.float(), self.config.normalisation)
         floor = self.config.systematic_floor
         return chi_square_terms(self.model_flux(reconstruction), flux, weight.float(), valid, floor)
+
+    def line_floor(self) -> Tensor:
+        """Per line, the model's fractional uncertainty eps_l (T, 1, 1): the fixed floor plus the
+        learned share of each line's flux that the model cannot encode."""
+        learned = self.log_learned_floor.float().exp()
+        return (self.config.systematic_floor + learned).view(-1, 1, 1)
+
+    def uncertain_chi_square_terms(
+        self, reconstruction: Tensor, x: Tensor, weight: Tensor, valid: Tensor
+    ) -> Tensor:
+        """Per-pixel chi-square with the model's own uncertainty (`line_floor`): residuals the
+        model admits it cannot draw are not counted against a galaxy (the anomaly scores)."""
+        flux = to_linear(x.float(), self.config.normalisation)
+        model_flux = self.model_flux(reconstruction)
+        return chi_square_terms(model_flux, flux, weight.float(), valid, self.line_floor())
+
+    def likelihood_terms(
+        self, reconstruction: Tensor, x: Tensor, weight: Tensor, valid: Tensor
+    ) -> Tensor:
+        """Per-pixel Gaussian negative log-likelihood (times 2, less the constant log w) with
+        the model's uncertainty: ``w_eff r^2 + log(w / w_eff)``, 0 where invalid."""
+        flux = to_linear(x.float(), self.config.normalisation)
+        model_flux = self.model_flux(reconstruction)
+        weight = weight.float()
+        w_eff = effective_weight(model_flux, weight, self.line_floor())
+        log_determinant = torch.log1p(weight * (self.line_floor() * model_flux.detach()) ** 2)
+        terms = w_eff * (model_flux - flux) ** 2 + log_determinant
+        return torch.where(valid, terms, torch.zeros_like(terms))
 
     def model_flux(self, reconstruction: Tensor) -> Tensor:
         """A stretched reconstruction in the galaxy's normalised linear units x = f / s."""

@@ -14,7 +14,7 @@ What makes N ranks train the model one process would:
   exactly the order one process uses, and cuts it into the same global batches; each rank takes
   every N-th galaxy of each global batch (`epoch_steps`). The shards are deterministic, and the
   union of the shards of a step is the single-process batch.
-- The loss of a rank is weighted by its share of the step's valid pixels (`Ranks.loss_weight`),
+- The loss of a rank is weighted by its share of the step's galaxies (`Ranks.loss_weight`),
   so DDP's average of the ranks' gradients is the gradient of the chi-square over the whole
   global batch, not a mean of per-rank means.
 - Sums (chi-square, valid pixels, KL, galaxies) are reduced across ranks, then divided; a mean
@@ -123,17 +123,18 @@ class Ranks:
         dist.all_reduce(tensor)
         return tuple(float(value) for value in tensor.cpu())
 
-    def loss_weight(self, n_valid: int) -> float:
-        """Factor on this rank's per-pixel loss so DDP's averaged gradient is the global one.
+    def loss_weight(self, n_units: int) -> float:
+        """Factor on this rank's mean loss so DDP's averaged gradient is the global one.
 
-        DDP divides the sum of the ranks' gradients by N; a rank holding n of the step's M valid
-        pixels contributes its mean loss times n N / M, so the result is the gradient of the
-        loss summed over all M pixels divided by M, as one process on the whole batch computes.
+        The loss is a mean over units (galaxies). DDP divides the sum of the ranks' gradients by
+        N; a rank holding n of the step's M units contributes its mean loss times n N / M, so the
+        result is the gradient of the loss summed over all M units divided by M, as one process
+        on the whole batch computes.
         """
         if self.world_size == 1:
             return 1.0
-        (total,) = self.sum(float(n_valid))
-        return n_valid * self.world_size / max(total, 1.0)
+        (total,) = self.sum(float(n_units))
+        return n_units * self.world_size / max(total, 1.0)
 
     def wrap(self, model: Any) -> Any:
         """``model`` in DistributedDataParallel (unchanged for a lone process)."""

@@ -128,11 +128,19 @@ def _gaussian_kernel(sigma: float) -> torch.Tensor:
     return (profile[:, None] * profile[None, :]).float()
 
 
+def per_line_floor(
+    systematic_floor: float | torch.Tensor, lines: int, device: torch.device
+) -> torch.Tensor:
+    """A floor given as one value or one per line, as a (T,) float tensor."""
+    eps = torch.as_tensor(systematic_floor, dtype=torch.float32, device=device).reshape(-1)
+    return eps.expand(lines) if eps.numel() == 1 else eps
+
+
 def coherent_peaks(
     residual: torch.Tensor,
     model_snr: torch.Tensor,
     valid: torch.Tensor,
-    systematic_floor: float,
+    systematic_floor: float | torch.Tensor,
     sigma: float = RESIDUAL_SMOOTHING_CELLS,
 ) -> torch.Tensor:
     """Peak of the PSF-smoothed residual map per galaxy and line, in noise units with a
@@ -145,8 +153,9 @@ def coherent_peaks(
     model_snr : Tensor, (B, T, H, W)
         ``|x_hat| sqrt(w_eff)``: the model's own S/N per pixel.
     valid : Tensor of bool, (B, T, H, W)
-    systematic_floor : float
-        eps, the model's fractional systematic error (`ModelConfig.systematic_floor`).
+    systematic_floor : float or Tensor
+        eps, the model's fractional uncertainty, one value or one per line
+        (`ConvLSTMAutoencoder.line_floor`).
     sigma : float
         Kernel sigma in grid cells.
 
@@ -173,8 +182,9 @@ def coherent_peaks(
 
     valid_float = valid.float()
     smoothed = smooth(residual)  # already 0 where invalid
+    eps = per_line_floor(systematic_floor, lines, residual.device).repeat(batch)
     spread = smooth(valid_float, kernel**2) + (
-        systematic_floor * smooth(model_snr * valid_float)
+        eps.view(-1, 1, 1, 1) * smooth(model_snr * valid_float)
     ) ** 2
     usable = smooth(valid_float) / kernel.sum() >= MIN_SMOOTHING_COVERAGE
     significance = torch.where(usable, smoothed.abs() / spread.clamp_min(1e-12).sqrt(), 0.0)
@@ -182,7 +192,10 @@ def coherent_peaks(
 
 
 def extended_residuals(
-    residual: torch.Tensor, model_snr: torch.Tensor, valid: torch.Tensor, systematic_floor: float
+    residual: torch.Tensor,
+    model_snr: torch.Tensor,
+    valid: torch.Tensor,
+    systematic_floor: float | torch.Tensor,
 ) -> torch.Tensor:
     """The residual summed over each line's footprint, in noise units with a coherent floor.
 
@@ -193,8 +206,9 @@ def extended_residuals(
     model_snr : Tensor, (B, T, H, W)
         ``|x_hat| sqrt(w_eff)``: the model's own S/N per pixel.
     valid : Tensor of bool, (B, T, H, W)
-    systematic_floor : float
-        eps, the model's fractional systematic error (`ModelConfig.systematic_floor`).
+    systematic_floor : float or Tensor
+        eps, the model's fractional uncertainty, one value or one per line
+        (`ConvLSTMAutoencoder.line_floor`).
 
     Returns
     -------
@@ -210,7 +224,8 @@ def extended_residuals(
     total = (residual.float() * valid_float).sum(dim=(-2, -1))
     count = valid_float.sum(dim=(-2, -1))
     model_total = (model_snr.float() * valid_float).sum(dim=(-2, -1))
-    spread = (count + (systematic_floor * model_total) ** 2).clamp_min(1.0).sqrt()
+    eps = per_line_floor(systematic_floor, residual.shape[1], residual.device)
+    spread = (count + (eps * model_total) ** 2).clamp_min(1.0).sqrt()
     return torch.where(count > 0, total / spread, torch.zeros_like(total))
 
 
@@ -341,13 +356,16 @@ def embed(
                     f"model (retrain it if every galaxy fails)"
                 )
             latents[start:stop] = latent
-            terms = model.chi_square_terms(reconstruction, x_tensor, weight_tensor, valid_tensor)
+            # Scores count residuals against the noise and the model's own uncertainty.
+            terms = model.uncertain_chi_square_terms(
+                reconstruction, x_tensor, weight_tensor, valid_tensor
+            )
             chi2, count = per_line_chi_square(terms, valid_tensor)
             chi2_line[start:stop] = chi2.double().cpu().numpy()
             count_line[start:stop] = count.cpu().numpy()
             signed = torch.sign(x_tensor - reconstruction.float()) * terms.sqrt()
             model_flux = model.model_flux(reconstruction)
-            floor = model_config.systematic_floor
+            floor = model.line_floor()
             model_snr = model_flux.abs() * effective_weight(model_flux, weight_tensor, floor).sqrt()
             peak_line[start:stop] = (
                 coherent_peaks(signed, model_snr, valid_tensor, floor).double().cpu().numpy()

@@ -34,7 +34,7 @@ from manga_assets.model.autoencoder import (
     ConvLSTMAutoencoder,
     ModelConfig,
     chi_square_terms,
-    per_line_chi_square,
+    gaussian_kl,
     to_linear,
 )
 from manga_assets.model.checkpoint import (
@@ -61,12 +61,13 @@ from manga_assets.model.distributed import (
     shard_of,
     spawn,
 )
+from manga_assets.model.typical_fit import galaxy_fev, typical_fev
 
 CHECKPOINT_FILE = "training_state.pt"
 # A first run on a few plates has a few dozen training galaxies: with batches of 32 an epoch would
 # be one or two optimiser steps, and early stopping would end training before it began.
 MIN_STEPS_PER_EPOCH = 4
-CHECKPOINT_FORMAT_VERSION = 2
+CHECKPOINT_FORMAT_VERSION = 3
 
 
 class TrainingError(RuntimeError):
@@ -98,9 +99,9 @@ class TrainConfig:
     device : str
         "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N".
     patience : int
-        Stop after this many epochs without a better validation loss (default 8).
+        Stop after this many epochs without a better typical validation galaxy (default 8).
     min_delta : float
-        Smallest decrease of the validation loss that counts as better (default 0).
+        Smallest rise of the typical galaxy's validation FEV that counts as better (default 0).
     num_threads : int or None
         Torch CPU threads during training (restored afterwards); None keeps the current setting.
     augment : bool
@@ -173,12 +174,15 @@ class TrainResult:
     model : ConvLSTMAutoencoder
         The weights of the best epoch, on the CPU, in evaluation mode.
     history : list of dict
-        Per epoch: epoch, learning_rate, train_chi2, train_kl, train_total, val_chi2, val_kl,
-        val_total, seconds, galaxies_per_second.
+        Per epoch: epoch, learning_rate, train_chi2, train_kl, train_total, val_fev, val_chi2,
+        val_kl, val_total, seconds, galaxies_per_second.
     best_epoch : int
-        1-based epoch with the lowest validation total loss.
+        1-based epoch whose typical validation galaxy is fitted best (highest median FEV,
+        `manga_assets.model.typical_fit`): one bright odd galaxy cannot choose the epoch.
+    best_val_fev : float
+        That median FEV.
     best_val_chi2, best_val_total : float
-        Validation chi-square per valid pixel and total loss at the best epoch.
+        Validation chi-square per valid pixel and total loss at the best epoch (pooled).
     baseline_val_chi2 : float
         `baseline_chi_square` of the training set: the mean-map predictor's chi-square per
         valid pixel over the validation split.
@@ -199,6 +203,7 @@ class TrainResult:
     model: ConvLSTMAutoencoder
     history: list[dict]
     best_epoch: int
+    best_val_fev: float
     best_val_chi2: float
     best_val_total: float
     baseline_val_chi2: float
@@ -311,8 +316,9 @@ def evaluate(
     Returns
     -------
     dict
-        ``chi2``: chi-square per valid pixel over the split; ``kl``: mean per galaxy (nats);
-        ``total``: the training loss over the split.
+        ``fev``: the typical galaxy's FEV against the mean map (`typical_fit.typical_fev`),
+        what early stopping maximises; ``chi2``: chi-square per valid pixel pooled over the split;
+        ``kl``: mean per galaxy (nats); ``total``: chi2 plus 2 beta KL per valid pixel, pooled.
 
     Raises
     ------
@@ -320,18 +326,25 @@ def evaluate(
         If the reconstruction of some galaxies is not finite (they are named).
     """
     ranks = ranks or Ranks()
-    sums = _split_sums(model, training_set, split, batch_size, torch.device(device), bf16, ranks)
-    chi2_sum, n_valid, kl_sum, n_galaxies = ranks.sum(*sums)
-    total = (chi2_sum + 2.0 * model.config.kl_weight * kl_sum) / max(n_valid, 1)
+    fit = _split_fit(model, training_set, split, batch_size, torch.device(device), bf16, ranks)
+    n_galaxies = len(fit["chi2"])
+    # One collective for the whole split: each rank filled its own galaxies, zeros elsewhere.
+    packed = np.concatenate([fit["chi2"], fit["chi2_mean_map"], fit["counts"], fit["kl"]])
+    chi2, chi2_mean_map, counts, kl = np.split(np.asarray(ranks.sum(*packed)), 4)
+    n_valid = max(float(counts.sum()), 1.0)
+    fev = typical_fev(galaxy_fev(chi2, chi2_mean_map, counts))
+    if math.isnan(fev):  # no galaxy with line emission to explain: the pooled FEV
+        fev = (chi2_mean_map.sum() - chi2.sum()) / max(chi2_mean_map.sum() - n_valid, 1e-12)
     return {
-        "chi2": chi2_sum / max(n_valid, 1),
-        "kl": kl_sum / max(n_galaxies, 1),
-        "total": total,
+        "fev": float(fev),
+        "chi2": float(chi2.sum() / n_valid),
+        "kl": float(kl.sum() / max(n_galaxies, 1)),
+        "total": float((chi2.sum() + 2.0 * model.config.kl_weight * kl.sum()) / n_valid),
     }
 
 
 @torch.no_grad()
-def _split_sums(
+def _split_fit(
     model: ConvLSTMAutoencoder,
     training_set: TrainingSet,
     split: str,
@@ -339,38 +352,43 @@ def _split_sums(
     device: torch.device,
     bf16: bool,
     ranks: Ranks,
-) -> tuple[float, int, float, int]:
-    """Chi-square, valid pixels, KL and galaxies summed over this rank's shard of a split."""
+) -> dict[str, np.ndarray]:
+    """Per galaxy of a split (0 for other ranks' galaxies): chi-square sums of the model and of
+    the mean map, valid pixels, and KL."""
     was_training = model.training
     model.eval()
-    chi2_sum, n_valid, kl_sum, n_galaxies = 0.0, 0, 0.0, 0
     dataset = GalaxyMapsDataset(training_set, split)
+    fit = {name: np.zeros(len(dataset)) for name in ("chi2", "chi2_mean_map", "counts", "kl")}
     shard = shard_of(len(dataset), ranks)
     try:
         for start in range(0, len(shard), batch_size):
-            batch = dataset.__getitems__(shard[start : start + batch_size].tolist())
+            positions = shard[start : start + batch_size]
+            batch = dataset.__getitems__(positions.tolist())
             x = batch.x.to(device, non_blocking=True)
             valid = batch.valid.to(device, non_blocking=True)
             weight = batch.weight.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                reconstruction, losses = model(x, valid, weight)
-            chi2_line, count_line = per_line_chi_square(
-                model.chi_square_terms(reconstruction, x, weight, valid), valid
-            )
-            chi2 = chi2_line.sum(1)
+                # What forward does in evaluation mode: decode the posterior mean.
+                latent, log_variance = model.encode_distribution(x, valid)
+                reconstruction = model.decode(latent)
+            chi2 = model.chi_square_terms(reconstruction, x, weight, valid).double().sum((1, 2, 3))
             if not torch.isfinite(chi2).all():
                 bad = batch.rows[~torch.isfinite(chi2).cpu().numpy()]
                 raise TrainingError(
                     f"non-finite reconstruction for galaxies {training_set.plateifus(bad)} "
                     f"({split} split of {training_set.path})"
                 )
-            chi2_sum += float(chi2.double().sum())
-            n_valid += int(count_line.sum())
-            kl_sum += float(losses["kl"].detach()) * len(batch.rows)
-            n_galaxies += len(batch.rows)
+            mean_map = model.mean_maps.expand_as(x)
+            base = model.chi_square_terms(mean_map, x, weight, valid).double().sum((1, 2, 3))
+            fit["chi2"][positions] = chi2.cpu().numpy()
+            fit["chi2_mean_map"][positions] = base.cpu().numpy()
+            fit["counts"][positions] = valid.sum((1, 2, 3)).cpu().numpy()
+            if log_variance is not None:
+                kl = gaussian_kl(latent.float(), log_variance.float())
+                fit["kl"][positions] = kl.double().cpu().numpy()
     finally:
         model.train(was_training)
-    return chi2_sum, n_valid, kl_sum, n_galaxies
+    return fit
 
 
 def _augment(
@@ -557,7 +575,7 @@ def _train(
 
     history: list[dict] = []
     best_state = _state_copy(model)
-    best_epoch, best_val_total, best_val_chi2 = 0, math.inf, math.inf
+    best_epoch, best_val_fev, best_val_total, best_val_chi2 = 0, -math.inf, math.inf, math.inf
     epochs_since_best, stopped_early, resumed_from = 0, False, None
     start_epoch = 1
 
@@ -588,6 +606,7 @@ def _train(
             best_state = saved["best_model"]
             history = list(saved["history"])
             best_epoch = int(saved["best_epoch"])
+            best_val_fev = float(saved["best_val_fev"])
             best_val_total = float(saved["best_val_total"])
             best_val_chi2 = float(saved["best_val_chi2"])
             epochs_since_best = int(saved["epochs_since_best"])
@@ -655,7 +674,7 @@ def _train(
             weight = weight.to(device, non_blocking=True)
             input_valid = input_valid.to(device, non_blocking=True)
             batch_valid = int(valid.sum())
-            share = ranks.loss_weight(batch_valid)
+            share = ranks.loss_weight(len(batch.rows))  # the loss is a mean over galaxies
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_config.bf16):
                 _, losses = training_model(x, valid, weight, input_valid)
             total = losses["total"]
@@ -693,6 +712,7 @@ def _train(
                 "learning_rate": learning_rate,
                 "train_chi2": train_chi2,
                 "train_kl": train_kl,
+                "val_fev": val["fev"],
                 "val_chi2": val["chi2"],
                 "val_kl": val["kl"],
                 "val_total": val["total"],
@@ -701,8 +721,10 @@ def _train(
                 "galaxies_per_second": n_galaxies / train_seconds,
             }
         )
-        if val["total"] < best_val_total - train_config.min_delta:
-            best_epoch, best_val_total, best_val_chi2 = epoch, val["total"], val["chi2"]
+        # NaN (no validation galaxy with line emission to explain) never beats the first epoch.
+        if best_epoch == 0 or val["fev"] > best_val_fev + train_config.min_delta:
+            best_epoch, best_val_fev = epoch, val["fev"]
+            best_val_total, best_val_chi2 = val["total"], val["chi2"]
             best_state = _state_copy(model)
             epochs_since_best = 0
         else:
@@ -718,6 +740,7 @@ def _train(
                     "optimizer": optimizer.state_dict(),
                     "best_model": best_state,
                     "best_epoch": best_epoch,
+                    "best_val_fev": best_val_fev,
                     "best_val_total": best_val_total,
                     "best_val_chi2": best_val_chi2,
                     "epochs_since_best": epochs_since_best,
@@ -727,13 +750,13 @@ def _train(
             )
         log(
             f"epoch {epoch}/{train_config.epochs}: lr {learning_rate:.2e} | train chi2 "
-            f"{train_chi2:.4g} kl {train_kl:.3g} | val chi2 {val['chi2']:.4g} per pixel (mean "
-            f"map {baseline:.4g}) total {val['total']:.4g} | {n_galaxies / train_seconds:.1f} "
-            f"galaxies/s"
+            f"{train_chi2:.4g} kl {train_kl:.3g} | val: typical galaxy's FEV {val['fev']:.3f}, "
+            f"chi2 {val['chi2']:.4g} per pixel (mean map {baseline:.4g}) | "
+            f"{n_galaxies / train_seconds:.1f} galaxies/s"
         )
         if stopped_early:
             log(
-                f"early stop after epoch {epoch}: no better validation loss for "
+                f"early stop after epoch {epoch}: no better typical validation galaxy for "
                 f"{train_config.patience} epochs (best epoch {best_epoch})"
             )
 
@@ -748,6 +771,7 @@ def _train(
         model=model,
         history=history,
         best_epoch=best_epoch,
+        best_val_fev=best_val_fev,
         best_val_chi2=best_val_chi2,
         best_val_total=best_val_total,
         baseline_val_chi2=baseline,

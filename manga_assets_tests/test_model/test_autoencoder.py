@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from manga_assets.dap.datamodel import PROJECT_LINES
-from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig, chi_square_terms
+from manga_assets.model.autoencoder import (
+    GALAXY_LOSS_SCALE,
+    ConvLSTMAutoencoder,
+    ModelConfig,
+    chi_square_terms,
+    robust_galaxy_loss,
+)
 from manga_assets.model.normalise import galaxy_scale, normalise, valid_pixels
 from manga_assets_tests.test_model.conftest import GRID, tiny_config
 from manga_assets_tests.test_model.cubes import make_cube
@@ -97,7 +103,15 @@ def test_model_loss_does_not_depend_on_invalid_pixels():
     assert losses[0] == losses[1]
 
 
-def test_vae_loss_is_half_chi_square_plus_beta_kl():
+def _expected_total(model, x, valid, weight, kl_per_galaxy):
+    """The loss written out: per galaxy NLL + 2 beta KL per valid pixel, through c log(1 + x/c)."""
+    reconstruction = model.decode(model.encode_distribution(x, valid)[0])
+    nll = model.likelihood_terms(reconstruction, x, weight, valid).sum((1, 2, 3))
+    per_galaxy = (nll + 2.0 * model.config.kl_weight * kl_per_galaxy) / valid.sum((1, 2, 3))
+    return (GALAXY_LOSS_SCALE * torch.log1p(per_galaxy / GALAXY_LOSS_SCALE)).mean().item()
+
+
+def test_loss_is_each_galaxys_likelihood_bounded_and_the_vae_adds_beta_kl():
     torch.manual_seed(0)
     x = torch.randn(4, 19, GRID, GRID) * 0.3
     valid = torch.rand(4, 19, GRID, GRID) > 0.2
@@ -105,23 +119,55 @@ def test_vae_loss_is_half_chi_square_plus_beta_kl():
     ae = ConvLSTMAutoencoder(tiny_config("ae")).eval()
     _, ae_losses = ae(x, valid, weight)
     assert ae_losses["kl"].item() == 0.0
-    assert ae_losses["total"].item() == ae_losses["chi2"].item()
+    assert ae_losses["total"].item() == pytest.approx(
+        _expected_total(ae, x, valid, weight, torch.zeros(4)), rel=1e-5
+    )
 
-    n_valid = int(valid.sum())
     for beta in (1.0, 4.0):
         torch.manual_seed(0)
         vae = ConvLSTMAutoencoder(tiny_config("vae", beta=beta)).eval()
         _, losses = vae(x, valid, weight)
         assert losses["kl"].item() > 0
-        # total = (0.5 chi2_sum + beta KL_sum) x 2 / n_valid
-        chi2_sum = losses["chi2"].item() * n_valid
-        kl_sum = losses["kl"].item() * len(x)
-        expected = (0.5 * chi2_sum + beta * kl_sum) * 2 / n_valid
-        assert losses["total"].item() == pytest.approx(expected, rel=1e-5)
         # The KL is that of the posterior the encoder returns, in nats per galaxy.
         mean, log_variance = vae.encode_distribution(x, valid)
-        kl = 0.5 * (mean**2 + log_variance.exp() - 1 - log_variance).sum(1).mean()
-        assert losses["kl"].item() == pytest.approx(kl.item(), rel=1e-5)
+        kl = 0.5 * (mean**2 + log_variance.exp() - 1 - log_variance).sum(1)
+        assert losses["kl"].item() == pytest.approx(kl.mean().item(), rel=1e-5)
+        expected = _expected_total(vae, x, valid, weight, kl)
+        assert losses["total"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_one_badly_fitted_galaxy_cannot_dominate_the_gradient():
+    """A galaxy fitted at 1000 times its noise weighs in the gradient about as a galaxy
+    fitted at 10 times (each by its relative improvement), not 100 times more."""
+    misfit = torch.tensor([10.0, 1000.0], requires_grad=True)
+    robust_galaxy_loss(misfit).backward()
+    relative = misfit.grad * misfit.detach()  # d loss / d log(misfit)
+    assert relative[1] / relative[0] < 2.0
+
+
+def test_the_learned_floor_settles_at_the_fractional_misfit():
+    """Data scattered by 30 % around the model at S/N 1000: maximising the likelihood over the
+    learned floor alone brings the model's uncertainty to about 30 %."""
+    torch.manual_seed(0)
+    model = ConvLSTMAutoencoder(tiny_config()).eval()
+    truth = torch.full((8, 19, GRID, GRID), 2.0)
+    data = truth * (1.0 + 0.3 * torch.randn_like(truth))
+    weight = torch.full_like(truth, 1e6 / 4.0)  # S/N 1000 on a flux of 2
+    valid = torch.ones_like(truth, dtype=torch.bool)
+    stretched = normalise_linear(truth, model)
+    x = normalise_linear(data, model)
+    optimiser = torch.optim.Adam([model.log_learned_floor], lr=0.05)
+    for _ in range(300):
+        optimiser.zero_grad()
+        model.likelihood_terms(stretched, x, weight, valid).mean().backward()
+        optimiser.step()
+    np.testing.assert_allclose(model.line_floor().detach().flatten().numpy(), 0.3, rtol=0.1)
+
+
+def normalise_linear(linear: torch.Tensor, model: ConvLSTMAutoencoder) -> torch.Tensor:
+    """Linear normalised maps to the stretched units the model draws."""
+    valid = torch.ones_like(linear, dtype=torch.bool)
+    return normalise(linear, valid, 1.0, model.config.normalisation)
 
 
 def test_encoder_sees_validity_not_the_values_behind_invalid_pixels():

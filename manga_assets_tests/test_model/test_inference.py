@@ -55,11 +55,13 @@ def test_embed_matches_the_model_on_normalised_cubes(cubes, model_and_config):
     with torch.no_grad():
         np.testing.assert_allclose(result.latents, model.encode(x, valid_t).numpy(), atol=1e-5)
         reconstruction = model.decode(model.encode(x, valid_t))
-    # The chi-square in the galaxy's linear units: x = f / s, w = ivar s^2, 5% systematic floor.
+    # The chi-square in the galaxy's linear units: x = f / s, w = ivar s^2, and the model's
+    # uncertainty per line (5 % plus its learned floor).
+    eps = model.line_floor().detach().numpy().astype(np.float64)
     model_flux = denormalise(reconstruction.numpy().astype(np.float64), 1.0, config.normalisation)
     linear = np.where(valid, flux / np.array(scales)[:, None, None, None], 0.0)
     weight = np.where(valid, ivar * np.array(scales)[:, None, None, None] ** 2, 0.0)
-    effective = weight / (1 + weight * (0.05 * model_flux) ** 2)
+    effective = weight / (1 + weight * (eps * model_flux) ** 2)
     terms = np.where(valid, effective * (model_flux - linear) ** 2, 0.0)
     expected = terms.sum(axis=(1, 2, 3)) / valid.sum(axis=(1, 2, 3))
     np.testing.assert_allclose(result.recon_error, expected, rtol=1e-3)
@@ -67,12 +69,12 @@ def test_embed_matches_the_model_on_normalised_cubes(cubes, model_and_config):
     assert result.chi2_per_line[2, 7] == 0 and result.n_valid_per_line[2, 7] == 0
     assert result.coherent_peak_per_line[2, 7] == 0
     assert (result.coherent_peak_per_line[2, :7] > 0).all()
-    # The residual summed over the footprint, its spread with the 5% floor counted once.
+    # The residual summed over the footprint, its spread with the model's floor counted once.
     signed = np.sign(linear - model_flux) * np.sqrt(terms)
     model_snr = np.where(valid, np.abs(model_flux) * np.sqrt(effective), 0.0)
     n_valid = valid.sum(axis=(2, 3))
     extended = signed.sum(axis=(2, 3)) / np.sqrt(
-        np.maximum(n_valid + (0.05 * model_snr.sum(axis=(2, 3))) ** 2, 1.0)
+        np.maximum(n_valid + (eps[:, 0, 0] * model_snr.sum(axis=(2, 3))) ** 2, 1.0)
     )
     np.testing.assert_allclose(
         np.delete(result.extended_residual_per_line, 7, axis=1),

@@ -6,7 +6,8 @@ import torch
 
 from manga_assets.model.autoencoder import ConvLSTMAutoencoder
 from manga_assets.model.dataset import open_training_set
-from manga_assets.model.quality import assess_model, fev_interval, pca_basis
+from manga_assets.model.quality import assess_model, pca_basis
+from manga_assets.model.typical_fit import galaxy_fev, typical_fev_interval
 
 
 @pytest.fixture
@@ -47,10 +48,10 @@ def test_fev_is_the_share_of_the_excess_over_the_noise_removed():
     counts = np.full(50, 100)
     base = np.full(50, 500.0)  # 5 per pixel
     model = np.full(50, 200.0)  # 2 per pixel: 3 of the 4 excess units removed
-    fev, low, high = fev_interval(model, base, counts)
+    fev, low, high = typical_fev_interval(galaxy_fev(model, base, counts))
     assert fev == pytest.approx(0.75) and low == pytest.approx(0.75) and high == pytest.approx(0.75)
     noisy = model + np.random.default_rng(0).normal(0, 50, 50)
-    fev, low, high = fev_interval(noisy, base, counts)
+    fev, low, high = typical_fev_interval(galaxy_fev(noisy, base, counts))
     assert low < fev < high and high - low < 0.2
 
 
