@@ -27,7 +27,7 @@ A galaxy can be unusual in six ways, each measured by one component score:
   where a third of the galaxies are passive it does not. A galaxy observed shallowly but with
   emission still sums to a clear detection, so noise alone does not make it lineless.
 
-Every component is calibrated against the sample itself, among galaxies of similar depth (the
+Every component is first standardised on the sample itself, among galaxies of similar depth (the
 median H-alpha S/N per pixel, in quantile bins): a model misses more, in units of the noise, in
 a deep galaxy than in a shallow one, and depth alone must not make a galaxy anomalous. Given
 ``calibration_classes`` (e.g. each galaxy's measured BPT class), galaxies are calibrated within
@@ -35,13 +35,25 @@ their class instead: a model that reproduces LINER nuclei worse than star-formin
 does not rank every LINER as anomalous (benchmarks/SCIENCE.md measures both). Per-line
 values are first turned into robust z-scores per line (median and MAD, which the few anomalies
 hardly move), since lines differ in how well they are fitted; a galaxy's value is its largest
-over lines (of the absolute value for the signed ``extended_residual``), and its tail probability
-that of the largest of as many standard normal values.
-The other components become a one-sided Gaussian tail probability of their robust z-score.
-``anomaly_score`` is ``-log10`` of the smallest tail probability times the number of components
-(Bonferroni): one strong signal is enough, and it is not diluted by the components that see
-nothing. ``anomaly_component`` names the component that decided, ``anomaly_line`` the
-line when it is a line's.
+over lines (of the absolute value for the signed ``extended_residual``), and its model tail
+probability that of the largest of as many standard normal values; the other components get a
+one-sided Gaussian tail probability of their robust z-score.
+
+Those model probabilities rank well but do not mean what they say: normal galaxies' misfits
+have much heavier tails than Gaussian. ``-log10`` of each is kept as the component's ranking
+statistic and calibrated against a reference of galaxies (``reference``, by default the
+sample itself), pooled over calibration groups: ``p_<component>`` is the conformal p-value
+(Bates et al. 2023) where at least `MIN_EXCEEDANCES` reference galaxies are as extreme, and
+beyond, a straight line in log p fitted on the body of the reference, so a galaxy rarer than
+every reference galaxy keeps gaining with its rarity. Reference galaxies beyond what that line
+allows in a sample this large are anomalies of the reference and are not counted.
+``line_absence`` is already such a probability (the share of undetected galaxies, then a fitted
+tail). ``anomaly_score`` is ``-log10`` of the smallest p calibrated itself: P(smallest p <= t)
+= k_eff t, with the effective number of components k_eff (between 1 and 6) read on the
+reference's body, not Bonferroni's 6. Among normal galaxies about 10 % score above 1 and 1 %
+above 2 (less where the reference holds many anomalies of moderate rarity, which no
+calibration can tell from normal galaxies). ``anomaly_component`` names the component that
+decided, ``anomaly_line`` the line when it is a line's.
 
 Data-quality artefacts are not physics and are not ranked: ``quality_flags`` lists lines that
 are invalid over most of the footprint where the other lines are valid.
@@ -54,6 +66,7 @@ cost. A 32-number latent cannot memorise a galaxy's anomaly, and the benchmark
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -77,6 +90,20 @@ MIN_LINE_COVERAGE = 0.5
 MIN_GROUP_SIZE = 20
 # At most this many depth bins calibrate the scores.
 MAX_DEPTH_BINS = 5
+# A value with at least this many reference galaxies as extreme gets its conformal p-value;
+# beyond, the reference is too thin to count and a fitted tail takes over.
+MIN_EXCEEDANCES = 10
+# Below this many reference galaxies nothing is calibrated: the model probabilities stand.
+MIN_REFERENCE = 2 * MIN_EXCEEDANCES
+# The body of the reference, on which its tail is fitted: its few anomalies hardly move it.
+BODY_QUANTILES = (0.5, 0.9)
+# A reference galaxy expected fewer than this many times among as many normal galaxies is an
+# anomaly of the reference, and is set aside.
+OUTLIER_EXPECTATION = 0.001
+# Slowest tail (decades of probability per decade of rarity): keeps the map strictly falling.
+MIN_TAIL_SLOPE = 0.05
+# Quantiles of the combined statistic on which the effective number of components is read.
+COMBINED_QUANTILES = np.linspace(0.5, 0.9, 9)
 
 
 def depth_groups(median_snr: np.ndarray) -> np.ndarray:
@@ -173,6 +200,107 @@ def max_tail_probability(
     return -np.expm1(n * norm.logcdf(largest_z))
 
 
+def model_rarity(z: np.ndarray, n_lines: np.ndarray | None = None, two_sided: bool = False):
+    """``-log10`` of the model tail probability of a robust z-score (Gaussian, or with
+    ``n_lines`` the largest of as many), in decades, without underflow far in the tail.
+
+    This is the ranking statistic of a component: calibration maps it monotonically.
+    """
+    from scipy.stats import norm
+
+    z = np.nan_to_num(np.asarray(z, dtype=np.float64))
+    if n_lines is None:
+        return -norm.logsf(z) / math.log(10)
+    with np.errstate(divide="ignore"):
+        probability = max_tail_probability(z, n_lines, two_sided)
+        # Far in the tail the largest of n is n times one tail (twice for |z|): same, in logs.
+        far = np.log10(np.maximum(n_lines, 1) * (2.0 if two_sided else 1.0)) + norm.logsf(
+            np.abs(z) if two_sided else z
+        ) / math.log(10)
+        return -np.where(probability > 1e-200, np.log10(probability), far)
+
+
+def survival_slope(statistic: np.ndarray, log10_survival: np.ndarray) -> float | None:
+    """Least-squares decades of survival lost per decade of rarity (None where tied)."""
+    if np.ptp(statistic) <= 0:
+        return None
+    return float(-np.polyfit(statistic, log10_survival, 1)[0])
+
+
+def body_slope(ordered: np.ndarray) -> float | None:
+    """Tail slope read on the body of the reference (quantiles `BODY_QUANTILES`)."""
+    quantiles = np.linspace(*BODY_QUANTILES, 9)
+    return survival_slope(np.quantile(ordered, quantiles), np.log10(1 - quantiles))
+
+
+def typical_reference(reference: np.ndarray) -> np.ndarray:
+    """The reference less the galaxies that its body's tail says no normal sample this large
+    would hold (an expected count below `OUTLIER_EXPECTATION`), sorted.
+
+    The reference is the scored sample (or a user's choice) and holds anomalies; counted, they
+    would make every normal galaxy look more ordinary than it is.
+    """
+    ordered = np.sort(reference[np.isfinite(reference)])
+    slope = body_slope(ordered)
+    if slope is None:
+        return ordered
+    upper = np.quantile(ordered, BODY_QUANTILES[1])
+    # log10 of the expected count at or above each value, continuing the body's straight line.
+    expected = np.log10(len(ordered) * (1 - BODY_QUANTILES[1])) - slope * (ordered - upper)
+    return ordered[expected >= np.log10(OUTLIER_EXPECTATION)]
+
+
+def tail_slope(ordered: np.ndarray, levels: np.ndarray, log10_conformal: np.ndarray) -> float:
+    """How fast the reference's survival falls in its tail, in decades per decade of rarity.
+
+    Two reads, the heavier kept: over the body (quantiles `BODY_QUANTILES`), which the
+    reference's anomalies hardly move, and just inside the last counted value (`MIN_EXCEEDANCES`
+    to four times as many galaxies as extreme), since heavy-tailed statistics fall more slowly
+    there than in the body. A statistic tied over its body (0 for most galaxies) falls as its
+    model says: one decade per decade.
+    """
+    slopes = [body_slope(ordered)]
+    at_least = len(ordered) - np.searchsorted(ordered, levels, side="left")
+    near_tail = (at_least >= MIN_EXCEEDANCES) & (at_least <= 4 * MIN_EXCEEDANCES)
+    if near_tail.sum() >= 3:
+        slopes.append(survival_slope(levels[near_tail], log10_conformal[near_tail]))
+    fitted = [slope for slope in slopes if slope is not None]
+    return max(min(fitted), MIN_TAIL_SLOPE) if fitted else 1.0
+
+
+def calibrated_log10_probability(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """log10 of a tail probability of each value that is honest among ``reference`` galaxies.
+
+    In the body, the conformal p-value (1 + #{reference >= value}) / (n + 1) (Bates et al.
+    2023), interpolated in log between reference values so that it is continuous and
+    strictly falling; beyond the last value that at least `MIN_EXCEEDANCES` reference
+    galaxies reach, log10 p falls linearly with the statistic at the fitted `tail_slope`, so a
+    galaxy rarer than the whole reference keeps gaining with its rarity (not capped at
+    1 / (n + 1)).
+    """
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64))
+    ordered = typical_reference(np.asarray(reference, dtype=np.float64))
+    levels = np.unique(ordered)
+    at_least = len(ordered) - np.searchsorted(ordered, levels, side="left")
+    log10_conformal = np.log10((1 + at_least) / (len(ordered) + 1))
+    last = int(np.flatnonzero(at_least >= min(MIN_EXCEEDANCES, len(ordered)))[-1])
+    body = np.interp(values, levels[: last + 1], log10_conformal[: last + 1])
+    slope = tail_slope(ordered, levels, log10_conformal)
+    tail = log10_conformal[last] - slope * (values - levels[last])
+    return np.where(values > levels[last], tail, body)
+
+
+def effective_log10_components(combined_rarity: np.ndarray, n_components: int) -> float:
+    """log10 of how many independent components the smallest p-value was taken over.
+
+    With honest components, P(smallest p <= t) = k_eff t in the tail, k_eff between 1 (all
+    components see the same) and their number (independent, Bonferroni). Read on the body of
+    the reference (quantiles 0.5-0.9, median over them), where its anomalies hardly count.
+    """
+    offsets = np.log10(1 - COMBINED_QUANTILES) + np.quantile(combined_rarity, COMBINED_QUANTILES)
+    return float(np.clip(np.median(offsets), 0.0, math.log10(n_components)))
+
+
 def others_median(values: np.ndarray) -> np.ndarray:
     """Per galaxy and line, the median over the galaxy's other lines (NaN-aware).
 
@@ -214,32 +342,59 @@ def _line_names(latents: pd.DataFrame, prefix: str) -> list[str]:
     return [str(c)[len(prefix) :] for c in latents.columns if str(c).startswith(prefix)]
 
 
-def absence_probability(integrated_snr: np.ndarray) -> np.ndarray:
+def absence_probability(
+    integrated_snr: np.ndarray, reference: np.ndarray | None = None
+) -> np.ndarray:
     """Tail probability of ``line_absence``: 1 where detected, else how rare no detection is.
 
-    For an undetected galaxy: the share of the sample's other galaxies that are undetected too,
-    or, where that is smaller, the probability that a detected galaxy has a S/N as low as this
-    one (at least 1: below that all is noise), from a Gaussian in log S/N fitted robustly to the
-    detected ones. The first keeps passive galaxies ordinary in a survey that has many; the
-    second measures how far below the emitters a lone lineless galaxy lies. NaN counts as
-    detected.
+    For an undetected galaxy: the share of the reference's other galaxies that are undetected
+    too, or, where that is smaller, the probability that a detected galaxy has a S/N as low as
+    this one (at least 1: below that all is noise), from a Gaussian in log S/N fitted robustly
+    to the detected reference galaxies. The first keeps passive galaxies ordinary in a survey
+    that has many; the second measures how far below the emitters a lone lineless galaxy lies.
+    NaN counts as detected. ``reference`` (a boolean mask, default all) names the galaxies
+    that say what is usual.
     """
     from scipy.stats import norm
 
     snr = np.nan_to_num(np.asarray(integrated_snr, dtype=np.float64), nan=np.inf)
+    reference = np.ones(len(snr), dtype=bool) if reference is None else np.asarray(reference)
     undetected = snr < DETECTION_SNR
     probability = np.ones(len(snr))
     if not undetected.any():
         return probability
-    others = (undetected.sum() - 1) / max(len(snr) - 1, 1)
-    log_detected = np.log10(snr[~undetected & np.isfinite(snr)])
+    # Each galaxy is compared with the reference galaxies other than itself.
+    others_undetected = (undetected & reference).sum() - (undetected & reference)
+    others = others_undetected / np.maximum(reference.sum() - reference, 1)
+    log_detected = np.log10(snr[reference & ~undetected & np.isfinite(snr)])
     if log_detected.size < 3:  # (almost) nothing is detected: no lines is the norm here
         return probability
     median = np.median(log_detected)
     spread = max(1.4826 * np.median(np.abs(log_detected - median)), 1e-3)
     as_low = norm.cdf((np.log10(np.maximum(snr[undetected], 1.0)) - median) / spread)
-    probability[undetected] = np.maximum(others, as_low)
+    probability[undetected] = np.maximum(others[undetected], as_low)
     return probability
+
+
+def reference_mask(reference: Sequence[bool] | np.ndarray | None, n: int) -> np.ndarray:
+    """The reference rows as a boolean mask of length ``n`` (all rows when None)."""
+    if reference is None:
+        return np.ones(n, dtype=bool)
+    mask = np.asarray(reference)
+    if mask.shape != (n,) or mask.dtype != bool:
+        raise ValueError(
+            f"reference must be one boolean per galaxy ({n}), got {mask.dtype} of shape "
+            f"{mask.shape}"
+        )
+    return mask
+
+
+def calibrated(statistic: np.ndarray, in_reference: np.ndarray) -> np.ndarray:
+    """log10 tail probability of a ranking statistic (in decades), calibrated on the reference
+    galaxies; with too few of them, the model's own probability."""
+    if in_reference.sum() < MIN_REFERENCE:
+        return -statistic
+    return calibrated_log10_probability(statistic, statistic[in_reference])
 
 
 def quality_flags(n_valid: np.ndarray, lines: Sequence[str]) -> list[str]:
@@ -258,6 +413,7 @@ def anomaly_scores(
     k: int = 10,
     latent_columns: Sequence[str] | None = None,
     calibration_classes: Sequence | np.ndarray | None = None,
+    reference: Sequence[bool] | np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Component scores, their tail probabilities, the combined score and the rank of every galaxy.
 
@@ -275,22 +431,27 @@ def anomaly_scores(
     calibration_classes : sequence, optional
         One label per row: galaxies of one label calibrate each other, in place of the depth
         bins (a label with fewer than `MIN_GROUP_SIZE` galaxies joins the whole sample).
+    reference : sequence of bool, optional
+        One flag per row: the galaxies whose statistics calibrate the tail probabilities
+        (default: all, the scored sample itself). Name galaxies known to be normal, or not
+        fitted on, for p-values that are honest rather than nearly so.
 
     Returns
     -------
     DataFrame
-        ``plateifu``; per component its value and ``p_<component>``; ``anomaly_score``
-        (``-log10`` of the Bonferroni-corrected smallest tail probability, >= 0, higher = more
-        anomalous); ``anomaly_component`` and ``anomaly_line`` (what decided); ``rank``
-        (1 = most anomalous); ``quality_flags`` (data-quality artefacts, not ranked). Rows are in
-        the input order.
+        ``plateifu``; per component its value and ``p_<component>`` (its tail probability,
+        calibrated on the reference); ``anomaly_score`` (``-log10`` of the smallest ``p``
+        calibrated itself on the reference, >= 0, higher = more anomalous: above ``s`` for
+        about a share ``10**-s`` of normal galaxies); ``anomaly_component`` and
+        ``anomaly_line`` (what decided); ``rank`` (1 = most anomalous); ``quality_flags``
+        (data-quality artefacts, not ranked). Rows are in the input order.
 
     Raises
     ------
     ValueError
         If there are fewer than 2 galaxies, a per-line column is missing, a latent value is
-        NaN or infinite (the message names the galaxies), or ``calibration_classes`` does not
-        have one label per galaxy.
+        NaN or infinite (the message names the galaxies), or ``calibration_classes`` or
+        ``reference`` does not have one entry per galaxy.
     """
     plateifus, matrix = latent_matrix(latents, latent_columns)
     if len(plateifus) < 2:
@@ -347,24 +508,33 @@ def anomaly_scores(
             else np.full(len(plateifus), np.nan)
         ),
     }
+    in_reference = reference_mask(reference, len(plateifus))
+    rarity = {
+        "line_excess": model_rarity(line_value, n_lines),
+        "galaxy_excess": model_rarity(grouped_z(components["galaxy_excess"], groups)),
+        "coherent_residual": model_rarity(peak_value, n_lines),
+        # Signed: too faint or too bright.
+        "extended_residual": model_rarity(extended_value, n_lines, two_sided=True),
+        "latent_density": model_rarity(grouped_z(components["latent_density"], groups)),
+    }
+    log10_p = {name: calibrated(statistic, in_reference) for name, statistic in rarity.items()}
+    with np.errstate(divide="ignore"):
+        log10_p["line_absence"] = np.log10(
+            absence_probability(components["line_absence"], in_reference)
+        )
     table = pd.DataFrame({"plateifu": plateifus})
-    probabilities = []
-    for name, values in components.items():
-        table[name] = values
-        if name in ("line_excess", "coherent_residual", "extended_residual"):
-            # Already z-scores per line: the worst of n lines has a known distribution.
-            two_sided = name == "extended_residual"  # signed: too faint or too bright
-            table[f"p_{name}"] = max_tail_probability(values, n_lines, two_sided)
-        elif name == "line_absence":
-            table[f"p_{name}"] = absence_probability(values)
-        else:
-            table[f"p_{name}"] = tail_probability(values, groups)
-        probabilities.append(table[f"p_{name}"].to_numpy())
-    rows = np.arange(len(plateifus))
-    stacked = np.clip(np.stack(probabilities, axis=1), 1e-300, 1.0)
+    for name in COMPONENTS:
+        table[name] = components[name]
+        table[f"p_{name}"] = 10 ** log10_p[name]
+    stacked = np.maximum(np.stack([log10_p[name] for name in COMPONENTS], axis=1), -300.0)
     deciding = stacked.argmin(axis=1)
-    corrected = np.minimum(stacked[rows, deciding] * len(COMPONENTS), 1.0)
-    table["anomaly_score"] = -np.log10(corrected)
+    combined_rarity = -stacked.min(axis=1)
+    # The smallest p is calibrated itself: P(smallest p <= t) = k_eff t among normal galaxies.
+    if in_reference.sum() >= MIN_REFERENCE:
+        offset = effective_log10_components(combined_rarity[in_reference], len(COMPONENTS))
+    else:
+        offset = math.log10(len(COMPONENTS))  # too few to calibrate: Bonferroni
+    table["anomaly_score"] = np.maximum(combined_rarity - offset, 0.0)
     table["anomaly_component"] = np.array(COMPONENTS, dtype=object)[deciding]
     line_of = {
         "line_excess": np.array(lines, dtype=object)[line_index],
@@ -376,7 +546,8 @@ def anomaly_scores(
         for i, component in enumerate(table["anomaly_component"])
     ]
 
-    order = np.lexsort((plateifus, -table["anomaly_score"].to_numpy()))
+    # By the combined rarity, which keeps ordering galaxies whose score is 0.
+    order = np.lexsort((plateifus, -combined_rarity))
     rank = np.empty(len(table), dtype=np.int64)
     rank[order] = np.arange(1, len(table) + 1)
     table["rank"] = rank

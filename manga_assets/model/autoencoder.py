@@ -524,6 +524,11 @@ class ConvLSTMAutoencoder(nn.Module):
         learned = self.log_learned_floor.float().exp()
         return (self.config.systematic_floor + learned).view(-1, 1, 1)
 
+    def line_floors(self) -> dict[str, float]:
+        """`line_floor` by line name, for metrics and metadata."""
+        values = self.line_floor().detach().flatten().tolist()
+        return dict(zip(self.config.line_names, (round(v, 4) for v in values), strict=True))
+
     def uncertain_chi_square_terms(
         self, reconstruction: Tensor, x: Tensor, weight: Tensor, valid: Tensor
     ) -> Tensor:

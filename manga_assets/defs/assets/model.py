@@ -35,12 +35,15 @@ from manga_assets.provenance import (
 from manga_assets.sas.paths import PlateIFU
 
 TRAINING_SET_CODE_VERSION = "2"
-MODEL_CODE_VERSION = "2"
+# 3: likelihood with a learned per-line floor, bounded per galaxy; the typical galaxy chooses
+#    the epoch and passes the gate.
+MODEL_CODE_VERSION = "3"
 # 3: latents rows carry model_id and cube_digest, files record their provenance.
 # 4: and the integrated H-alpha S/N, for the line_absence anomaly component.
 # 5: and per line the residual summed over the footprint, for extended_residual.
 # 6: the coherent peaks count the model's systematic floor once over the smoothing kernel.
-LATENTS_CODE_VERSION = "6"
+# 7: residuals counted against the model's own per-line uncertainty.
+LATENTS_CODE_VERSION = "7"
 TRAINING_SET_DIR = "training_set"
 
 
@@ -284,6 +287,7 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
             metrics = {
                 **result.metrics(),
                 "quality": quality.to_dict(),
+                "learned_floor": result.model.line_floors(),
                 "signature_digest": digest,
                 "n_galaxies_trained": n_galaxies,
                 "model_id": signature_digest(
@@ -313,6 +317,8 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
                 "min_fev": quality["min_fev"],
                 "val_chi2_model": quality["chi2_model"],
                 "val_chi2_weighted_pca": quality["chi2_pca"],
+                "fev_weighted_pca": quality["fev_pca"],
+                "fev_pooled": quality["fev_pooled"],
                 "val_chi2_mean_map": quality["chi2_mean_map"],
                 "val_galaxies": quality["n_val"],
                 "blocking": quality["blocking"],
@@ -348,6 +354,8 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
                 "best_val_chi2": metrics["best_val_chi2"],
                 "mean_map_val_chi2": metrics["baseline_val_chi2"],
                 "fev": quality["fev"],
+                "best_val_fev": metrics["best_val_fev"],
+                "learned_floor": dg.MetadataValue.json(metrics.get("learned_floor", {})),
                 "active_latent_dims": quality["active_latent_dims"],
                 "training_seconds": metrics["wall_seconds"],
                 "galaxies_per_second": metrics["galaxies_per_second"],
