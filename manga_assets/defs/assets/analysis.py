@@ -23,7 +23,7 @@ from manga_assets.provenance import cubes_provenance, latents_provenance, with_c
 from manga_assets.sas.paths import PlateIFU
 
 # 2: the extended_residual anomaly component.
-# 3: tail probabilities and the combined score calibrated on the sample (conformal body, fitted tail).
+# 3: tail probabilities and the combined score calibrated on the sample.
 ANALYSIS_CODE_VERSION = "3"
 # The report's provenance, beside it under products/.
 REPORT_PROVENANCE = "reports/agn_report.provenance.json"
