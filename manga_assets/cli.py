@@ -2,9 +2,9 @@
 
 manga-assets run [--release DR17] [--limit N] [--plates P ...] [--epochs N] [--revalidate-after H]
                  [--strict] [--wait] [--acquisition-only]
-manga-assets demo [--dir DIR] [--plates N]
+manga-assets demo [--dir DIR] [--plates N] [--world realistic|smooth]
 manga-assets mirror build DIR [--release DR17] [--plates N] [--lean] [--faults] [--survey]
-                              [--inject MAPS ...]
+                              [--world realistic|smooth] [--inject MAPS ...]
 manga-assets mirror serve DIR [--port P] [--user USER]
 """
 
@@ -120,7 +120,7 @@ def _build_mirror(directory: Path, args: argparse.Namespace):
     from manga_assets.synthetic.spec import DR17_SURVEY
 
     if getattr(args, "survey", False):
-        spec = replace(DR17_SURVEY, seed=args.seed)
+        spec = replace(DR17_SURVEY, seed=args.seed, world=args.world)
     else:
         spec = SyntheticReleaseSpec(
             release=args.release.upper(),
@@ -129,6 +129,7 @@ def _build_mirror(directory: Path, args: argparse.Namespace):
             seed=args.seed,
             lean=args.lean,
             faults=args.faults,
+            world=args.world,
         )
     return build_release_with_bar(directory, spec)
 
@@ -234,6 +235,13 @@ def _add_release_options(parser: argparse.ArgumentParser, plates: int = 4) -> No
         "--lean", action="store_true", help="write only the HDUs the pipeline reads"
     )
     parser.add_argument("--faults", action="store_true", help="plant broken files")
+    parser.add_argument(
+        "--world",
+        choices=("realistic", "smooth"),
+        default="realistic",
+        help="realistic: clumpy disks with diffuse gas, a bright tail and rare odd galaxies "
+        "(default); smooth: the earlier smooth disks",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,11 @@ an E(B-V) that falls with radius; the BPT ratios ([NII]/Ha, [OIII]/Hb, [SII]/Ha,
 on observed fluxes so that the planted values are what a classifier measures. Fluxes are in the
 DAP's unit, 1E-17 erg/s/cm^2/spaxel, corrected for Galactic but not internal extinction.
 
+In the realistic world (:mod:`~manga_assets.synthetic.texture`) a star-forming disk's H-alpha is
+split into PSF-sized HII complexes, a smooth floor of faint HII regions modulated by arms, and
+extended diffuse ionised gas; the HII gas carries the ratios above, the DIG the same ratios raised
+by its own offsets, and each line is the sum of the two.
+
 The noise is spatially correlated as in real DAP maps (Westfall et al. 2019, AJ 158, 231,
 Sect. 6.2): two spaxels a distance D apart correlate as exp(-D^2 / (2 sigma^2)), sigma = 1.92
 spaxels, while each spaxel's own noise is still 1/sqrt(IVAR).
@@ -15,6 +20,7 @@ spaxels, while each spaxel's own noise is still 1/sqrt(IVAR).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +35,16 @@ from manga_assets.synthetic.bpt import sf_oi_at, sf_sii_at, star_forming_sequenc
 from manga_assets.synthetic.extinction import cardelli_k
 from manga_assets.synthetic.geometry import DiskCoordinates, MapGrid, disk_coordinates, map_grid
 from manga_assets.synthetic.population import GalaxyParams
+from manga_assets.synthetic.texture import (
+    PSF_SIGMA_ARCSEC,
+    clump_luminosities,
+    clump_positions,
+    disk_modulation,
+    dust_lane_ebv,
+    foreground_star,
+    profile_total,
+    render_clumps,
+)
 
 # Case-B recombination (10^4 K, low density) relative to Hb.
 CASE_B_HALPHA_HBETA = 2.86
@@ -61,8 +77,8 @@ PHYSICAL_DOUBLET_RATIOS: dict[str, tuple[str, float]] = {
 OII_3729_TO_3727 = 1.4
 NI_5199_FRACTION = 0.6
 
-# Spatial resolution: Gaussian sigma (arcsec) of the 2.5-arcsec FWHM MaNGA PSF.
-PSF_SIGMA_ARCSEC = 2.5 / 2.3548
+# A dust lane's extra E(B-V) above which the DAP's fit fails (H-alpha dimmed by > 2 mag).
+DUST_LANE_FAILED_EBV = 0.8
 # MaNGA spectra end here (observed Angstrom); redder lines are not measured.
 SPECTRUM_RED_END_ANGSTROM = 10300.0
 # Shares of covered spaxels whose fit failed (all lines) and of values flagged UNRELIABLE.
@@ -77,6 +93,7 @@ _NOCOV = mask_value(["NOCOV", "DONOTUSE"])
 _FAILED = mask_value(["MATHERROR", "DONOTUSE"])
 _NOVALUE = mask_value(["NOVALUE", "DONOTUSE"])
 _UNRELIABLE = mask_value(["UNRELIABLE"])
+_FORESTAR = mask_value(["FORESTAR", "DONOTUSE"])
 
 
 @dataclass(frozen=True)
@@ -101,7 +118,10 @@ class GalaxyModel:
     gas_sigma, stellar_sigma : numpy.ndarray
         Velocity dispersion, km/s.
     centre_ratios : dict of str to float
-        log10 BPT (and HeII/Hb) ratios planted at the galaxy centre.
+        log10 BPT (and HeII/Hb) ratios at the galaxy centre (:func:`centre_ratios`).
+    foreground_star, fit_failed : numpy.ndarray or None
+        Spaxels an oddity hides from the DAP in every line: a foreground star's disk, or the
+        core of a dust lane where the fit failed (None: none).
     """
 
     grid: MapGrid
@@ -114,6 +134,8 @@ class GalaxyModel:
     gas_sigma: np.ndarray
     stellar_sigma: np.ndarray
     centre_ratios: dict[str, float]
+    foreground_star: np.ndarray | None = None
+    fit_failed: np.ndarray | None = None
 
 
 def continuum_shape(rest_wavelength: float | np.ndarray) -> np.ndarray:
@@ -179,8 +201,7 @@ def _blend_ratios(
     return ratios, weights
 
 
-def centre_ratios(params: GalaxyParams) -> dict[str, float]:
-    """The planted ratios at the galaxy centre: the central nucleus's, else the disk's at r=0."""
+def _planted_centre_ratios(params: GalaxyParams) -> dict[str, float]:
     central = [n for n in params.nuclei if n.offset_arcsec == (0.0, 0.0)]
     if central:
         source = central[0].ratios
@@ -189,37 +210,55 @@ def centre_ratios(params: GalaxyParams) -> dict[str, float]:
     return {key: float(source[key]) for key in ("nii_ha", "oiii_hb", "sii_ha", "oi_ha", "heii_hb")}
 
 
-def model_galaxy(params: GalaxyParams) -> GalaxyModel:
-    """The noise-free model of ``params`` on its MAPS grid."""
-    grid = map_grid(params.ifu_size)
-    coords = disk_coordinates(grid, params.axis_ratio, params.position_angle, (0.0, 0.0))
-    radius_re = coords.radius / np.float32(params.re_arcsec)
+def centre_ratios(params: GalaxyParams) -> dict[str, float]:
+    """The ratios at the galaxy centre.
+
+    Smooth world: the planted ones (the central nucleus's, else the disk's at r=0). Realistic
+    world: the noise-free BPT ratios over the central 2x2 spaxels, where the HII regions, the DIG
+    and any nucleus mix (HeII/Hb stays the planted value, which the DIG does not change).
+    """
+    if params.texture is None and params.oddity is None:
+        return _planted_centre_ratios(params)
+    return model_galaxy(params).centre_ratios
+
+
+def _measured_centre_ratios(params: GalaxyParams, lines: dict[str, np.ndarray]) -> dict:
+    """log10 BPT ratios of the noise-free lines summed over the central 2x2 spaxels."""
+    window = _central_window(lines["Ha-6564"].shape[-1])
+
+    def total(*names: str) -> float:
+        return float(sum(np.sum(lines[name][window], dtype=np.float64) for name in names))
+
+    return {
+        "nii_ha": float(np.log10(total("NII-6585") / total("Ha-6564"))),
+        "oiii_hb": float(np.log10(total("OIII-5008") / total("Hb-4862"))),
+        "sii_ha": float(np.log10(total("SII-6718", "SII-6732") / total("Ha-6564"))),
+        "oi_ha": float(np.log10(total("OI-6302") / total("Ha-6564"))),
+        "heii_hb": _planted_centre_ratios(params)["heii_hb"],
+    }
+
+
+def _disk_profile(params: GalaxyParams) -> Callable[[np.ndarray], np.ndarray]:
+    """The disk's unreddened H-alpha surface brightness at in-plane radius (arcsec)."""
     scale_length = params.re_arcsec / 1.678
     disk = params.disk
     if disk.ring_radius_re > 0:
         ring = disk.ring_radius_re * params.re_arcsec
         width = 0.2 * params.re_arcsec
-        ha_disk = disk.ha_peak * (
-            np.exp(-0.5 * ((coords.radius - ring) / width) ** 2)
-            + 0.1 * np.exp(-coords.radius / scale_length)
+        return lambda radius: (
+            disk.ha_peak
+            * (np.exp(-0.5 * ((radius - ring) / width) ** 2) + 0.1 * np.exp(-radius / scale_length))
         )
-    else:
-        ha_disk = disk.ha_peak * np.exp(-coords.radius / scale_length)
-    ha_intrinsic = ha_disk
-    for nucleus in params.nuclei:
-        distance2 = (grid.x - nucleus.offset_arcsec[0]) ** 2 + (
-            grid.y - nucleus.offset_arcsec[1]
-        ) ** 2
-        ha_intrinsic = ha_intrinsic + nucleus.ha_peak * np.exp(
-            -distance2 / (2 * PSF_SIGMA_ARCSEC**2)
-        )
+    return lambda radius: disk.ha_peak * np.exp(-radius / scale_length)
 
-    ratios, weights = _blend_ratios(params, grid, coords)
-    ebv = params.ebv_centre * np.maximum(0.1, 1.0 - params.ebv_gradient * radius_re)
 
-    def reddening(line: str) -> np.ndarray:
-        return 10.0 ** (-0.4 * float(cardelli_k(REST_WAVELENGTHS[line])) * ebv)
-
+def _emission_lines(
+    params: GalaxyParams,
+    ha_intrinsic: np.ndarray,
+    ratios: dict[str, np.ndarray],
+    reddening: Callable[[str], np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Every line of gas with unreddened H-alpha ``ha_intrinsic`` and log10 ``ratios``."""
     hb_intrinsic = ha_intrinsic / CASE_B_HALPHA_HBETA
     lines: dict[str, np.ndarray] = {}
     lines["Ha-6564"] = ha_intrinsic * reddening("Ha-6564")
@@ -252,11 +291,130 @@ def model_galaxy(params: GalaxyParams) -> GalaxyModel:
     missing = set(REST_WAVELENGTHS) - set(lines)
     if missing:
         raise RuntimeError(f"physics model lacks lines {sorted(missing)}")
+    return lines
+
+
+@dataclass(frozen=True)
+class _IonisedGas:
+    """H-alpha of the realistic world's two gas phases (unreddened)."""
+
+    hii: np.ndarray  # HII complexes, the smooth floor of faint HII regions
+    dig: np.ndarray  # diffuse ionised gas
+
+
+def _realistic_gas(params: GalaxyParams, grid: MapGrid, coords: DiskCoordinates) -> _IonisedGas:
+    """Split the disk into PSF-sized HII complexes, a smooth HII floor and extended DIG."""
+    texture = params.texture
+    assert texture is not None
+    scale_length = params.re_arcsec / 1.678
+    profile = _disk_profile(params)
+    r_max = max(6.0 * scale_length, 2.0 * params.disk.ring_radius_re * params.re_arcsec)
+    rng = np.random.default_rng(texture.seed)
+    x, y = clump_positions(texture, rng, profile, r_max)
+    hii_share = 1.0 - texture.dig_share
+    clump_total = hii_share * texture.clump_share * profile_total(profile, r_max, params.axis_ratio)
+    # The lopsided side of the disk holds the brighter complexes.
+    lopsided = 1.0 + texture.lopsidedness * np.cos(np.arctan2(y, x) - texture.lopsided_phase)
+    luminosity = clump_luminosities(texture, rng, 1.0) * lopsided
+    luminosity *= clump_total / luminosity.sum()
+    clumps = render_clumps(grid, x, y, luminosity, params.axis_ratio, params.position_angle)
+    modulation = disk_modulation(texture, coords.radius, coords.azimuth, r_max / 6)
+    floor = hii_share * (1.0 - texture.clump_share) * profile(coords.radius) * modulation
+    # The DIG's share is set at the centre, where the disk (or a ring's inner disk) starts.
+    dig = (
+        texture.dig_share
+        * float(profile(np.zeros(())))
+        * np.exp(-coords.radius / (texture.dig_scale * scale_length))
+    )
+    return _IonisedGas(hii=clumps + floor, dig=dig)
+
+
+def _nuclei_halpha(params: GalaxyParams, grid: MapGrid) -> np.ndarray | float:
+    ha: np.ndarray | float = 0.0
+    for nucleus in params.nuclei:
+        distance2 = (grid.x - nucleus.offset_arcsec[0]) ** 2 + (
+            grid.y - nucleus.offset_arcsec[1]
+        ) ** 2
+        ha = ha + nucleus.ha_peak * np.exp(-distance2 / (2 * PSF_SIGMA_ARCSEC**2))
+    return ha
+
+
+def _central_window(size: int) -> tuple[slice, slice]:
+    """The central 2x2 spaxels of a square map."""
+    centre = size // 2
+    return (slice(centre - 1, centre + 1), slice(centre - 1, centre + 1))
+
+
+def _flatten_ratios(lines: dict[str, np.ndarray], factor: float) -> dict[str, np.ndarray]:
+    """Every line the shape of H-alpha, ``factor`` times brighter, at its central ratio to it.
+
+    The central ratios are kept, so the galaxy keeps its class; only the maps turn flat.
+    """
+    ha = lines["Ha-6564"]
+    window = _central_window(ha.shape[-1])
+    ha_centre = float(np.sum(ha[window], dtype=np.float64))
+    return {
+        name: ha * (factor * float(np.sum(line[window], dtype=np.float64)) / ha_centre)
+        for name, line in lines.items()
+    }
+
+
+def model_galaxy(params: GalaxyParams) -> GalaxyModel:
+    """The noise-free model of ``params`` on its MAPS grid."""
+    grid = map_grid(params.ifu_size)
+    coords = disk_coordinates(grid, params.axis_ratio, params.position_angle, (0.0, 0.0))
+    radius_re = coords.radius / np.float32(params.re_arcsec)
+    ratios, weights = _blend_ratios(params, grid, coords)
+    ebv = params.ebv_centre * np.maximum(0.1, 1.0 - params.ebv_gradient * radius_re)
+    oddity = params.oddity
+    star = failed = None
+    if oddity is not None and oddity.kind == "dust_lane":
+        across_sky = coords.radius * np.sin(coords.azimuth) * np.float32(params.axis_ratio)
+        lane = dust_lane_ebv(oddity, across_sky)
+        ebv = ebv + lane
+        # Where the lane hides H-alpha by more than 2 magnitudes the DAP's fit fails.
+        failed = grid.footprint & (lane > DUST_LANE_FAILED_EBV)
+    elif oddity is not None and oddity.kind == "foreground_star":
+        star = grid.footprint & foreground_star(oddity, grid)
+
+    def reddening(line: str) -> np.ndarray:
+        return 10.0 ** (-0.4 * float(cardelli_k(REST_WAVELENGTHS[line])) * ebv)
+
+    if params.texture is None:
+        ha_intrinsic = _disk_profile(params)(coords.radius)
+        for nucleus in params.nuclei:
+            distance2 = (grid.x - nucleus.offset_arcsec[0]) ** 2 + (
+                grid.y - nucleus.offset_arcsec[1]
+            ) ** 2
+            ha_intrinsic = ha_intrinsic + nucleus.ha_peak * np.exp(
+                -distance2 / (2 * PSF_SIGMA_ARCSEC**2)
+            )
+        lines = _emission_lines(params, ha_intrinsic, ratios, reddening)
+    else:
+        gas = _realistic_gas(params, grid, coords)
+        hii_lines = _emission_lines(
+            params, gas.hii + _nuclei_halpha(params, grid), ratios, reddening
+        )
+        # The DIG's ratios sit above the HII regions' by its offsets, except where a nucleus
+        # sets the ratios.
+        disk_weight = 1.0 - np.sum(weights, axis=0) if weights else 1.0
+        dig_ratios = {
+            key: value + disk_weight * params.texture.dig_offsets.get(key, 0.0)
+            for key, value in ratios.items()
+        }
+        dig_lines = _emission_lines(params, gas.dig, dig_ratios, reddening)
+        lines = {name: hii_lines[name] + dig_lines[name] for name in hii_lines}
+    if oddity is not None and oddity.kind == "flat_ratios":
+        lines = _flatten_ratios(lines, oddity.strength)
     if params.anomaly_kind == "misaligned_line":
         # Gas of this line lies across H-alpha's: its map turned by 90 degrees about the galaxy
         # centre, which is the centre of the square map. Real morphology, so noise comes later.
         lines[params.anomaly_line] = np.rot90(lines[params.anomaly_line]).copy()
     lines = {name: lines[name].astype(np.float32) for name in REST_WAVELENGTHS}
+    if params.texture is None and oddity is None:
+        centre = _planted_centre_ratios(params)
+    else:
+        centre = _measured_centre_ratios(params, lines)
 
     continuum = params.continuum_peak * np.exp(
         -(2 * params.sersic_n - 1 / 3)
@@ -279,7 +437,9 @@ def model_galaxy(params: GalaxyParams) -> GalaxyModel:
         stellar_velocity=(0.75 * gas_velocity).astype(np.float32),
         gas_sigma=(gas_sigma * np.ones_like(radius_re)).astype(np.float32),
         stellar_sigma=stellar_sigma.astype(np.float32),
-        centre_ratios=centre_ratios(params),
+        centre_ratios=centre,
+        foreground_star=star,
+        fit_failed=failed,
     )
 
 
@@ -437,6 +597,12 @@ def observe_lines(
         values = flux[index][footprint]
         flux[index][footprint] = rng.permutation(values) * np.float32(rng.uniform(2.0, 4.0))
 
+    if model.fit_failed is not None:
+        mask[:, model.fit_failed] = _FAILED
+        ivar[:, model.fit_failed] = 0.0
+    if model.foreground_star is not None:
+        mask[:, model.foreground_star] = _FORESTAR
+        ivar[:, model.foreground_star] = 0.0
     mask[:, ~footprint] = _NOCOV
     ivar[:, ~footprint] = 0.0
     mask |= np.where(unreliable & (ivar > 0), _UNRELIABLE, 0).astype(np.int32)

@@ -25,6 +25,13 @@ from manga_assets.synthetic.spec import (
     REPEAT_CASE,
     SyntheticReleaseSpec,
 )
+from manga_assets.synthetic.texture import (
+    ODDITY_FRACTION,
+    HiiTexture,
+    Oddity,
+    draw_oddity,
+    draw_texture,
+)
 
 # Random streams, so that one draw never shifts another.
 PLATE_STREAM = 1
@@ -32,6 +39,9 @@ GALAXY_STREAM = 2
 LINE_NOISE_STREAM = 3
 EXTENSION_STREAM = 4
 REPEAT_STREAM = 5
+# The realistic world's own draws (texture, brightness, oddities), so that the smooth world's
+# galaxies stay exactly what they were.
+REALISM_STREAM = 6
 
 # Class mix of a plate, drawn by systematic sampling so every plate is close to it. AGN are far
 # more common than in MaNGA (a few percent) so that a small release has some of each.
@@ -43,6 +53,11 @@ CLASS_FRACTIONS: dict[str, float] = {
     "lineless": 0.14,
 }
 ANOMALY_FRACTION = 0.1
+# Realistic world: log10 of the factor by which a star-forming galaxy is brighter than the smooth
+# world's, drawn from a normal distribution; calibrated against a real bright MaNGA galaxy
+# (benchmarks/realism.py) so that about a third of star-forming galaxies are as bright as it.
+BRIGHTNESS_LOG_MEAN = 0.2
+BRIGHTNESS_LOG_SIGMA = 0.4
 
 # Lines an anomaly may delete or garble: none of the BPT lines or their tied partners, so that
 # the galaxy's class stays measurable.
@@ -183,6 +198,14 @@ class GalaxyParams:
     sii_doublet_ratio: float
     catalogue_case: str = "none"
     fault: str = "none"
+    world: str = "smooth"
+    texture: HiiTexture | None = None
+    oddity: Oddity | None = None
+
+    @property
+    def oddity_kind(self) -> str:
+        """The galaxy's oddity ('none' for most), see :data:`~.texture.ODDITY_KINDS`."""
+        return self.oddity.kind if self.oddity is not None else "none"
 
     @property
     def is_agn(self) -> bool:
@@ -463,6 +486,42 @@ def draw_galaxy(
     )
 
 
+def _brightened(disk: Disk, nuclei: tuple[Nucleus, ...], factor: float) -> dict[str, object]:
+    """The disk and nuclei of a galaxy ``factor`` times brighter (nearer, or richer in gas)."""
+    return {
+        "disk": dataclasses.replace(disk, ha_peak=disk.ha_peak * factor),
+        "nuclei": tuple(dataclasses.replace(n, ha_peak=n.ha_peak * factor) for n in nuclei),
+    }
+
+
+def make_realistic(params: GalaxyParams, rng: np.random.Generator) -> GalaxyParams:
+    """The realistic world's version of a smooth-world galaxy (draws only from ``rng``).
+
+    Star-forming disks get HII clumps and DIG and a brightness drawn from a wide distribution (real
+    surveys hold faint galaxies and a bright tail with central H-alpha S/N above 100); a few
+    per cent of ordinary galaxies get an oddity. Lineless galaxies stay smooth and faint.
+    """
+    changes: dict[str, object] = {"world": "realistic"}
+    if not params.disk.star_forming:
+        return dataclasses.replace(params, **changes)
+    scale_length = params.re_arcsec / 1.678
+    changes["texture"] = draw_texture(rng, scale_length)
+    log_brightness = float(
+        np.clip(rng.normal(BRIGHTNESS_LOG_MEAN, BRIGHTNESS_LOG_SIGMA), -0.5, 1.5)
+    )
+    changes.update(_brightened(params.disk, params.nuclei, 10.0**log_brightness))
+    odd = rng.uniform() < ODDITY_FRACTION and params.anomaly_kind == "none"
+    if odd:
+        oddity = draw_oddity(rng, FOOTPRINT_DIAMETER_ARCSEC[params.ifu_size] / 2)
+        changes["oddity"] = oddity
+        if oddity.kind == "dust_lane":
+            # A lane shows across an edge-on disk.
+            cos_i = float(rng.uniform(0.03, 0.15))
+            changes["inclination"] = float(np.rad2deg(np.arccos(cos_i)))
+            changes["axis_ratio"] = float(np.sqrt(0.2**2 + (1 - 0.2**2) * cos_i**2))
+    return dataclasses.replace(params, **changes)
+
+
 def plan_plate(spec: SyntheticReleaseSpec, plate: int) -> tuple[list[GalaxyParams], list[int]]:
     """The galaxies of ``plate`` in IFU-design order, and the plate's unused IFU designs."""
     draw = _draw_plate(spec, plate)
@@ -472,6 +531,13 @@ def plan_plate(spec: SyntheticReleaseSpec, plate: int) -> tuple[list[GalaxyParam
             draw.ifudesigns, draw.classes, draw.anomalies, strict=True
         )
     ]
+    if spec.world == "realistic":
+        galaxies = [
+            make_realistic(
+                g, seeded_rng(spec.seed, g.plateifu.plate, g.plateifu.ifu, REALISM_STREAM)
+            )
+            for g in galaxies
+        ]
     return galaxies, draw.spare_designs
 
 

@@ -44,6 +44,7 @@ class _WrittenGalaxy:
     path: Path | None
     bytes_written: int
     healthy: bool
+    centre_ratios: dict[str, float] | None = None
 
 
 def _write_galaxy(
@@ -105,6 +106,7 @@ def _write_galaxy(
         path=path,
         bytes_written=size,
         healthy=recipe == fault_recipe("none"),
+        centre_ratios=model.centre_ratios,
     )
 
 
@@ -149,7 +151,7 @@ def build_release(
     for done, params in enumerate(galaxies, start=1):
         written = _write_galaxy(root, spec, release, params)
         measurements.append(written.measurements)
-        truth_rows.append(truth_row(params, written.healthy))
+        truth_rows.append(truth_row(params, written.healthy, written.centre_ratios))
         if written.path is not None:
             maps_paths[str(params.plateifu)] = written.path
         maps_bytes += written.bytes_written
@@ -178,6 +180,8 @@ def build_release(
         ],
         anomalies=[(str(g.plateifu), g.anomaly_kind) for g in galaxies if g.anomaly_kind != "none"],
         maps_bytes=maps_bytes,
+        world=spec.world,
+        oddities=[(str(g.plateifu), g.oddity_kind) for g in galaxies if g.oddity is not None],
     )
 
 

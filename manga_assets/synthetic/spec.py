@@ -32,6 +32,11 @@ ANOMALY_KINDS: tuple[str, ...] = (
     "misaligned_line",
 )
 BPT_CLASSES: tuple[str, ...] = ("sf", "composite", "seyfert", "liner", "lineless")
+# What the galaxies look like: 'realistic' disks carry HII-region clumps on spiral arms and in
+# patches, diffuse ionised gas with its own line ratios, a bright tail of galaxies and rare odd
+# ones (synthetic/texture.py); 'smooth' is the earlier world of smooth exponential disks, rings
+# and nuclei, kept bit for bit.
+WORLDS: tuple[str, ...] = ("realistic", "smooth")
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,11 @@ class SyntheticReleaseSpec:
     gzip_level: int = 1
     n_cubes: int | None = None
     n_repeats: int = 0
+    world: str = "realistic"
 
     def __post_init__(self) -> None:
+        if self.world not in WORLDS:
+            raise ValueError(f"unknown world {self.world!r}; known: {', '.join(WORLDS)}")
         if self.release not in RELEASES:
             raise ValueError(
                 f"unknown release {self.release!r}; synthetic releases exist for "
@@ -181,6 +189,10 @@ class ReleaseSummary:
         Planted anomalies as (plateifu, kind), kinds from :data:`ANOMALY_KINDS`.
     maps_bytes : int
         Bytes of all MAPS files written.
+    world : str
+        The world the galaxies were drawn from ('realistic' or 'smooth').
+    oddities : list of (str, str)
+        Odd but normal galaxies of the realistic world as (plateifu, kind).
     """
 
     root: Path
@@ -196,3 +208,5 @@ class ReleaseSummary:
     catalogue_cases: list[tuple[str, str]] = field(default_factory=list)
     anomalies: list[tuple[str, str]] = field(default_factory=list)
     maps_bytes: int = 0
+    world: str = "realistic"
+    oddities: list[tuple[str, str]] = field(default_factory=list)

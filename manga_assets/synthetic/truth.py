@@ -14,13 +14,18 @@ from manga_assets.synthetic.population import GalaxyParams
 TRUTH_FILENAME = "truth.parquet"
 
 
-def truth_row(params: GalaxyParams, has_maps: bool) -> dict[str, object]:
+def truth_row(
+    params: GalaxyParams, has_maps: bool, centre: dict[str, float] | None = None
+) -> dict[str, object]:
     """One galaxy's truth; ``has_maps`` says whether a complete, healthy MAPS file was written.
 
-    The log10 ratios are those planted at the galaxy centre (observed fluxes, BPT lines), also
-    for cubes without a MAPS file.
+    The log10 ratios are those at the galaxy centre (observed fluxes, BPT lines; see
+    :func:`~manga_assets.synthetic.physics.centre_ratios`), also for cubes without a MAPS file;
+    ``centre`` passes them when the galaxy's model is at hand. ``world`` says which world drew the
+    galaxy and ``oddity`` what is odd about a normal galaxy of the realistic world ('none' for
+    most; its anomaly_kind stays 'none').
     """
-    ratios = centre_ratios(params)
+    ratios = centre if centre is not None else centre_ratios(params)
     return {
         "plateifu": str(params.plateifu),
         "mangaid": params.mangaid,
@@ -31,6 +36,8 @@ def truth_row(params: GalaxyParams, has_maps: bool) -> dict[str, object]:
         "is_agn": params.is_agn,
         "anomaly_kind": params.anomaly_kind,
         "anomaly_line": params.anomaly_line or "none",
+        "oddity": params.oddity_kind,
+        "world": params.world,
         "fault": params.fault,
         "catalogue_case": params.catalogue_case,
         "dap_done": params.dap_done,

@@ -246,7 +246,10 @@ def test_anomalies_are_planted_and_recorded(lean_dr17):
 
 
 def test_a_misaligned_line_is_turned_against_halpha_before_the_noise():
-    params = next(g for g in plan_release(LEAN_DR17) if g.anomaly_kind == "misaligned_line")
+    # The smooth world: there a Balmer line follows H-alpha to better than 1% (a clumpy disk's
+    # dust gradient spoils that a little; test_realism checks the turn on realistic disks).
+    smooth = dataclasses.replace(LEAN_DR17, world="smooth")
+    params = next(g for g in plan_release(smooth) if g.anomaly_kind == "misaligned_line")
     line = params.anomaly_line
     turned = model_galaxy(params).lines
     aligned = model_galaxy(dataclasses.replace(params, anomaly_kind="none")).lines
