@@ -1,10 +1,16 @@
 """How well the models find planted anomalies, against simple baselines, on held-out plates.
 
     python benchmarks/science.py --dir science [--plates 150] [--epochs 24] [--test-share 0.25]
+                                 [--worlds realistic smooth]
 
-1. Writes (once, into ``DIR/release``) a survey-like synthetic DR17 release: lean files, the DR17
-   bundle mix, correlated spaxel noise and planted anomalies; extracts every galaxy's cube and
-   features with the pipeline's code (``DIR/cubes``).
+Each world (`manga_assets.synthetic.spec.WORLDS`: the realistic one of clumpy, bright and odd
+galaxies, and the smooth one) is measured in ``DIR/WORLD`` with the same figures, and a table
+puts them side by side.
+
+1. Writes (once, into ``DIR/WORLD/release``) a survey-like synthetic DR17 release: lean files,
+   the DR17 bundle mix, correlated spaxel noise and planted anomalies; extracts every galaxy's
+   cube and features with the pipeline's code (``DIR/WORLD/cubes``), and the cube of the real
+   MAPS file of ``../shared/data/real/`` beside them.
 2. Holds out a share of the plates. The models are trained on the other plates exactly as the
    ``{ae,vae}/model`` assets train them (default schedule), and the quality gate is measured.
 3. Embeds every galaxy and scores anomalies with `manga_assets.analysis.anomaly.anomaly_scores`
@@ -16,9 +22,12 @@
    dimensions) and an isolation forest on hand-made features.
 
 Per method: ROC AUC, average precision, precision at 1 % and 5 % inspection budgets, AUC per
-anomaly kind against normal galaxies, and Spearman rho between the score and the median H-alpha
-S/N among normal galaxies; each with a bootstrap 95 % interval over galaxies. Then the paired
-bootstrap difference in AUC between the best model and the best baseline.
+anomaly kind against normal galaxies, Spearman rho between the score and the median H-alpha
+S/N among normal galaxies, and the shares of normal galaxies scoring above 1 and 2 (0.1 and 0.01
+for an honest score); each with a bootstrap 95 % interval over galaxies. Then the paired
+bootstrap difference in AUC between the best model and the best baseline, how the odd and the
+brightest normal galaxies rank against the planted anomalies, and the real galaxy's score, rank,
+deciding component and reduced chi-square per line.
 
 Planted ``missing_line`` galaxies lose a whole line's data: a data-quality artefact, which the
 pipeline reports in ``quality_flags`` and does not rank as physics. They are scored apart (flag
@@ -42,12 +51,21 @@ import pandas as pd
 
 from manga_assets.cubes.extract import ExtractionSettings, extract_galaxy, read_cube
 from manga_assets.synthetic.release import build_release
-from manga_assets.synthetic.spec import SyntheticReleaseSpec
+from manga_assets.synthetic.spec import WORLDS, SyntheticReleaseSpec
 
 DATA_QUALITY_KINDS = ("missing_line",)
 # The combined score calibrated by depth bins, the product's alternative to the BPT class.
 BY_DEPTH = ": calibrated by depth"
+# The default score calibrated on the galaxies the model never fitted (validation, held-out).
+NOT_FITTED = ": reference not fitted"
 RATIO_FEATURES = ("log_nii_ha", "log_sii_ha", "log_oi_ha", "log_oiii_hb")
+CALIBRATION_LEVELS = (1, 2)
+# The DAP's own MAPS file of a bright star-forming galaxy (see ../shared/data/real/README.md).
+REAL_MAPS = (
+    Path(__file__).resolve().parents[2]
+    / "shared/data/real/manga-7815-3702-MAPS-HYB10-GAU-MILESHC.fits.gz"
+)
+REAL_PLATEIFU = "7815-3702"
 
 
 def centre_bpt_classes(directory: Path, plateifus) -> list[str]:
@@ -106,9 +124,14 @@ def median_ha_snr(cube_path: Path) -> float:
 
 
 def train_and_embed(
-    directory: Path, galaxies: pd.DataFrame, test_plates: set[int], args: argparse.Namespace
+    directory: Path,
+    galaxies: pd.DataFrame,
+    test_plates: set[int],
+    args: argparse.Namespace,
+    real_cube: Path | None = None,
 ) -> dict:
-    """Train both models on the training plates and embed every galaxy; return the tables."""
+    """Train both models on the training plates and embed every galaxy (and the real one);
+    return the tables."""
     import torch
 
     from manga_assets.model.autoencoder import ModelConfig
@@ -126,6 +149,9 @@ def train_and_embed(
         )
     training_set = open_training_set(training_dir)
     every = [(p, directory / "cubes" / f"{p}.npz") for p in galaxies["plateifu"]]
+    if real_cube is not None:
+        every.append((REAL_PLATEIFU, real_cube))
+    fitted = set(training_set.plateifus(training_set.rows("train")))
     results = {}
     for variant in args.variants:
         config = ModelConfig(variant=variant)
@@ -146,6 +172,8 @@ def train_and_embed(
             "train_seconds": seconds,
             "galaxies_per_second": result.galaxies_per_second,
             "best_epoch": result.best_epoch,
+            "fitted": fitted,
+            "learned_floor": result.model.line_floors(),
         }
         print(f"{variant}: gate {quality.to_dict()}")
     return results
@@ -203,6 +231,8 @@ def metrics(
                     values[f"auc_{name}"] = roc_auc_score(k[keep] == name, s[keep])
         normal = ~positive
         values["rho_snr_normals"] = spearmanr(s[normal], n[normal]).statistic
+        for level in CALIBRATION_LEVELS:  # an honest score s is passed by 10**-s of normals
+            values[f"normals_above_{level}"] = float((s[normal] > level).mean())
         return values
 
     everyone = np.arange(len(score))
@@ -247,44 +277,76 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["ae", "vae"])
     parser.add_argument("--bootstrap", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--worlds", nargs="+", choices=WORLDS, default=list(WORLDS),
+        help="synthetic worlds to measure side by side (each in DIR/WORLD)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     parser.add_argument("--fresh", action="store_true", help="ignore training checkpoints")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("SCIENCE.md"))
     args = parser.parse_args()
 
+    sections, summaries = [], []
+    for world in args.worlds:
+        section, summary = measure_world(args, world, args.dir / world)
+        sections.append(section)
+        summaries += summary
+    report = "\n".join(
+        ["# Anomaly detection on held-out plates", "", f"`{' '.join(['python', *sys.argv])}`", "",
+         _summary_table(summaries), *sections]
+    )  # fmt: skip
+    args.out.write_text(report)
+    print(report)
+
+
+def measure_world(args: argparse.Namespace, world: str, directory: Path) -> tuple[str, list]:
+    """Train, embed and score one world; its report section and one summary row per model."""
     from manga_assets.analysis.anomaly import anomaly_scores
 
     spec = SyntheticReleaseSpec(
-        n_plates=args.plates, galaxies_per_plate=args.galaxies_per_plate, lean=True, seed=11
+        n_plates=args.plates,
+        galaxies_per_plate=args.galaxies_per_plate,
+        lean=True,
+        seed=11,
+        world=world,
     )
-    args.dir.mkdir(parents=True, exist_ok=True)
-    truth, features = prepare(args.dir, spec)
+    directory.mkdir(parents=True, exist_ok=True)
+    truth, features = prepare(directory, spec)
     truth_columns = ["plateifu", "plate", "ifu_size", "bpt_class", "is_agn", "anomaly_kind",
-                     "anomaly_line"]  # fmt: skip
+                     "anomaly_line", "oddity"]  # fmt: skip
     galaxies = truth[truth_columns].merge(features[features["status"] == "ok"], on="plateifu")
     plates = np.array(sorted(galaxies["plate"].unique()))
     rng = np.random.default_rng(args.seed)
     test_plates = set(rng.choice(plates, int(round(args.test_share * len(plates))), False).tolist())
-    results = train_and_embed(args.dir, galaxies, test_plates, args)
+    real_cube = extract_real_file(directory)
+    results = train_and_embed(directory, galaxies, test_plates, args, real_cube)
 
     test = galaxies[galaxies["plate"].isin(test_plates)].reset_index(drop=True)
-    test["snr_ha"] = [median_ha_snr(args.dir / "cubes" / f"{p}.npz") for p in test["plateifu"]]
+    test["snr_ha"] = [median_ha_snr(directory / "cubes" / f"{p}.npz") for p in test["plateifu"]]
     ranked = test[~test["anomaly_kind"].isin(DATA_QUALITY_KINDS)].reset_index(drop=True)
     kind = ranked["anomaly_kind"].astype(str).to_numpy()
     snr = ranked["snr_ha"].to_numpy()
 
     methods: dict[str, np.ndarray] = {}
-    flag_recall = {}
-    every = galaxies["plateifu"].tolist()
-    centre_class = dict(zip(every, centre_bpt_classes(args.dir, every), strict=True))
+    flag_recall, real_rows, odd_rows = {}, [], []
+    every = results[next(iter(results))]["latents"]["plateifu"].tolist()
+    centre_class = dict(zip(every, centre_bpt_classes(directory, every), strict=True))
     for variant, result in results.items():
-        # As the pipeline scores by default: calibrated within the measured BPT class.
-        classes = [centre_class[p] for p in result["latents"]["plateifu"]]
-        scores = anomaly_scores(result["latents"], calibration_classes=classes)
-        scores = scores.set_index("plateifu")
-        by_depth = anomaly_scores(result["latents"]).set_index("plateifu")
+        latents = result["latents"]
+        # As the pipeline scores by default: calibrated within the measured BPT class, on the
+        # whole sample; and, to see what fitting costs, on the galaxies the model never fitted.
+        classes = [centre_class[p] for p in latents["plateifu"]]
+        scores = anomaly_scores(latents, calibration_classes=classes).set_index("plateifu")
+        not_fitted = ~latents["plateifu"].isin(result["fitted"]).to_numpy()
+        unfitted_scores = anomaly_scores(
+            latents, calibration_classes=classes, reference=not_fitted
+        ).set_index("plateifu")
+        by_depth = anomaly_scores(latents).set_index("plateifu")
         chosen = scores.loc[ranked["plateifu"]]
         methods[f"{variant} (combined)"] = chosen["anomaly_score"].to_numpy()
+        methods[f"{variant}{NOT_FITTED}"] = unfitted_scores.loc[
+            ranked["plateifu"], "anomaly_score"
+        ].to_numpy()
         depth_scores = by_depth.loc[ranked["plateifu"], "anomaly_score"]
         methods[f"{variant}{BY_DEPTH}"] = depth_scores.to_numpy()
         components = ("line_excess", "coherent_residual", "extended_residual", "latent_density")
@@ -298,14 +360,17 @@ def main() -> None:
             float(flagged[dq].mean()) if dq.any() else float("nan"),
             float(flagged[~dq].mean()),
         )
-    pca_chi2 = _pca_excess(args.dir, galaxies, test, results)
+        odd_rows.append(_odd_and_bright(variant, ranked, methods[f"{variant} (combined)"]))
+        if real_cube is not None:
+            real_rows.append(_real_file_row(variant, scores, latents, chosen))
+    pca_chi2 = _pca_excess(directory, galaxies, test, results)
     methods.update(baseline_scores(ranked, results[next(iter(results))]["latents"], pca_chi2))
 
     table = {name: metrics(score, kind, snr, args.bootstrap, args.seed) for name, score in
              methods.items()}  # fmt: skip
     positive = kind != "none"
     model_names = [n for n in methods if n.endswith("(combined)")]
-    baseline_names = [n for n in methods if ":" not in n and n not in model_names]
+    baseline_names = [n for n in methods if ":" not in n and "(" not in n]
     best_model = max(model_names, key=lambda n: table[n]["auc"][0])
     best_baseline = max(baseline_names, key=lambda n: table[n]["auc"][0])
     difference = paired_auc_difference(
@@ -313,18 +378,149 @@ def main() -> None:
     )
     report = _report(args, spec, galaxies, test, ranked, results, table, flag_recall,
                      best_model, best_baseline, difference)  # fmt: skip
+    report += _odd_and_real_sections(odd_rows, real_rows)
     report += _normals_by_class(
         ranked, methods, [f"{v} (combined)" for v in results] + [f"{v}{BY_DEPTH}" for v in results]
     )
     # Kept for analysis: the tables the figures above come from.
-    ranked.to_parquet(args.dir / "held_out.parquet", index=False)
+    ranked.to_parquet(directory / "held_out.parquet", index=False)
     for variant, result in results.items():
-        result["latents"].to_parquet(args.dir / f"latents_{variant}.parquet", index=False)
-    args.out.write_text(report)
-    (args.dir / "science.json").write_text(
+        result["latents"].to_parquet(directory / f"latents_{variant}.parquet", index=False)
+    (directory / "science.json").write_text(
         json.dumps({"metrics": table, "difference": difference}, indent=1, default=float)
     )
-    print(report)
+    summary = [
+        _summary_row(world, variant, table[f"{variant} (combined)"], results[variant]["quality"],
+                     difference if best_model.startswith(f"{variant} ") else None)
+        for variant in results
+    ]  # fmt: skip
+    return report, summary
+
+
+def extract_real_file(directory: Path) -> Path | None:
+    """The real MAPS file's cube beside the synthetic ones (None where shared/ is absent)."""
+    if not REAL_MAPS.exists():
+        return None
+    cube_path = directory / "cubes" / f"{REAL_PLATEIFU}.npz"
+    if not cube_path.exists():
+        extract_galaxy(REAL_MAPS, cube_path, ExtractionSettings())
+    return cube_path
+
+
+def _odd_and_bright(variant: str, ranked: pd.DataFrame, score: np.ndarray) -> dict:
+    """How the odd and the brightest normal galaxies rank against the planted anomalies."""
+    from sklearn.metrics import roc_auc_score
+
+    kind = ranked["anomaly_kind"].astype(str).to_numpy()
+    normal = kind == "none"
+    odd = normal & (ranked["oddity"].astype(str).to_numpy() != "none")
+    snr = ranked["snr_ha"].to_numpy()
+    bright = normal & (snr >= np.quantile(snr[normal], 0.9))
+    top = score >= np.quantile(score, 0.95)
+    row = {"model": variant, "odd": int(odd.sum()), "bright": int(bright.sum())}
+    for name, members in (("odd", odd), ("bright", bright)):
+        row[f"{name}_in_top5"] = float(top[members].mean()) if members.any() else np.nan
+        keep = members | ~normal
+        row[f"auc_vs_{name}"] = (
+            roc_auc_score(~normal[keep], score[keep]) if members.any() else np.nan
+        )
+    row["anomalies_in_top5"] = float(top[~normal].mean())
+    return row
+
+
+def _real_file_row(variant: str, scores: pd.DataFrame, latents: pd.DataFrame, held_out) -> dict:
+    """The real galaxy's score, its rank among the held-out galaxies, what decided, and its
+    reduced chi-square per line."""
+    real = scores.loc[REAL_PLATEIFU]
+    row = latents.set_index("plateifu").loc[REAL_PLATEIFU]
+    lines = [c[len("chi2_") :] for c in latents.columns if c.startswith("chi2_")]
+    reduced = {
+        line: row[f"chi2_{line}"] / row[f"n_{line}"] for line in lines if row[f"n_{line}"] > 0
+    }
+    rank = 1 + int((held_out["anomaly_score"] > real["anomaly_score"]).sum())
+    return {
+        "model": variant,
+        "score": float(real["anomaly_score"]),
+        "rank": f"{rank} of {len(held_out) + 1}",
+        "deciding": f"{real['anomaly_component']} {real['anomaly_line']}".strip(),
+        "reduced_chi2": ", ".join(f"{line} {value:.1f}" for line, value in reduced.items()),
+    }
+
+
+def _odd_and_real_sections(odd_rows: list[dict], real_rows: list[dict]) -> str:
+    lines = [
+        "",
+        "### Odd and bright normal galaxies against the planted anomalies",
+        "",
+        "Odd: normal galaxies with flat line-ratio maps, a masked foreground star or an edge-on "
+        "dust lane; bright: the held-out normals in the top decile of median H-alpha S/N. "
+        "\"top 5 %\": share above the held-out galaxies' 95th score percentile; AUC of the "
+        "planted anomalies against that group alone.",
+        "",
+        "| model | odd | in top 5 % | AUC vs odd | bright | in top 5 % | AUC vs bright | "
+        "anomalies in top 5 % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in odd_rows:
+        lines.append(
+            f"| {r['model']} | {r['odd']} | {r['odd_in_top5']:.3f} | {r['auc_vs_odd']:.3f} | "
+            f"{r['bright']} | {r['bright_in_top5']:.3f} | {r['auc_vs_bright']:.3f} | "
+            f"{r['anomalies_in_top5']:.3f} |"
+        )
+    if real_rows:
+        lines += [
+            "",
+            f"### The real galaxy {REAL_PLATEIFU} (the DAP's own MAPS file) among them",
+            "",
+            "| model | score | rank among held-out | deciding | reduced chi2 per line |",
+            "|---|---|---|---|---|",
+        ]
+        for r in real_rows:
+            lines.append(
+                f"| {r['model']} | {r['score']:.2f} | {r['rank']} | {r['deciding']} | "
+                f"{r['reduced_chi2']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _summary_row(world, variant, figures, quality, difference) -> dict:
+    kinds = [value[0] for name, value in figures.items() if name.startswith("auc_")]
+    return {
+        "world": world,
+        "model": variant,
+        "auc": figures["auc"],
+        "average_precision": figures["average_precision"],
+        "worst kind": (min(kinds), np.nan, np.nan),
+        "rho_snr_normals": figures["rho_snr_normals"],
+        **{f"above_{level}": figures[f"normals_above_{level}"] for level in CALIBRATION_LEVELS},
+        "median FEV": (quality["fev"], quality["fev_low"], quality["fev_high"]),
+        "gate": quality["passed"],
+        "difference": difference,
+    }
+
+
+def _summary_table(rows: list[dict]) -> str:
+    lines = [
+        "## Both worlds side by side",
+        "",
+        "Per world and model, the pipeline's default score on held-out plates: AUC, average "
+        "precision, the worst anomaly kind's AUC, rho(score, S/N) among normals, the shares of "
+        "held-out normals above 1 and 2 (honest: 0.1 and 0.01), the typical validation "
+        "galaxy's FEV (the gate's statistic), and the best model's AUC over the best baseline.",
+        "",
+        "| world | model | AUC | AP | worst kind | rho | above 1 | above 2 | median FEV | gate | "
+        "best minus baseline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        difference = _cell(r["difference"]) if r["difference"] else "-"
+        lines.append(
+            f"| {r['world']} | {r['model']} | {_cell(r['auc'])} | "
+            f"{_cell(r['average_precision'])} | {r['worst kind'][0]:.3f} | "
+            f"{_cell(r['rho_snr_normals'])} | {_cell(r['above_1'])} | {_cell(r['above_2'])} | "
+            f"{_cell(r['median FEV'])} | {'pass' if r['gate'] else 'FAIL'} | {difference} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _pca_excess(directory, galaxies, test, results) -> pd.Series:
@@ -359,11 +555,10 @@ def _report(args, spec, galaxies, test, ranked, results, table, flag_recall,
             best_model, best_baseline, difference) -> str:  # fmt: skip
     kinds = sorted(set(ranked["anomaly_kind"]) - {"none"})
     columns = ["auc", "average_precision", "precision_at_1pct", "precision_at_5pct",
-               "rho_snr_normals"] + [f"auc_{k}" for k in kinds]  # fmt: skip
+               "rho_snr_normals", "normals_above_1", "normals_above_2"] + [
+                   f"auc_{k}" for k in kinds]  # fmt: skip
     lines = [
-        "# Anomaly detection on held-out plates",
-        "",
-        f"`{' '.join(['python', *sys.argv])}`",
+        f"## The {spec.world} world",
         "",
         f"Release: {len(galaxies)} galaxies with cubes on {spec.n_plates} plates (synthetic DR17,"
         f" seed {spec.seed}); {len(test)} galaxies on {test['plate'].nunique()} held-out plates,"
@@ -382,11 +577,16 @@ def _report(args, spec, galaxies, test, ranked, results, table, flag_recall,
         f"Best model `{best_model}` minus best baseline `{best_baseline}`, paired bootstrap AUC "
         f"difference: {_cell(difference)}.",
         "",
-        "## Models",
+        f"### Models ({spec.world} world)",
+        "",
+        "Validation chi2 per pixel pooled (the model, the mean map, the PCA); the gate's "
+        "statistic: the typical validation galaxy's FEV (median over galaxies, bootstrap "
+        "interval), and the PCA's; the model's learned floor (median over lines, max).",
         "",
         "| model | epochs run (best) | train s | galaxies/s | val chi2/pixel | mean map | PCA | "
-        "FEV [95 %] | active dims | gate | held-out normals: median reduced chi2 (S/N terciles) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "median FEV [95 %] | PCA median FEV | learned floor | active dims | gate | held-out "
+        "normals: median reduced chi2 (S/N terciles) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     normals = ranked[ranked["anomaly_kind"] == "none"]
     terciles = pd.qcut(normals["snr_ha"], 3, labels=False)
@@ -394,21 +594,25 @@ def _report(args, spec, galaxies, test, ranked, results, table, flag_recall,
         q = result["quality"]
         reduced = result["latents"].set_index("plateifu").loc[normals["plateifu"], "recon_error"]
         by_snr = ", ".join(f"{v:.2f}" for v in reduced.groupby(terciles.to_numpy()).median())
+        floors = list(result["learned_floor"].values())
         lines.append(
             f"| {variant} | {len(result['history'])} ({result['best_epoch']}) | "
             f"{result['train_seconds']:.0f} | {result['galaxies_per_second']:.1f} | "
             f"{q['chi2_model']:.3f} | {q['chi2_mean_map']:.3f} | {q['chi2_pca']:.3f} | "
-            f"{q['fev']:.3f} [{q['fev_low']:.3f}, {q['fev_high']:.3f}] | "
-            f"{q['active_latent_dims']} | {'pass' if q['passed'] else 'FAIL'} | "
+            f"{q['fev']:.3f} [{q['fev_low']:.3f}, {q['fev_high']:.3f}] | {q['fev_pca']:.3f} | "
+            f"{np.median(floors):.3f}, {max(floors):.3f} | {q['active_latent_dims']} | "
+            f"{'pass' if q['passed'] else 'FAIL'} | "
             f"{reduced.median():.2f} ({by_snr}) |"
         )
     lines += ["", "Data-quality flags (`missing_line` planted vs the rest): "]
     for variant, (recall, false_rate) in flag_recall.items():
         lines.append(f"- {variant}: flagged {recall:.2f} of missing_line galaxies, "
                      f"{false_rate:.3f} of the others")  # fmt: skip
-    lines += ["", "Validation chi2 per pixel by epoch:", ""]
+    lines += ["", "Validation by epoch: the typical galaxy's FEV (chi2 per pixel pooled):", ""]
     for variant, result in results.items():
-        curve = ", ".join(f"{h['epoch']}: {h['val_chi2']:.3f}" for h in result["history"])
+        curve = ", ".join(
+            f"{h['epoch']}: {h['val_fev']:.3f} ({h['val_chi2']:.3f})" for h in result["history"]
+        )
         lines.append(f"- {variant}: {curve}")
     return "\n".join(lines) + "\n"
 
@@ -424,7 +628,7 @@ def _normals_by_class(ranked: pd.DataFrame, methods: dict, names: list[str]) -> 
     snr = ranked.loc[normal, "snr_ha"].to_numpy()
     lines = [
         "",
-        "## Normal galaxies by BPT class",
+        "### Normal galaxies by BPT class",
         "",
         "| class | galaxies | median H-alpha S/N | "
         + " | ".join(f"{name}: median score | rho(score, S/N)" for name in names)
