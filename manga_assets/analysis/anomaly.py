@@ -102,6 +102,9 @@ BODY_QUANTILES = (0.5, 0.9)
 OUTLIER_EXPECTATION = 0.001
 # Slowest tail (decades of probability per decade of rarity): keeps the map strictly falling.
 MIN_TAIL_SLOPE = 0.05
+# The reference's own discoveries at this false-discovery rate leave it before the final
+# calibration (see `anomaly_scores`).
+DISCOVERY_FDR = 0.1
 # Quantiles of the combined statistic on which the effective number of components is read.
 COMBINED_QUANTILES = np.linspace(0.5, 0.9, 9)
 
@@ -397,6 +400,39 @@ def calibrated(statistic: np.ndarray, in_reference: np.ndarray) -> np.ndarray:
     return calibrated_log10_probability(statistic, statistic[in_reference])
 
 
+def calibrate(
+    rarity: dict[str, np.ndarray], line_absence: np.ndarray, in_reference: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+    """Each component's log10 tail probability calibrated on the reference galaxies, the
+    combined rarity (``-log10`` of the smallest p) and the log10 of the effective number of
+    components it was taken over."""
+    log10_p = {name: calibrated(statistic, in_reference) for name, statistic in rarity.items()}
+    with np.errstate(divide="ignore"):
+        log10_p["line_absence"] = np.log10(absence_probability(line_absence, in_reference))
+    stacked = np.maximum(np.stack([log10_p[name] for name in COMPONENTS], axis=1), -300.0)
+    combined_rarity = -stacked.min(axis=1)
+    # The smallest p is calibrated itself: P(smallest p <= t) = k_eff t among normal galaxies.
+    if in_reference.sum() >= MIN_REFERENCE:
+        offset = effective_log10_components(combined_rarity[in_reference], len(COMPONENTS))
+    else:
+        offset = math.log10(len(COMPONENTS))  # too few to calibrate: Bonferroni
+    return log10_p, combined_rarity, offset
+
+
+def benjamini_hochberg(score: np.ndarray, among: np.ndarray, fdr: float) -> np.ndarray:
+    """Galaxies of ``among`` discovered at false-discovery rate ``fdr`` from their scores
+    (``-log10 p``), by the Benjamini-Hochberg step-up rule; False elsewhere."""
+    candidates = np.flatnonzero(among)
+    log10_p = np.sort(-score[candidates])
+    limits = np.log10(fdr * np.arange(1, len(candidates) + 1) / max(len(candidates), 1))
+    passing = np.flatnonzero(log10_p <= limits)
+    discovered = np.zeros(len(score), dtype=bool)
+    if passing.size:
+        threshold = log10_p[passing[-1]]
+        discovered[candidates[-score[candidates] <= threshold]] = True
+    return discovered
+
+
 def quality_flags(n_valid: np.ndarray, lines: Sequence[str]) -> list[str]:
     """Per galaxy, the lines invalid over most of the footprint, as 'line_missing:<line>;...'.
 
@@ -517,23 +553,22 @@ def anomaly_scores(
         "extended_residual": model_rarity(extended_value, n_lines, two_sided=True),
         "latent_density": model_rarity(grouped_z(components["latent_density"], groups)),
     }
-    log10_p = {name: calibrated(statistic, in_reference) for name, statistic in rarity.items()}
-    with np.errstate(divide="ignore"):
-        log10_p["line_absence"] = np.log10(
-            absence_probability(components["line_absence"], in_reference)
+    line_absence = components["line_absence"]
+    log10_p, combined_rarity, offset = calibrate(rarity, line_absence, in_reference)
+    # The reference is usually the sample itself, anomalies included; counted, they make normal
+    # galaxies look more ordinary than they are (10 % anomalies put 5 % of the normal galaxies
+    # above 1, not 10 %). Its discoveries at a false-discovery rate of `DISCOVERY_FDR` leave it
+    # once: in a sample of normal galaxies that removes none, with probability 1 - q.
+    discovered = benjamini_hochberg(combined_rarity - offset, in_reference, DISCOVERY_FDR)
+    if discovered.any() and (in_reference & ~discovered).sum() >= MIN_REFERENCE:
+        log10_p, combined_rarity, offset = calibrate(
+            rarity, line_absence, in_reference & ~discovered
         )
     table = pd.DataFrame({"plateifu": plateifus})
     for name in COMPONENTS:
         table[name] = components[name]
         table[f"p_{name}"] = 10 ** log10_p[name]
-    stacked = np.maximum(np.stack([log10_p[name] for name in COMPONENTS], axis=1), -300.0)
-    deciding = stacked.argmin(axis=1)
-    combined_rarity = -stacked.min(axis=1)
-    # The smallest p is calibrated itself: P(smallest p <= t) = k_eff t among normal galaxies.
-    if in_reference.sum() >= MIN_REFERENCE:
-        offset = effective_log10_components(combined_rarity[in_reference], len(COMPONENTS))
-    else:
-        offset = math.log10(len(COMPONENTS))  # too few to calibrate: Bonferroni
+    deciding = np.stack([log10_p[name] for name in COMPONENTS], axis=1).argmin(axis=1)
     table["anomaly_score"] = np.maximum(combined_rarity - offset, 0.0)
     table["anomaly_component"] = np.array(COMPONENTS, dtype=object)[deciding]
     line_of = {
