@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-fev",
         type=float,
         help="bar of the models' quality gate: the share of the mean map's chi-square excess "
-        "over the noise that a model must remove, lower end of its 95%% interval (default 0.5)",
+        "over the noise that a model must remove in the typical validation galaxy (median over "
+        "galaxies), lower end of its 95%% interval (default 0.5)",
     )
     run.add_argument(
         "--revalidate-after",

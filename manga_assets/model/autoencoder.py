@@ -31,16 +31,18 @@ that IVAR does not hold (Belfiore et al. 2019; eps = 5 %). A model that reproduc
 the noise scores about 1 per valid pixel; the mean map scores far more. This fixed yardstick is
 what early stopping and the quality gate read.
 
-Training minimises a Gaussian negative log-likelihood with the model's own uncertainty: per line,
-eps_l = 5 % + a learned term (`line_floor`), for what a 32-number code cannot encode: HII regions
-at the PSF scale in a bright disk are real, but no autoencoder redraws each one, and at S/N 100 a
-20 % miss would be 400 chi-square a pixel. The likelihood's log-determinant keeps eps_l honest (it
-settles where the residuals are, as a maximum-likelihood fit would). Each galaxy's negative
-log-likelihood per pixel then enters the loss through ``c log(1 + x / c)`` (`GALAXY_LOSS_SCALE`):
-a galaxy fitted near its noise counts fully, one fitted at many times its noise counts by its
-relative improvement, so a few bright or odd galaxies cannot decide what the model learns. The
-VAE adds 2 beta KL per galaxy (the negative ELBO, 0.5 chi2 + beta KL, scaled by 2) inside the same
-per-galaxy term.
+The weights minimise each galaxy's chi-square per valid pixel x on that yardstick, through
+``c log(1 + x / c)`` (`GALAXY_LOSS_SCALE`): a galaxy fitted near its noise counts fully, one fitted
+at many times its noise counts by its relative improvement, so a few bright or odd galaxies cannot
+decide what the model learns. The VAE adds 2 beta KL per galaxy (the negative ELBO, 0.5 chi2 +
+beta KL, scaled by 2) inside the same per-galaxy term.
+
+Beside the weights the model learns its own uncertainty: per line, eps_l = 5 % + a learned term
+(`line_floor`), for what a 32-number code cannot encode: HII regions at the PSF scale in a bright
+disk are real, but no autoencoder redraws each one, and at S/N 100 a 20 % miss is 400 chi-square
+a pixel. It is the maximum-likelihood floor of the residuals the weights leave (a Gaussian
+likelihood whose log-determinant keeps it honest, on the reconstruction without gradient), so it
+never makes the weights fit less; the anomaly scores count residuals against it.
 
 Like nanoGPT's ``GPT.forward(idx, targets)``, `ConvLSTMAutoencoder.forward` returns the output and
 its losses in one call, so training, validation and inference share one code path.
@@ -472,8 +474,8 @@ class ConvLSTMAutoencoder(nn.Module):
             ``chi2``: chi-square per valid pixel with the fixed floor (`chi_square_terms`);
             ``kl``: for the VAE, the KL divergence of the posterior from N(0, I) in nats,
             averaged over the galaxies, 0 for the AE; ``total``: what training minimises, per
-            galaxy the negative log-likelihood with the model's uncertainty plus 2 beta KL, per
-            valid pixel, through `robust_galaxy_loss`.
+            galaxy the chi-square plus 2 beta KL per valid pixel through `robust_galaxy_loss`,
+            plus the learned floor's negative log-likelihood (its only gradient).
 
         Notes
         -----
@@ -500,13 +502,15 @@ class ConvLSTMAutoencoder(nn.Module):
         reconstruction = self.decode(latent)
         terms = self.chi_square_terms(reconstruction, x, weight, valid)
         n_valid = valid.sum().clamp_min(1)
-        likelihood = self.likelihood_terms(reconstruction, x, weight, valid)
-        per_galaxy = likelihood.sum(dim=(1, 2, 3)) + 2.0 * self.config.kl_weight * kl_per_galaxy
-        per_galaxy = per_galaxy / valid.sum(dim=(1, 2, 3)).clamp_min(1)
+        per_galaxy_pixels = valid.sum(dim=(1, 2, 3)).clamp_min(1)
+        misfit = terms.sum(dim=(1, 2, 3)) + 2.0 * self.config.kl_weight * kl_per_galaxy
+        # The floor learns from the residuals the weights leave, not the other way round.
+        floor_terms = self.likelihood_terms(reconstruction.detach(), x, weight, valid)
+        floor_loss = (floor_terms.sum(dim=(1, 2, 3)) / per_galaxy_pixels).mean()
         return reconstruction, {
             "chi2": terms.sum() / n_valid,
             "kl": kl_per_galaxy.mean(),
-            "total": robust_galaxy_loss(per_galaxy),
+            "total": robust_galaxy_loss(misfit / per_galaxy_pixels) + floor_loss,
         }
 
     def chi_square_terms(

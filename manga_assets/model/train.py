@@ -67,7 +67,7 @@ CHECKPOINT_FILE = "training_state.pt"
 # A first run on a few plates has a few dozen training galaxies: with batches of 32 an epoch would
 # be one or two optimiser steps, and early stopping would end training before it began.
 MIN_STEPS_PER_EPOCH = 4
-CHECKPOINT_FORMAT_VERSION = 3
+CHECKPOINT_FORMAT_VERSION = 4
 # The learned floor's learning rate, in units of the weights' (see `parameter_groups`).
 FLOOR_LEARNING_RATE_SCALE = 20.0
 

@@ -104,14 +104,34 @@ def test_model_loss_does_not_depend_on_invalid_pixels():
 
 
 def _expected_total(model, x, valid, weight, kl_per_galaxy):
-    """The loss written out: per galaxy NLL + 2 beta KL per valid pixel, through c log(1 + x/c)."""
+    """The loss written out: per galaxy chi2 + 2 beta KL per valid pixel, through
+    c log(1 + x/c), plus the learned floor's likelihood per valid pixel, averaged over galaxies."""
     reconstruction = model.decode(model.encode_distribution(x, valid)[0])
-    nll = model.likelihood_terms(reconstruction, x, weight, valid).sum((1, 2, 3))
-    per_galaxy = (nll + 2.0 * model.config.kl_weight * kl_per_galaxy) / valid.sum((1, 2, 3))
-    return (GALAXY_LOSS_SCALE * torch.log1p(per_galaxy / GALAXY_LOSS_SCALE)).mean().item()
+    pixels = valid.sum((1, 2, 3))
+    chi2 = model.chi_square_terms(reconstruction, x, weight, valid).sum((1, 2, 3))
+    per_galaxy = (chi2 + 2.0 * model.config.kl_weight * kl_per_galaxy) / pixels
+    floor = model.likelihood_terms(reconstruction, x, weight, valid).sum((1, 2, 3)) / pixels
+    robust = GALAXY_LOSS_SCALE * torch.log1p(per_galaxy / GALAXY_LOSS_SCALE)
+    return (robust.mean() + floor.mean()).item()
 
 
-def test_loss_is_each_galaxys_likelihood_bounded_and_the_vae_adds_beta_kl():
+def test_the_learned_floor_takes_no_part_in_fitting_the_weights():
+    torch.manual_seed(0)
+    x = torch.randn(2, 19, GRID, GRID) * 0.3
+    weight = torch.full_like(x, 1e4)
+    model = ConvLSTMAutoencoder(tiny_config()).train()
+    _, losses = model(x, torch.ones_like(x, dtype=torch.bool), weight)
+    floor_gradient = torch.autograd.grad(
+        losses["total"], model.decoder_upsample[-1].weight, retain_graph=True
+    )[0]
+    with torch.no_grad():
+        model.log_learned_floor.fill_(0.0)  # a floor of 105 %
+    _, losses = model(x, torch.ones_like(x, dtype=torch.bool), weight)
+    changed = torch.autograd.grad(losses["total"], model.decoder_upsample[-1].weight)[0]
+    torch.testing.assert_close(changed, floor_gradient)
+
+
+def test_loss_is_each_galaxys_chi_square_bounded_and_the_vae_adds_beta_kl():
     torch.manual_seed(0)
     x = torch.randn(4, 19, GRID, GRID) * 0.3
     valid = torch.rand(4, 19, GRID, GRID) > 0.2
