@@ -48,12 +48,14 @@ beyond, a straight line in log p fitted on the body of the reference, so a galax
 every reference galaxy keeps gaining with its rarity. Reference galaxies beyond what that line
 allows in a sample this large are anomalies of the reference and are not counted.
 ``line_absence`` is already such a probability (the share of undetected galaxies, then a fitted
-tail). ``anomaly_score`` is ``-log10`` of the smallest p calibrated itself: P(smallest p <= t)
-= k_eff t, with the effective number of components k_eff (between 1 and 6) read on the
-reference's body, not Bonferroni's 6. Among normal galaxies about 10 % score above 1 and 1 %
-above 2 (less where the reference holds many anomalies of moderate rarity, which no
-calibration can tell from normal galaxies). ``anomaly_component`` names the component that
-decided, ``anomaly_line`` the line when it is a line's.
+tail). ``anomaly_score`` is ``-log10`` of the smallest p calibrated itself the same way
+(conformal body, fitted tail), in place of Bonferroni's factor 6: one strong signal is enough,
+and among normal galaxies about 10 % score above 1 and 1 % above 2. The reference is the sample
+itself by default, anomalies included: its discoveries at a false-discovery rate of 10 %
+(Benjamini-Hochberg on these p-values) leave it before the final calibration. Anomalies of
+moderate rarity stay in it and make the scores a little conservative (on a synthetic survey
+with 10 % planted anomalies, 6 % of the normal galaxies scored above 1). ``anomaly_component``
+names the component that decided, ``anomaly_line`` the line when it is a line's.
 
 Data-quality artefacts are not physics and are not ranked: ``quality_flags`` lists lines that
 are invalid over most of the footprint where the other lines are valid.
@@ -105,8 +107,6 @@ MIN_TAIL_SLOPE = 0.05
 # The reference's own discoveries at this false-discovery rate leave it before the final
 # calibration (see `anomaly_scores`).
 DISCOVERY_FDR = 0.1
-# Quantiles of the combined statistic on which the effective number of components is read.
-COMBINED_QUANTILES = np.linspace(0.5, 0.9, 9)
 
 
 def depth_groups(median_snr: np.ndarray) -> np.ndarray:
@@ -293,17 +293,6 @@ def calibrated_log10_probability(values: np.ndarray, reference: np.ndarray) -> n
     return np.where(values > levels[last], tail, body)
 
 
-def effective_log10_components(combined_rarity: np.ndarray, n_components: int) -> float:
-    """log10 of how many independent components the smallest p-value was taken over.
-
-    With honest components, P(smallest p <= t) = k_eff t in the tail, k_eff between 1 (all
-    components see the same) and their number (independent, Bonferroni). Read on the body of
-    the reference (quantiles 0.5-0.9, median over them), where its anomalies hardly count.
-    """
-    offsets = np.log10(1 - COMBINED_QUANTILES) + np.quantile(combined_rarity, COMBINED_QUANTILES)
-    return float(np.clip(np.median(offsets), 0.0, math.log10(n_components)))
-
-
 def others_median(values: np.ndarray) -> np.ndarray:
     """Per galaxy and line, the median over the galaxy's other lines (NaN-aware).
 
@@ -402,21 +391,20 @@ def calibrated(statistic: np.ndarray, in_reference: np.ndarray) -> np.ndarray:
 
 def calibrate(
     rarity: dict[str, np.ndarray], line_absence: np.ndarray, in_reference: np.ndarray
-) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Each component's log10 tail probability calibrated on the reference galaxies, the
-    combined rarity (``-log10`` of the smallest p) and the log10 of the effective number of
-    components it was taken over."""
+    combined rarity (``-log10`` of the smallest p), and the score: that rarity calibrated itself
+    on the reference, as every component is."""
     log10_p = {name: calibrated(statistic, in_reference) for name, statistic in rarity.items()}
     with np.errstate(divide="ignore"):
         log10_p["line_absence"] = np.log10(absence_probability(line_absence, in_reference))
     stacked = np.maximum(np.stack([log10_p[name] for name in COMPONENTS], axis=1), -300.0)
     combined_rarity = -stacked.min(axis=1)
-    # The smallest p is calibrated itself: P(smallest p <= t) = k_eff t among normal galaxies.
     if in_reference.sum() >= MIN_REFERENCE:
-        offset = effective_log10_components(combined_rarity[in_reference], len(COMPONENTS))
-    else:
-        offset = math.log10(len(COMPONENTS))  # too few to calibrate: Bonferroni
-    return log10_p, combined_rarity, offset
+        score = -calibrated_log10_probability(combined_rarity, combined_rarity[in_reference])
+    else:  # too few to calibrate: Bonferroni
+        score = combined_rarity - math.log10(len(COMPONENTS))
+    return log10_p, combined_rarity, np.maximum(score, 0.0)
 
 
 def benjamini_hochberg(score: np.ndarray, among: np.ndarray, fdr: float) -> np.ndarray:
@@ -554,14 +542,14 @@ def anomaly_scores(
         "latent_density": model_rarity(grouped_z(components["latent_density"], groups)),
     }
     line_absence = components["line_absence"]
-    log10_p, combined_rarity, offset = calibrate(rarity, line_absence, in_reference)
+    log10_p, combined_rarity, score = calibrate(rarity, line_absence, in_reference)
     # The reference is usually the sample itself, anomalies included; counted, they make normal
     # galaxies look more ordinary than they are (10 % anomalies put 5 % of the normal galaxies
     # above 1, not 10 %). Its discoveries at a false-discovery rate of `DISCOVERY_FDR` leave it
     # once: in a sample of normal galaxies that removes none, with probability 1 - q.
-    discovered = benjamini_hochberg(combined_rarity - offset, in_reference, DISCOVERY_FDR)
+    discovered = benjamini_hochberg(score, in_reference, DISCOVERY_FDR)
     if discovered.any() and (in_reference & ~discovered).sum() >= MIN_REFERENCE:
-        log10_p, combined_rarity, offset = calibrate(
+        log10_p, combined_rarity, score = calibrate(
             rarity, line_absence, in_reference & ~discovered
         )
     table = pd.DataFrame({"plateifu": plateifus})
@@ -569,7 +557,7 @@ def anomaly_scores(
         table[name] = components[name]
         table[f"p_{name}"] = 10 ** log10_p[name]
     deciding = np.stack([log10_p[name] for name in COMPONENTS], axis=1).argmin(axis=1)
-    table["anomaly_score"] = np.maximum(combined_rarity - offset, 0.0)
+    table["anomaly_score"] = score
     table["anomaly_component"] = np.array(COMPONENTS, dtype=object)[deciding]
     line_of = {
         "line_excess": np.array(lines, dtype=object)[line_index],

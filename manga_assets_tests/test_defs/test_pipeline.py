@@ -223,3 +223,29 @@ def test_a_model_below_the_bar_is_not_published_and_the_previous_one_stays(pipel
     for variant in ("ae", "vae"):
         assert (products / "models" / variant / "metrics.json").read_bytes() == before[variant]
     assert (products / "ae" / "latents.parquet").read_bytes() == latents_before
+
+
+def test_bright_clumpy_normal_galaxies_do_not_outrank_planted_anomalies(pipeline):
+    """The release is the realistic world: star-forming disks are clumpy, the brightest at S/N in
+    the hundreds. Its deepest normal star-forming galaxy, the clumpiest in noise units, is not
+    in the top 5 % of either model's ranking; the planted anomalies are above it."""
+    release, settings, _, _ = pipeline
+    truth = pd.read_parquet(release.truth_path).set_index("plateifu")
+    assert set(truth["world"]) == {"realistic"}
+    for variant in ("ae", "vae"):
+        scores = pd.read_parquet(
+            settings.data_dir / "products" / variant / "anomaly_scores.parquet"
+        ).set_index("plateifu")
+        latents = pd.read_parquet(
+            settings.data_dir / "products" / variant / "latents.parquet"
+        ).set_index("plateifu")
+        kinds = truth["anomaly_kind"].reindex(scores.index)
+        classes = truth["bpt_class"].reindex(scores.index)
+        normal_sf = scores.index[(kinds == "none") & (classes == "sf")]
+        brightest = latents.loc[normal_sf, "median_snr"].idxmax()
+        planted = scores.index[~kinds.isin(["none", "missing_line"])]
+        top = max(1, int(0.05 * len(scores)))
+        assert scores.loc[brightest, "rank"] > top, scores.loc[brightest]
+        assert (scores.loc[planted, "rank"] < scores.loc[brightest, "rank"]).all(), (
+            scores.loc[[*planted, brightest], ["rank", "anomaly_score", "anomaly_component"]]
+        )
