@@ -95,6 +95,8 @@ MAX_DEPTH_BINS = 5
 # A value with at least this many reference galaxies as extreme gets its conformal p-value;
 # beyond, the reference is too thin to count and a fitted tail takes over.
 MIN_EXCEEDANCES = 10
+# Below this many reference galaxies no tail is fitted: a galaxy rarer than all of them is 1 in n.
+MIN_TAIL_REFERENCE = 200
 # Below this many reference galaxies nothing is calibrated: the model probabilities stand.
 MIN_REFERENCE = 2 * MIN_EXCEEDANCES
 # The body of the reference, on which its tail is fitted: its few anomalies hardly move it.
@@ -279,13 +281,18 @@ def calibrated_log10_probability(values: np.ndarray, reference: np.ndarray) -> n
     strictly falling; beyond the last value that at least `MIN_EXCEEDANCES` reference
     galaxies reach, log10 p falls linearly with the statistic at the fitted `tail_slope`, so a
     galaxy rarer than the whole reference keeps gaining with its rarity (not capped at
-    1 / (n + 1)).
+    1 / (n + 1)). A reference of fewer than `MIN_TAIL_REFERENCE` galaxies cannot vouch for a
+    tail: there a galaxy rarer than all of them gets 1 / (n + 1), the rarest such a sample
+    can say (50 galaxies cannot tell a 1-in-100 galaxy).
     """
     values = np.nan_to_num(np.asarray(values, dtype=np.float64))
     ordered = typical_reference(np.asarray(reference, dtype=np.float64))
     levels = np.unique(ordered)
     at_least = len(ordered) - np.searchsorted(ordered, levels, side="left")
     log10_conformal = np.log10((1 + at_least) / (len(ordered) + 1))
+    if len(ordered) < MIN_TAIL_REFERENCE:
+        rarest = -np.log10(len(ordered) + 1)
+        return np.where(values > levels[-1], rarest, np.interp(values, levels, log10_conformal))
     last = int(np.flatnonzero(at_least >= min(MIN_EXCEEDANCES, len(ordered)))[-1])
     body = np.interp(values, levels[: last + 1], log10_conformal[: last + 1])
     slope = tail_slope(ordered, levels, log10_conformal)
