@@ -52,6 +52,9 @@ def test_chi_square_falls_well_below_the_mean_map(variant, easy_training_set, tm
     assert result.baseline_val_chi2 == pytest.approx(
         baseline_chi_square(open_training_set(easy_training_set))
     )
+    # The model learnt its own uncertainty from the residuals (it starts at 5 % + 1 %).
+    floors = result.model.line_floor().detach().flatten()
+    assert (floors - 0.06).abs().max() > 0.01, floors
     metrics = json.loads(json.dumps(result.metrics()))
     assert metrics["n_parameters"] == result.model.get_num_params() > 0
     assert metrics["galaxies_per_second"] > 0 and metrics["device"].split(":")[0] == DEVICE
