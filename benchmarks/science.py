@@ -60,6 +60,26 @@ BY_DEPTH = ": calibrated by depth"
 NOT_FITTED = ": reference not fitted"
 RATIO_FEATURES = ("log_nii_ha", "log_sii_ha", "log_oi_ha", "log_oiii_hb")
 CALIBRATION_LEVELS = (1, 2)
+WHAT_IS_MEASURED = """What is measured, in a few lines (README, "The science", has the details):
+
+- **The worlds.** `realistic` (the default of every release): star-forming disks of HII-region
+  complexes (dN/dL ~ L^-1.7..-2, PSF-sized, on spiral arms and in patches), diffuse ionised gas
+  with raised [NII], [SII] and [OI], a bright tail (central H-alpha S/N in the hundreds) and 4 %
+  odd normal galaxies (flat line-ratio maps, foreground stars, dust lanes), calibrated against the
+  real 7815-3702 within a factor of 2 (`benchmarks/REALISM.md`); `smooth`: the earlier smooth
+  disks.
+- **The loss.** The weights fit each galaxy's chi-square per pixel (5 % floor) through c log(1 + x
+  / c), c = 10, so no galaxy decides what the model learns; beside them the model learns a per-line
+  floor (the maximum-likelihood floor of the residuals it leaves), against which the scores count
+  residuals.
+- **The gate and early stopping.** The typical validation galaxy's FEV: per galaxy the share of the
+  mean map's excess over the noise that the model removes, the median over galaxies, with a
+  bootstrap interval; the PCA's on the same galaxies.
+- **The calibration.** Each component and the combined score are conformal p-values on the sample
+  (a fitted tail beyond 10 exceedances, none for samples under 200), after the sample's own
+  discoveries at FDR 0.1 leave the reference; "above 1" and "above 2" are the shares of held-out
+  normals above those scores (honest: 0.1 and 0.01).
+"""
 # The DAP's own MAPS file of a bright star-forming galaxy (see ../shared/data/real/README.md).
 REAL_MAPS = (
     Path(__file__).resolve().parents[2]
@@ -293,7 +313,7 @@ def main() -> None:
         summaries += summary
     report = "\n".join(
         ["# Anomaly detection on held-out plates", "", f"`{' '.join(['python', *sys.argv])}`", "",
-         _summary_table(summaries), *sections]
+         WHAT_IS_MEASURED, _summary_table(summaries), *sections]
     )  # fmt: skip
     args.out.write_text(report)
     print(report)
