@@ -576,8 +576,10 @@ def anomaly_scores(
         for i, component in enumerate(table["anomaly_component"])
     ]
 
-    # By the combined rarity, which keeps ordering galaxies whose score is 0.
-    order = np.lexsort((plateifus, -combined_rarity))
+    # By the combined rarity, which keeps ordering galaxies whose score is 0; galaxies that a
+    # small sample calls equally rare (each the rarest of its component) by their model rarity.
+    model_rarest = np.max(np.stack(list(rarity.values()), axis=1), axis=1)
+    order = np.lexsort((plateifus, -model_rarest, -np.round(combined_rarity, 9)))
     rank = np.empty(len(table), dtype=np.int64)
     rank[order] = np.arange(1, len(table) + 1)
     table["rank"] = rank
