@@ -140,13 +140,6 @@ def grouped_z(values: np.ndarray, groups: np.ndarray | None = None) -> np.ndarra
     return z
 
 
-def tail_probability(values: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
-    """One-sided Gaussian tail probability of each value's robust z-score within its group."""
-    from scipy.stats import norm
-
-    return norm.sf(grouped_z(values, groups))
-
-
 def worst_line(
     per_line: np.ndarray, groups: np.ndarray | None, two_sided: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -205,7 +198,9 @@ def max_tail_probability(
     return -np.expm1(n * norm.logcdf(largest_z))
 
 
-def model_rarity(z: np.ndarray, n_lines: np.ndarray | None = None, two_sided: bool = False):
+def model_rarity(
+    z: np.ndarray, n_lines: np.ndarray | None = None, two_sided: bool = False
+) -> np.ndarray:
     """``-log10`` of the model tail probability of a robust z-score (Gaussian, or with
     ``n_lines`` the largest of as many), in decades, without underflow far in the tail.
 

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from manga_assets.analysis.anomaly import COMPONENTS, anomaly_scores, depth_groups, tail_probability
+from manga_assets.analysis.anomaly import (
+    COMPONENTS,
+    anomaly_scores,
+    depth_groups,
+    grouped_z,
+    model_rarity,
+)
 from manga_assets_tests.test_analysis.helpers import LATENT_LINES, latents_table
 
 PIXELS = 400
@@ -139,7 +145,8 @@ def test_tail_probabilities_are_calibrated_per_group():
     # Two bundle sizes whose null distributions differ by a factor of three in spread.
     values = np.concatenate([rng.normal(0, 1, 500), rng.normal(0, 3, 500)])
     groups = np.repeat([19, 127], 500)
-    p = tail_probability(values, groups)
+    # The model tail probability of each value's robust z-score within its group.
+    p = 10 ** -model_rarity(grouped_z(values, groups))
     assert np.mean(p[:500] < 0.05) == pytest.approx(0.05, abs=0.03)
     assert np.mean(p[500:] < 0.05) == pytest.approx(0.05, abs=0.03)
 
