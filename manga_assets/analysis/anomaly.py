@@ -27,12 +27,14 @@ A galaxy can be unusual in six ways, each measured by one component score:
   where a third of the galaxies are passive it does not. A galaxy observed shallowly but with
   emission still sums to a clear detection, so noise alone does not make it lineless.
 
-Every component is first standardised on the sample itself, among galaxies of similar depth (the
-median H-alpha S/N per pixel, in quantile bins): a model misses more, in units of the noise, in
-a deep galaxy than in a shallow one, and depth alone must not make a galaxy anomalous. Given
-``calibration_classes`` (e.g. each galaxy's measured BPT class), galaxies are calibrated within
-their class instead: a model that reproduces LINER nuclei worse than star-forming disks then
-does not rank every LINER as anomalous (benchmarks/SCIENCE.md measures both). Per-line
+Every component is first standardised on the sample itself, against comparison galaxies: the
+`COMPARISON_SIZE` (100) galaxies nearest in depth (the median H-alpha S/N per pixel) within
+the galaxy's calibration class. A model misses more, in units of the noise, in a deep galaxy
+than in a shallow one, and depth alone must not make a galaxy anomalous; a sliding window in
+depth follows that trend where fixed depth bins leave it inside each bin. The classes are
+``calibration_classes`` when given (e.g. each galaxy's measured BPT class: a model that
+reproduces LINER nuclei worse than star-forming disks then does not rank every LINER as
+anomalous), else the whole sample (benchmarks/SCIENCE.md measures both). Per-line
 values are first turned into robust z-scores per line (median and MAD, which the few anomalies
 hardly move), since lines differ in how well they are fitted; a galaxy's value is its largest
 over lines (of the absolute value for the signed ``extended_residual``), and its model tail
@@ -48,13 +50,16 @@ beyond, a straight line in log p fitted on the body of the reference, so a galax
 every reference galaxy keeps gaining with its rarity. Reference galaxies beyond what that line
 allows in a sample this large are anomalies of the reference and are not counted.
 ``line_absence`` is already such a probability (the share of undetected galaxies, then a fitted
-tail). ``anomaly_score`` is ``-log10`` of the smallest p calibrated itself the same way
-(conformal body, fitted tail), in place of Bonferroni's factor 6: one strong signal is enough,
-and among normal galaxies about 10 % score above 1 and 1 % above 2. The reference is the sample
+tail). The combined statistic (`combined_rarity`) asks two views of the residual to agree: the
+product of the two smallest residual p-values, or the absence's p where smaller. A normal
+galaxy the model misfits tends to be rare in one view, a real departure in two; one view far
+beyond the sample still decides alone. ``anomaly_score`` is ``-log10`` of that statistic
+calibrated itself the same way (conformal body, fitted tail), so that among normal galaxies
+about 10 % score above 1 and 1 % above 2. Samples too small for fitted tails (under
+`MIN_TAIL_REFERENCE`) combine by the smallest p instead. The reference is the sample
 itself by default, anomalies included: its discoveries at a false-discovery rate of 10 %
 (Benjamini-Hochberg on these p-values) leave it before the final calibration. Anomalies of
-moderate rarity stay in it and make the scores a little conservative (on a synthetic survey
-with 10 % planted anomalies, 6 % of the normal galaxies scored above 1). ``anomaly_component``
+moderate rarity stay in it and make the scores a little conservative. ``anomaly_component``
 names the component that decided, ``anomaly_line`` the line when it is a line's.
 
 Data-quality artefacts are not physics and are not ranked: ``quality_flags`` lists lines that
@@ -74,6 +79,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
 from manga_assets.analysis.latent import latent_matrix, require_finite
 from manga_assets.analysis.neighbours import nearest_others
@@ -90,8 +96,11 @@ ACTIVE_VARIANCE = 0.99
 MIN_LINE_COVERAGE = 0.5
 # Robust z-scores need a few galaxies per calibration group; smaller groups join the whole sample.
 MIN_GROUP_SIZE = 20
-# At most this many depth bins calibrate the scores.
-MAX_DEPTH_BINS = 5
+# Each galaxy's statistics are compared with this many galaxies of its group nearest in depth.
+COMPARISON_SIZE = 100
+# The residual components that must agree: the combined statistic multiplies this many of the
+# smallest p-values.
+AGREEING_COMPONENTS = 2
 # A value with at least this many reference galaxies as extreme gets its conformal p-value;
 # beyond, the reference is too thin to count and a fitted tail takes over.
 MIN_EXCEEDANCES = 10
@@ -111,13 +120,6 @@ MIN_TAIL_SLOPE = 0.05
 DISCOVERY_FDR = 0.1
 
 
-def depth_groups(median_snr: np.ndarray) -> np.ndarray:
-    """Quantile bins of depth (median S/N), as many as keep `MIN_GROUP_SIZE` galaxies each."""
-    n_bins = int(min(MAX_DEPTH_BINS, max(1, len(median_snr) // MIN_GROUP_SIZE)))
-    ranks = pd.Series(median_snr).rank(method="first").to_numpy() - 1
-    return (ranks * n_bins // len(median_snr)).astype(int)
-
-
 def robust_z(values: np.ndarray) -> np.ndarray:
     """(value - median) / (1.4826 MAD): a z-score that the few outliers hardly move."""
     values = np.asarray(values, dtype=np.float64)
@@ -128,23 +130,55 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return (values - median) / spread
 
 
-def grouped_z(values: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
-    """Robust z-score of each value within its group (the whole sample for small groups)."""
+def nearest_in_depth_z(values: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Robust z-score of each value among the `COMPARISON_SIZE` galaxies nearest in depth
+    (itself included): a sliding window over the galaxies sorted by depth."""
+    n = len(values)
+    size = min(COMPARISON_SIZE, n)
+    order = np.argsort(np.nan_to_num(depth), kind="stable")
+    windows = sliding_window_view(values[order], size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window
+        median = np.nanmedian(windows, axis=1)
+        spread = 1.4826 * np.nanmedian(np.abs(windows - median[:, None]), axis=1)
+        fallback = np.nanstd(windows, axis=1)
+    spread = np.where(np.isfinite(spread) & (spread > 0), spread, fallback)
+    spread = np.where(np.isfinite(spread) & (spread > 0), spread, 1.0)
+    # Each galaxy sits mid-window, or as near the middle as the ends of the depth range allow.
+    start = np.clip(np.arange(n) - size // 2, 0, n - size)
+    z = np.empty(n)
+    z[order] = (values[order] - median[start]) / spread[start]
+    return z
+
+
+def comparison_z(
+    values: np.ndarray, groups: np.ndarray | None = None, depth: np.ndarray | None = None
+) -> np.ndarray:
+    """Robust z-score of each value against its comparison galaxies: those of its group (the
+    whole sample for groups under `MIN_GROUP_SIZE`), and among them, given ``depth``, the
+    `COMPARISON_SIZE` nearest in depth."""
     values = np.asarray(values, dtype=np.float64)
     z = robust_z(values)
-    if groups is not None:
-        for group in np.unique(groups):
-            members = groups == group
-            if members.sum() >= MIN_GROUP_SIZE:
-                z[members] = robust_z(values[members])
+    labels = np.zeros(len(values), dtype=int) if groups is None else np.asarray(groups)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) < MIN_GROUP_SIZE:
+            continue
+        if depth is None:
+            z[members] = robust_z(values[members])
+        else:
+            z[members] = nearest_in_depth_z(values[members], np.asarray(depth)[members])
     return z
 
 
 def worst_line(
-    per_line: np.ndarray, groups: np.ndarray | None, two_sided: bool = False
+    per_line: np.ndarray,
+    groups: np.ndarray | None,
+    depth: np.ndarray | None,
+    two_sided: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per galaxy, the largest per-line robust z-score (calibrated per line), its line index and
-    the number of lines with data.
+    """Per galaxy, the largest per-line robust z-score against its comparison galaxies
+    (`comparison_z`, per line), its line index and the number of lines with data.
 
     With ``two_sided``, the largest |z|: a line too faint counts as much as one too bright.
     NaN entries (lines without data) are skipped; a galaxy without any line gets 0 and index 0.
@@ -153,7 +187,7 @@ def worst_line(
         [
             np.where(
                 np.isfinite(column),
-                grouped_z(np.nan_to_num(column, nan=np.nanmedian(column)), groups),
+                comparison_z(np.nan_to_num(column, nan=np.nanmedian(column)), groups, depth),
                 np.nan,
             )
             if np.isfinite(column).any()
@@ -395,18 +429,44 @@ def calibrate(
     rarity: dict[str, np.ndarray], line_absence: np.ndarray, in_reference: np.ndarray
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Each component's log10 tail probability calibrated on the reference galaxies, the
-    combined rarity (``-log10`` of the smallest p), and the score: that rarity calibrated itself
-    on the reference, as every component is."""
+    combined rarity (`combined_rarity`), and the score: that rarity calibrated itself on the
+    reference, as every component is.
+
+    A reference too small for fitted tails (under `MIN_TAIL_REFERENCE`) caps every p at
+    1 / (n + 1), so it cannot tell how rare its rarest galaxies are, and two views agreeing
+    would outrank one view far beyond the sample: there one strong signal decides (the
+    smallest p). With too few reference galaxies to calibrate at all (under `MIN_REFERENCE`),
+    the model probabilities stand, less Bonferroni's factor.
+    """
     log10_p = {name: calibrated(statistic, in_reference) for name, statistic in rarity.items()}
     with np.errstate(divide="ignore"):
         log10_p["line_absence"] = np.log10(absence_probability(line_absence, in_reference))
-    stacked = np.maximum(np.stack([log10_p[name] for name in COMPONENTS], axis=1), -300.0)
-    combined_rarity = -stacked.min(axis=1)
-    if in_reference.sum() >= MIN_REFERENCE:
-        score = -calibrated_log10_probability(combined_rarity, combined_rarity[in_reference])
-    else:  # too few to calibrate: Bonferroni
-        score = combined_rarity - math.log10(len(COMPONENTS))
-    return log10_p, combined_rarity, np.maximum(score, 0.0)
+    n_reference = in_reference.sum()
+    agreeing = AGREEING_COMPONENTS if n_reference >= MIN_TAIL_REFERENCE else 1
+    combined = combined_rarity(log10_p, agreeing)
+    if n_reference < MIN_REFERENCE:
+        return log10_p, combined, np.maximum(combined - math.log10(len(COMPONENTS)), 0.0)
+    score = -calibrated_log10_probability(combined, combined[in_reference])
+    return log10_p, combined, np.maximum(score, 0.0)
+
+
+def combined_rarity(
+    log10_p: dict[str, np.ndarray], agreeing: int = AGREEING_COMPONENTS
+) -> np.ndarray:
+    """In decades: the product of the ``agreeing`` smallest residual p-values (every component
+    but ``line_absence``), or the absence's p where that is smaller.
+
+    A real departure shows in more than one view of the residual (a second nucleus makes a
+    coherent peak and a galaxy excess; a line turned against H-alpha a line excess and a
+    coherent peak), while a normal galaxy that the model happens to miss in one view is rare
+    in that view only: asking two views to agree ranks the first above the second. A galaxy
+    extreme in one view still leads on that alone (its p dominates the product). The absence
+    of lines leaves no residual to agree with, so it stands on its own.
+    """
+    residual = [name for name in COMPONENTS if name != "line_absence"]
+    rarities = -np.maximum(np.stack([log10_p[name] for name in residual], axis=1), -300.0)
+    agreement = np.sort(rarities, axis=1)[:, -agreeing:].sum(axis=1)
+    return np.maximum(agreement, -np.maximum(log10_p["line_absence"], -300.0))
 
 
 def benjamini_hochberg(score: np.ndarray, among: np.ndarray, fdr: float) -> np.ndarray:
@@ -455,8 +515,9 @@ def anomaly_scores(
     latent_columns : sequence of str, optional
         Latent columns to use; by default every ``z<digits>`` column.
     calibration_classes : sequence, optional
-        One label per row: galaxies of one label calibrate each other, in place of the depth
-        bins (a label with fewer than `MIN_GROUP_SIZE` galaxies joins the whole sample).
+        One label per row: each galaxy is compared with the galaxies of its label nearest in
+        depth (a label with fewer than `MIN_GROUP_SIZE` galaxies joins the whole sample).
+        Default: one class, the whole sample.
     reference : sequence of bool, optional
         One flag per row: the galaxies whose statistics calibrate the tail probabilities
         (default: all, the scored sample itself). Name galaxies known to be normal, or not
@@ -517,10 +578,10 @@ def anomaly_scores(
             )
         groups = pd.factorize(labels)[0]
     else:
-        groups = None if depth is None else depth_groups(depth)
-    line_value, line_index, n_lines = worst_line(relative, groups)
-    peak_value, peak_index, _ = worst_line(peaks, groups)
-    extended_value, extended_index, _ = worst_line(extended, groups, two_sided=True)
+        groups = None
+    line_value, line_index, n_lines = worst_line(relative, groups, depth)
+    peak_value, peak_index, _ = worst_line(peaks, groups, depth)
+    extended_value, extended_index, _ = worst_line(extended, groups, depth, two_sided=True)
     total = chi2.sum(axis=1) / np.maximum(n_valid.sum(axis=1), 1)
     components = {
         "line_excess": line_value,
@@ -537,11 +598,11 @@ def anomaly_scores(
     in_reference = reference_mask(reference, len(plateifus))
     rarity = {
         "line_excess": model_rarity(line_value, n_lines),
-        "galaxy_excess": model_rarity(grouped_z(components["galaxy_excess"], groups)),
+        "galaxy_excess": model_rarity(comparison_z(components["galaxy_excess"], groups, depth)),
         "coherent_residual": model_rarity(peak_value, n_lines),
         # Signed: too faint or too bright.
         "extended_residual": model_rarity(extended_value, n_lines, two_sided=True),
-        "latent_density": model_rarity(grouped_z(components["latent_density"], groups)),
+        "latent_density": model_rarity(comparison_z(components["latent_density"], groups, depth)),
     }
     line_absence = components["line_absence"]
     log10_p, combined_rarity, score = calibrate(rarity, line_absence, in_reference)

@@ -228,11 +228,12 @@ def write_report(
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. '
         f"{len(agn_sample)} galaxies, {len(agn_plateifus)} AGN. Anomaly score: -log10 of the "
-        f"smallest tail probability among {len(COMPONENTS)} components in units of the noise "
+        f"combined tail probability of {len(COMPONENTS)} components in units of the noise "
         "(the worst line's misfit against the galaxy's other lines, the galaxy's whole misfit, "
         "the peak of the PSF-smoothed residual, a line's residual summed over the footprint, "
-        "the latent-space density, no detected H-alpha), each calibrated against the sample "
-        "and the smallest calibrated again, so that a score above 1 means a 1-in-10 galaxy and "
+        "the latent-space density, no detected H-alpha), each calibrated against the sample; "
+        "the two smallest residual probabilities multiplied (or no H-alpha alone) and "
+        "calibrated again, so that a score above 1 means a 1-in-10 galaxy and "
         "above 2 a 1-in-100 one; here "
         f"{_share_above(anomaly_scores[primary], 1.0):.1%} of the galaxies score above 1 "
         f"(nominal 10%) and {_share_above(anomaly_scores[primary], 2.0):.1%} above 2 "

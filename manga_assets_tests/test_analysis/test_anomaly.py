@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 
 from manga_assets.analysis.anomaly import (
+    COMPARISON_SIZE,
     COMPONENTS,
     anomaly_scores,
-    depth_groups,
-    grouped_z,
+    comparison_z,
     model_rarity,
+    robust_z,
 )
 from manga_assets_tests.test_analysis.helpers import LATENT_LINES, latents_table
 
@@ -146,16 +147,30 @@ def test_tail_probabilities_are_calibrated_per_group():
     values = np.concatenate([rng.normal(0, 1, 500), rng.normal(0, 3, 500)])
     groups = np.repeat([19, 127], 500)
     # The model tail probability of each value's robust z-score within its group.
-    p = 10 ** -model_rarity(grouped_z(values, groups))
+    p = 10 ** -model_rarity(comparison_z(values, groups))
     assert np.mean(p[:500] < 0.05) == pytest.approx(0.05, abs=0.03)
     assert np.mean(p[500:] < 0.05) == pytest.approx(0.05, abs=0.03)
 
 
-def test_depth_groups_are_quantile_bins_of_at_least_twenty():
-    groups = depth_groups(np.arange(100.0)[::-1])
-    assert sorted(np.bincount(groups)) == [20] * 5
-    assert groups[0] == 4 and groups[-1] == 0
-    assert set(depth_groups(np.arange(30.0))) == {0}
+def test_each_galaxy_is_compared_with_the_galaxies_nearest_in_depth():
+    """A misfit whose median and spread grow smoothly with depth: against galaxies as deep,
+    the shallowest and the deepest are as often in the 5 % tail."""
+    rng = np.random.default_rng(2)
+    depth = np.sort(rng.uniform(0, 1, 3000))
+    values = 5 * depth + (1 + 4 * depth) * rng.normal(0, 1, depth.size)
+    p = 10 ** -model_rarity(comparison_z(values, depth=depth))
+    for third in np.array_split(np.arange(depth.size), 3):
+        assert np.mean(p[third] < 0.05) == pytest.approx(0.05, abs=0.02)
+    # Pooled over depth, the deep third would hold most of the tail.
+    pooled = 10 ** -model_rarity(robust_z(values))
+    assert np.mean(pooled[-1000:] < 0.05) > 0.1
+
+
+def test_a_group_smaller_than_the_comparison_is_compared_with_itself():
+    rng = np.random.default_rng(3)
+    values = rng.normal(0, 1, COMPARISON_SIZE - 10)
+    depth = rng.uniform(0, 1, values.size)
+    assert np.allclose(comparison_z(values, depth=depth), robust_z(values))
 
 
 def test_nan_latent_names_the_galaxy(latents):

@@ -24,7 +24,8 @@ from manga_assets.sas.paths import PlateIFU
 
 # 2: the extended_residual anomaly component.
 # 3: tail probabilities and the combined score calibrated on the sample.
-ANALYSIS_CODE_VERSION = "3"
+# 4: comparison galaxies nearest in depth; two residual views must agree.
+ANALYSIS_CODE_VERSION = "4"
 # The report's provenance, beside it under products/.
 REPORT_PROVENANCE = "reports/agn_report.provenance.json"
 
