@@ -26,12 +26,17 @@ import torch
 from manga_assets.model.autoencoder import ConvLSTMAutoencoder, per_line_chi_square
 from manga_assets.model.dataset import TrainingSet
 from manga_assets.model.normalise import denormalise, normalise
-from manga_assets.model.typical_fit import galaxy_fev, typical_fev, typical_fev_interval
+from manga_assets.model.typical_fit import (
+    MIN_TYPICAL_GALAXIES,
+    galaxy_fev,
+    typical_fev,
+    typical_fev_interval,
+)
 
 # The gate: the lower end of FEV's 95 % interval must reach this...
 DEFAULT_MIN_FEV = 0.5
 # ...when the validation split holds this many galaxies; below, the gate only warns.
-MIN_GALAXIES_TO_BLOCK = 30
+MIN_GALAXIES_TO_BLOCK = MIN_TYPICAL_GALAXIES
 # At most this many training galaxies define the PCA components (memory: N x 19 x 32 x 32).
 PCA_MAX_TRAINING_GALAXIES = 2000
 # A VAE latent dimension is active when its mean KL over validation galaxies exceeds this (nats).

@@ -5,7 +5,7 @@ chi-square loss in units of the noise (+ beta KL for the VAE, see
 `manga_assets.model.autoencoder`), a learning rate that warms up linearly and then follows a cosine
 to a tenth of its peak, random sky symmetries and hidden pixels (random cells and sometimes a whole
 line) as augmentation, a full pass over the validation split after every epoch, early stopping on
-the validation loss, and a checkpoint written atomically after every epoch.
+the typical validation galaxy's fit, and a checkpoint written atomically after every epoch.
 
 Calling `train_model` again with the same configurations and the same training set resumes from
 that checkpoint (``fresh=True`` starts from epoch 1 instead); each epoch draws its shuffling,
@@ -61,7 +61,7 @@ from manga_assets.model.distributed import (
     shard_of,
     spawn,
 )
-from manga_assets.model.typical_fit import galaxy_fev, typical_fev
+from manga_assets.model.typical_fit import MIN_TYPICAL_GALAXIES, galaxy_fev, typical_fev
 
 CHECKPOINT_FILE = "training_state.pt"
 # A first run on a few plates has a few dozen training galaxies: with batches of 32 an epoch would
@@ -102,6 +102,8 @@ class TrainConfig:
         "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N".
     patience : int
         Stop after this many epochs without a better typical validation galaxy (default 8).
+        With fewer than `MIN_TYPICAL_GALAXIES` validation galaxies with an FEV, every epoch
+        counts as better: the last is kept.
     min_delta : float
         Smallest rise of the typical galaxy's validation FEV that counts as better (default 0).
     num_threads : int or None
@@ -335,7 +337,8 @@ def evaluate(
     -------
     dict
         ``fev``: the typical galaxy's FEV against the mean map (`typical_fit.typical_fev`),
-        what early stopping maximises; ``chi2``: chi-square per valid pixel pooled over the split;
+        what early stopping maximises; ``n_fev``: the galaxies with an FEV; ``chi2``:
+        chi-square per valid pixel pooled over the split;
         ``kl``: mean per galaxy (nats); ``total``: chi2 plus 2 beta KL per valid pixel, pooled.
 
     Raises
@@ -350,11 +353,13 @@ def evaluate(
     packed = np.concatenate([fit["chi2"], fit["chi2_mean_map"], fit["counts"], fit["kl"]])
     chi2, chi2_mean_map, counts, kl = np.split(np.asarray(ranks.sum(*packed)), 4)
     n_valid = max(float(counts.sum()), 1.0)
-    fev = typical_fev(galaxy_fev(chi2, chi2_mean_map, counts))
+    per_galaxy = galaxy_fev(chi2, chi2_mean_map, counts)
+    fev = typical_fev(per_galaxy)
     if math.isnan(fev):  # no galaxy with line emission to explain: the pooled FEV
         fev = (chi2_mean_map.sum() - chi2.sum()) / max(chi2_mean_map.sum() - n_valid, 1e-12)
     return {
         "fev": float(fev),
+        "n_fev": int(np.isfinite(per_galaxy).sum()),
         "chi2": float(chi2.sum() / n_valid),
         "kl": float(kl.sum() / max(n_galaxies, 1)),
         "total": float((chi2.sum() + 2.0 * model.config.kl_weight * kl.sum()) / n_valid),
@@ -740,7 +745,9 @@ def _train(
             }
         )
         # NaN (no validation galaxy with line emission to explain) never beats the first epoch.
-        if best_epoch == 0 or val["fev"] > best_val_fev + train_config.min_delta:
+        # A split too small to tell epochs apart keeps the last: the schedule's end.
+        too_few = val["n_fev"] < MIN_TYPICAL_GALAXIES
+        if too_few or best_epoch == 0 or val["fev"] > best_val_fev + train_config.min_delta:
             best_epoch, best_val_fev = epoch, val["fev"]
             best_val_total, best_val_chi2 = val["total"], val["chi2"]
             best_state = _state_copy(model)

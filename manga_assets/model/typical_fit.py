@@ -19,6 +19,9 @@ import numpy as np
 
 # A galaxy enters the median when the mean map misses it by at least the noise again.
 MIN_EXCESS = 1.0
+# Fewer validation galaxies with an FEV than this cannot say which epoch or which model fits the
+# typical galaxy: early stopping then keeps the last epoch, and the gate only warns.
+MIN_TYPICAL_GALAXIES = 30
 BOOTSTRAP_SAMPLES = 1000
 
 

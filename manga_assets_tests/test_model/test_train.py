@@ -41,10 +41,13 @@ def test_chi_square_falls_well_below_the_mean_map(variant, easy_training_set, tm
     val = [entry["val_chi2"] for entry in result.history]
     train = [entry["train_chi2"] for entry in result.history]
     assert val[-1] < 0.75 * val[0] and train[-1] < 0.75 * train[0]
-    # The kept epoch is the one whose typical validation galaxy is fitted best.
+    # The kept epoch is the one whose typical validation galaxy is fitted best, or the last
+    # where the split is too small to tell.
     fev = [entry["val_fev"] for entry in result.history]
-    assert result.best_val_fev == max(fev)
-    assert result.best_val_chi2 == val[fev.index(max(fev))]
+    too_small = result.n_val < train_module.MIN_TYPICAL_GALAXIES
+    kept = len(fev) - 1 if too_small else fev.index(max(fev))
+    assert result.best_val_fev == fev[kept]
+    assert result.best_val_chi2 == val[kept]
     excess_removed = (result.baseline_val_chi2 - result.best_val_chi2) / (
         result.baseline_val_chi2 - 1
     )
@@ -231,3 +234,37 @@ def test_a_small_training_set_gets_smaller_batches():
     assert train_module.effective_batch_size(32, 10_000) == 32
     assert train_module.effective_batch_size(32, 40) == 10
     assert train_module.effective_batch_size(32, 3) == 1
+
+
+@pytest.fixture
+def worsening_validation(monkeypatch):
+    """The typical validation galaxy fits worse after every epoch: early stopping's worst case."""
+    real_evaluate = train_module.evaluate
+    epochs = iter(range(1, 100))
+
+    def evaluate(*args, **kwargs):
+        return {**real_evaluate(*args, **kwargs), "fev": 1.0 - 0.1 * next(epochs)}
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate)
+
+
+def test_a_validation_split_too_small_to_tell_epochs_apart_keeps_the_last(
+    small_training_set, tmp_path, worsening_validation
+):
+    """The demo's five validation galaxies chose epoch 4 of 12 by noise: below
+    MIN_TYPICAL_GALAXIES the schedule runs to its end and its last epoch is kept."""
+    train_config = TrainConfig(epochs=4, patience=1, seed=3, **FAST)
+    result = train_model(tiny_config(), train_config, small_training_set, tmp_path)
+    assert result.n_val < train_module.MIN_TYPICAL_GALAXIES
+    assert len(result.history) == 4 and not result.stopped_early
+    assert result.best_epoch == 4
+
+
+def test_a_large_enough_validation_split_stops_early(
+    small_training_set, tmp_path, worsening_validation, monkeypatch
+):
+    monkeypatch.setattr(train_module, "MIN_TYPICAL_GALAXIES", 1)
+    train_config = TrainConfig(epochs=4, patience=1, seed=3, **FAST)
+    result = train_model(tiny_config(), train_config, small_training_set, tmp_path)
+    assert result.stopped_early and len(result.history) == 2
+    assert result.best_epoch == 1
