@@ -38,7 +38,7 @@ class SasResource(dg.ConfigurableResource):
     def downloader(self) -> Downloader:
         """A new downloader; use it in a ``with`` block so its connections close."""
         return Downloader(
-            auth=credentials_for(self.sas_url),
+            credentials=credentials_for(self.sas_url),
             max_workers=self.max_workers,
             connect_timeout=self.connect_timeout_s,
             read_timeout=self.read_timeout_s,

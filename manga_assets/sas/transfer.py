@@ -30,11 +30,20 @@ from pathlib import Path
 from queue import Empty, LifoQueue
 from types import TracebackType
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
 
+from manga_assets.sas.credentials import (
+    PASSWORD_ENV,
+    USERNAME_ENV,
+    InsecureCredentialsError,
+    SasCredentials,
+    credentials_for,
+    origin_of,
+    sends_in_clear,
+)
 from manga_assets.sas.integrity import ContentCheck
 from manga_assets.sas.network import (
     SAS_URL_ENV,
@@ -64,8 +73,6 @@ logger = logging.getLogger(__name__)
 
 DownloadStatus = Literal["ok", "missing", "corrupt", "error"]
 
-USERNAME_ENV = "MANGA_SAS_USERNAME"
-PASSWORD_ENV = "MANGA_SAS_PASSWORD"
 # Bytes per read and write. An interrupted read loses its partial chunk (urllib3 reads a full
 # chunk or fails), so a resume restarts at most this far back; 256 KiB keeps that small while
 # keeping per-chunk overhead negligible.
@@ -74,6 +81,9 @@ _MAX_BACKOFF_S = 60.0
 _MAX_RETRY_AFTER_S = 120.0
 _USER_AGENT = "manga-assets (python-requests)"
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+# Redirects followed within one origin (the SAS may move a folder); one to another origin is
+# refused, since neither its content nor the credentials belong there.
+_MAX_REDIRECTS = 5
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,18 @@ class _Retry(Exception):
         self.content_sha256: str | None = None
 
 
+class _RedirectRefused(Exception):
+    """The server redirected to another origin; the message says where (redacted)."""
+
+
+class _NoAuth(requests.auth.AuthBase):
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+_NO_AUTH = _NoAuth()
+
+
 class _RunControl:
     """State shared by the jobs of one fetch_many call: is the server up, was the run cancelled.
 
@@ -189,8 +211,7 @@ class _SessionPool:
     reuse connections.
     """
 
-    def __init__(self, auth: tuple[str, str] | None) -> None:
-        self._auth = auth
+    def __init__(self) -> None:
         self._idle: LifoQueue[requests.Session] = LifoQueue()
         self._all: list[requests.Session] = []
         self._lock = threading.Lock()
@@ -214,9 +235,7 @@ class _SessionPool:
         session.mount("https://", adapter)
         # Ask for the stored bytes: a .gz file must arrive as the same .gz, never re-encoded.
         session.headers.update({"Accept-Encoding": "identity", "User-Agent": _USER_AGENT})
-        if self._auth is not None:
-            session.auth = self._auth
-        # With no auth set, requests reads ~/.netrc itself (trust_env); it never prompts.
+        # Credentials are chosen per request (Downloader._auth_for), never set on the session.
         with self._lock:
             self._all.append(session)
         return session
@@ -248,10 +267,14 @@ class Downloader:
         Wait before the first retry; doubled for each further one (capped at 60 s), multiplied
         by a random factor in [0.5, 1.5) so that many workers do not retry in lockstep.
         A server's Retry-After is honoured when longer. Default 0.5.
-    auth : tuple of (str, str), optional
-        HTTP Basic user and password. When None, ``MANGA_SAS_USERNAME`` and
-        ``MANGA_SAS_PASSWORD`` are used if both are set, else ``~/.netrc`` (through requests).
-        Nothing ever prompts, and credentials never appear in logs or results.
+    credentials : SasCredentials, optional
+        HTTP Basic credentials, sent only to their own origin. When None, each URL gets what
+        :func:`~manga_assets.sas.credentials.credentials_for` allows it (the user:password given
+        in ``MANGA_SAS_URL`` for its origin, or ``MANGA_SAS_USERNAME`` and
+        ``MANGA_SAS_PASSWORD`` on the origin of ``MANGA_SAS_URL``), else the ``~/.netrc`` entry
+        of its host (through requests) unless it is plain http:// off loopback. Nothing ever
+        prompts, and credentials never appear in logs or results. A redirect to another origin
+        is refused (status 'error'); one within the origin is followed.
     revalidate : bool, optional
         True (default): a file already downloaded is checked with a conditional GET and
         downloaded again only if the server's copy changed. False: it is kept without any
@@ -272,7 +295,7 @@ class Downloader:
         read_timeout: float = 60.0,
         max_retries: int = 5,
         backoff_s: float = 0.5,
-        auth: tuple[str, str] | None = None,
+        credentials: SasCredentials | None = None,
         revalidate: bool = True,
     ) -> None:
         if max_workers < 1:
@@ -286,7 +309,13 @@ class Downloader:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.revalidate = revalidate
-        self._sessions = _SessionPool(auth if auth is not None else _credentials_from_env())
+        if credentials is not None and sends_in_clear(credentials.origin):
+            raise InsecureCredentialsError(
+                f"refusing to send credentials to {credentials.origin} over plain http://; "
+                "use https://"
+            )
+        self._credentials = credentials
+        self._sessions = _SessionPool()
 
     def __repr__(self) -> str:
         return (
@@ -380,6 +409,8 @@ class Downloader:
         try:
             with self._sessions.session() as session:
                 result = self._fetch(session, url, dest, control)
+        except InsecureCredentialsError as exc:
+            result = _result(url, dest, "error", str(exc))
         except OSError as exc:
             # Network errors are handled inside; what escapes is local: disk full, permissions.
             reason = f"cannot write {dest}: {exc.strerror or exc}; check free space and permissions"
@@ -480,12 +511,60 @@ class Downloader:
                 headers["If-Range"] = part_etag
 
         try:
-            response = session.get(url, headers=headers, stream=True, timeout=self.timeout)
+            response = self._get_within_origin(session, url, headers, control)
+        except _RedirectRefused as refused:
+            return _result(url, dest, "error", str(refused))
         except requests.RequestException as exc:
             return self._request_failed(url, dest, exc)
         with response:
             control.answered()
             return self._handle_response(url, dest, record, resume_from, response, control)
+
+    def _get_within_origin(
+        self,
+        session: requests.Session,
+        url: str,
+        headers: dict[str, str],
+        control: _RunControl,
+    ) -> requests.Response:
+        """GET ``url``, following redirects only while they stay on its origin.
+
+        requests would follow a redirect anywhere and hand back the other server's content as
+        if it were ``url``'s; here the content must come from the origin the user configured.
+        """
+        target = url
+        for _ in range(_MAX_REDIRECTS + 1):
+            response = session.get(
+                target,
+                headers=headers,
+                stream=True,
+                timeout=self.timeout,
+                allow_redirects=False,
+                auth=self._auth_for(target),
+            )
+            if not response.is_redirect:
+                return response
+            control.answered()
+            location = urljoin(target, response.headers["Location"])
+            response.close()
+            if origin_of(location) != origin_of(url):
+                raise _RedirectRefused(
+                    f"{redact_url(target)} redirects to another server, {redact_url(location)}; "
+                    f"not followed (downloads stay on the origin of {SAS_URL_ENV}). If the "
+                    f"files have moved, set {SAS_URL_ENV} to the new server"
+                )
+            target = location
+        raise requests.exceptions.TooManyRedirects(f"more than {_MAX_REDIRECTS} redirects")
+
+    def _auth_for(self, url: str) -> tuple[str, str] | requests.auth.AuthBase | None:
+        """What to authenticate a request to ``url`` with (None: requests may use ~/.netrc)."""
+        credentials = self._credentials or credentials_for(url)
+        if credentials is not None and credentials.applies_to(url):
+            return credentials.basic_auth
+        if sends_in_clear(url):
+            # An explicit no-op stops requests from reading ~/.netrc for an unencrypted URL.
+            return _NO_AUTH
+        return None
 
     def _request_failed(
         self, url: str, dest: Path, exc: requests.RequestException
@@ -655,19 +734,6 @@ def _result(url: str, dest: Path, status: DownloadStatus, reason: str) -> Downlo
 
 def _current(url: str, dest: Path, record: DownloadRecord) -> DownloadResult:
     return DownloadResult(url, dest, "ok", "", record.bytes, record.sha256, fetched=False)
-
-
-def _credentials_from_env() -> tuple[str, str] | None:
-    user, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
-    if user and password:
-        return user, password
-    if user or password:
-        logger.warning(
-            "only one of %s and %s is set; ignoring it (falling back to ~/.netrc)",
-            USERNAME_ENV,
-            PASSWORD_ENV,
-        )
-    return None
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
