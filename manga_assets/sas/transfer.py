@@ -16,11 +16,13 @@ remaining jobs early instead of retrying each of them in turn.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -57,6 +59,7 @@ from manga_assets.sas.network import (
 )
 from manga_assets.sas.progress import ProgressCounter, ProgressEvent, TqdmProgress, tqdm_progress
 from manga_assets.sas.sidecar import DownloadRecord, part_path, read_record, write_record
+from manga_assets.settings import DEFAULT_DOWNLOAD_DEADLINE_S, DEFAULT_DOWNLOAD_MAX_MB
 
 __all__ = [
     "DownloadResult",
@@ -84,6 +87,10 @@ _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 # Redirects followed within one origin (the SAS may move a folder); one to another origin is
 # refused, since neither its content nor the credentials belong there.
 _MAX_REDIRECTS = 5
+# Writes that fail for these reasons fail for every file: the disk (or the quota) is full.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+DEADLINE_ENV = "MANGA_DOWNLOAD_DEADLINE_S"
+MAX_MB_ENV = "MANGA_DOWNLOAD_MAX_MB"
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,15 @@ class _Retry(Exception):
         self.part_etag: str | None = None
         # SHA-256 of invalid content, to notice a server that sends the same bad bytes again.
         self.content_sha256: str | None = None
+
+
+class _GiveUp(Exception):
+    """An attempt ended in a way no retry can fix (deadline passed, file over the size cap)."""
+
+    def __init__(self, reason: str, status: DownloadStatus = "error") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
 
 
 class _RedirectRefused(Exception):
@@ -279,6 +295,12 @@ class Downloader:
         True (default): a file already downloaded is checked with a conditional GET and
         downloaded again only if the server's copy changed. False: it is kept without any
         request as long as its size matches its sidecar record.
+    deadline_s : float, optional
+        Seconds one file may take in all, retries included: a server that trickles bytes just
+        fast enough to beat ``read_timeout`` cannot hold a worker for ever. Default one hour.
+    max_bytes : int, optional
+        Largest file accepted; a larger one (announced or received) is refused as 'corrupt'.
+        Default 4 GiB, far above any DR17 MAPS file or catalogue.
 
     Examples
     --------
@@ -297,13 +319,19 @@ class Downloader:
         backoff_s: float = 0.5,
         credentials: SasCredentials | None = None,
         revalidate: bool = True,
+        deadline_s: float = DEFAULT_DOWNLOAD_DEADLINE_S,
+        max_bytes: int = DEFAULT_DOWNLOAD_MAX_MB * 1024**2,
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, not {max_workers}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
-        if connect_timeout <= 0 or read_timeout <= 0:
-            raise ValueError("connect_timeout and read_timeout must be positive")
+        if connect_timeout <= 0 or read_timeout <= 0 or deadline_s <= 0:
+            raise ValueError("connect_timeout, read_timeout and deadline_s must be positive")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be positive, not {max_bytes}")
+        self.deadline_s = deadline_s
+        self.max_bytes = max_bytes
         self.max_workers = max_workers
         self.timeout = (connect_timeout, read_timeout)
         self.max_retries = max_retries
@@ -413,7 +441,10 @@ class Downloader:
             result = _result(url, dest, "error", str(exc))
         except OSError as exc:
             # Network errors are handled inside; what escapes is local: disk full, permissions.
-            reason = f"cannot write {dest}: {exc.strerror or exc}; check free space and permissions"
+            if exc.errno in _DISK_FULL:
+                reason = f"disk full writing {dest}; free space there and run again"
+            else:
+                reason = f"cannot write {dest}: {exc.strerror or exc}; check permissions"
             result = _result(url, dest, "error", reason)
         except Exception as exc:  # a bug must cost one file, not the whole batch
             logger.exception("unexpected error while downloading %s", redact_url(url))
@@ -435,6 +466,7 @@ class Downloader:
         dest.parent.mkdir(parents=True, exist_ok=True)
 
         answers_before = control.answers()
+        deadline = time.monotonic() + self.deadline_s
         attempts = self.max_retries + 1
         part_etag: str | None = None  # validator of the .part, once this call has seen one
         failure: _Retry | None = None
@@ -451,12 +483,16 @@ class Downloader:
                     attempts,
                     failure.reason,
                 )
+                if delay >= deadline - time.monotonic():
+                    return _result(url, dest, "error", self._deadline_reason(failure.reason))
                 if control.sleep(delay):
                     return _result(url, dest, "error", control.stop_reason)
             elif control.stopped:
                 return _result(url, dest, "error", control.stop_reason)
             try:
-                return self._attempt(session, url, dest, record, part_etag, control)
+                return self._attempt(session, url, dest, record, part_etag, control, deadline)
+            except _GiveUp as given_up:
+                return _result(url, dest, given_up.status, given_up.reason)
             except _Retry as retry:
                 repeated = (
                     failure is not None
@@ -494,8 +530,9 @@ class Downloader:
         record: DownloadRecord | None,
         part_etag: str | None,
         control: _RunControl,
+        deadline: float,
     ) -> DownloadResult:
-        """One request; returns a final result or raises :class:`_Retry`."""
+        """One request; returns a final result or raises :class:`_Retry` or :class:`_GiveUp`."""
         part = part_path(dest)
         resume_from = part.stat().st_size if part.exists() else 0
         headers = {}
@@ -518,7 +555,9 @@ class Downloader:
             return self._request_failed(url, dest, exc)
         with response:
             control.answered()
-            return self._handle_response(url, dest, record, resume_from, response, control)
+            return self._handle_response(
+                url, dest, record, resume_from, response, control, deadline
+            )
 
     def _get_within_origin(
         self,
@@ -595,6 +634,7 @@ class Downloader:
         resume_from: int,
         response: requests.Response,
         control: _RunControl,
+        deadline: float,
     ) -> DownloadResult:
         status = response.status_code
         part = part_path(dest)
@@ -634,9 +674,12 @@ class Downloader:
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
 
+        if expected is not None and expected > self.max_bytes:
+            part.unlink(missing_ok=True)
+            raise _GiveUp(self._too_large_reason(f"the server announces {expected}"), "corrupt")
         check = ContentCheck(dest.name)
         try:
-            self._stream_to_part(response, part, resume_from, check, control)
+            self._stream_to_part(response, part, resume_from, check, control, deadline)
         except _Retry as retry:
             retry.part_etag = response.headers.get("ETag")
             raise
@@ -672,18 +715,39 @@ class Downloader:
         resume_from: int,
         check: ContentCheck,
         control: _RunControl,
+        deadline: float,
     ) -> None:
-        """Append the body to ``part`` (kept bytes first through ``check``), fsync it."""
+        """Append the body to ``part`` (kept bytes first through ``check``), fsync it.
+
+        A full disk removes ``part`` (keeping it for a resume would only keep the disk full).
+        """
+        try:
+            self._append_body(response, part, resume_from, check, control, deadline)
+        except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                part.unlink(missing_ok=True)
+            raise
+
+    def _append_body(
+        self,
+        response: requests.Response,
+        part: Path,
+        resume_from: int,
+        check: ContentCheck,
+        control: _RunControl,
+        deadline: float,
+    ) -> None:
         if resume_from:
             # The hash and the gzip check must cover the whole file, so replay the kept prefix.
             with open(part, "rb") as kept:
                 while chunk := kept.read(_CHUNK_BYTES):
                     check.update(chunk)
         with open(part, "ab" if resume_from else "wb") as out:
-            body = response.raw.stream(_CHUNK_BYTES, decode_content=False)
             while True:
                 try:
-                    chunk = next(body, None)
+                    # read1 returns what has arrived (up to a chunk), so a trickling body still
+                    # comes back often enough to be held to the deadline.
+                    chunk = response.raw.read1(_CHUNK_BYTES, decode_content=False) or None
                 except urllib3.exceptions.ReadTimeoutError:
                     stalled = f"no data for {self.timeout[1]:g} s (read timeout)"
                     raise _Retry(f"{stalled} from {host_of(response.url)}") from None
@@ -707,6 +771,13 @@ class Downloader:
                     raise _Retry(f"transfer failed ({innermost_cause(exc)})") from None
                 if chunk is None:
                     break
+                if check.size + len(chunk) > self.max_bytes:
+                    out.close()
+                    part.unlink(missing_ok=True)
+                    raise _GiveUp(self._too_large_reason("more arrived"), "corrupt")
+                if time.monotonic() > deadline:
+                    # The .part stays: a later run may resume it from a faster server.
+                    raise _GiveUp(self._deadline_reason(f"{check.size} bytes received"))
                 if control.stopped:
                     # Cancelled: stop now rather than at the end of a large file; the .part
                     # stays for the next run to resume.
@@ -716,6 +787,18 @@ class Downloader:
             out.flush()
             # Durable before the rename, so a crash cannot leave a renamed but empty file.
             os.fsync(out.fileno())
+
+    def _deadline_reason(self, so_far: str) -> str:
+        return (
+            f"not finished within the {self.deadline_s:g} s allowed per file ({so_far}); the "
+            f"server is too slow: try again later, or raise {DEADLINE_ENV}"
+        )
+
+    def _too_large_reason(self, detail: str) -> str:
+        return (
+            f"larger than the {self.max_bytes} bytes allowed per file ({detail}); if the file "
+            f"is genuine, raise {MAX_MB_ENV}"
+        )
 
     def _backoff_delay(self, retry_number: int, retry_after: float | None) -> float:
         delay = min(_MAX_BACKOFF_S, self.backoff_s * 2 ** (retry_number - 1))
