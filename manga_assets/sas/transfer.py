@@ -7,6 +7,10 @@ interruption, is checked (size against the server's length, gzip integrity, FITS
 sidecar records the server's ETag and Last-Modified, so a later run asks with a conditional GET
 whether the file changed and downloads only what did (a reprocessed galaxy, for instance).
 
+A server is not trusted either: each file has a total deadline and a size cap, credentials are
+sent only to their own origin (:mod:`manga_assets.sas.credentials`), and a redirect to another
+origin is refused rather than followed.
+
 Failures are data: every job gets a :class:`DownloadResult` whose ``status`` is ``ok``,
 ``missing`` (HTTP 404), ``corrupt`` (content still wrong after retries) or ``error`` (network,
 server or permission failure) and whose ``reason`` says what to do. A server that cannot be
