@@ -80,9 +80,9 @@ logger = logging.getLogger(__name__)
 
 DownloadStatus = Literal["ok", "missing", "corrupt", "error"]
 
-# Bytes per read and write. An interrupted read loses its partial chunk (urllib3 reads a full
-# chunk or fails), so a resume restarts at most this far back; 256 KiB keeps that small while
-# keeping per-chunk overhead negligible.
+# Most bytes per read and write. Reads return what has arrived (read1), so an interrupted
+# transfer keeps everything written before the break for the resume; 256 KiB keeps per-chunk
+# overhead negligible.
 _CHUNK_BYTES = 256 * 1024
 _MAX_BACKOFF_S = 60.0
 _MAX_RETRY_AFTER_S = 120.0
