@@ -5,6 +5,8 @@
 ``MANGA_RELEASE``  DR17 (default) or DR15
 ``MANGA_DATA_DIR`` local SAS mirror under ``sas/``, products under ``products/`` (default ./data)
 ``MANGA_WATCH_RELEASES`` comma-separated release names to probe for (e.g. "DR18,MPL-12")
+``MANGA_DOWNLOAD_DEADLINE_S`` seconds one file's download may take in all (default 3600)
+``MANGA_DOWNLOAD_MAX_MB`` largest file accepted from the SAS, in MiB (default 4096)
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ DEFAULT_RELEASE = "DR17"
 DEFAULT_DATA_DIR = "./data"
 # `manga-assets run` asks the server about a plate's MAPS files again only after this many hours.
 REVALIDATE_AFTER_HOURS = 24.0
+# A slow but live server (1 MB/s) still delivers the largest DR17 catalogue well within the hour.
+DEFAULT_DOWNLOAD_DEADLINE_S = 3600.0
+# Far above any DR17 MAPS file or catalogue; bounds what a hostile server can make us store.
+DEFAULT_DOWNLOAD_MAX_MB = 4096
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,8 @@ class Settings:
     release: str = DEFAULT_RELEASE
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     watch_releases: tuple[str, ...] = ()
+    download_deadline_s: float = DEFAULT_DOWNLOAD_DEADLINE_S
+    download_max_mb: int = DEFAULT_DOWNLOAD_MAX_MB
 
     def __post_init__(self) -> None:
         # A user:password@ part never stays in the URL the rest of the process sees.
@@ -47,4 +55,22 @@ class Settings:
                 for name in os.environ.get("MANGA_WATCH_RELEASES", "").split(",")
                 if name.strip()
             ),
+            download_deadline_s=_positive(
+                "MANGA_DOWNLOAD_DEADLINE_S", float, DEFAULT_DOWNLOAD_DEADLINE_S
+            ),
+            download_max_mb=_positive("MANGA_DOWNLOAD_MAX_MB", int, DEFAULT_DOWNLOAD_MAX_MB),
         )
+
+
+def _positive(name: str, kind: type[float] | type[int], default: float) -> float | int:
+    """A positive number from the environment variable ``name``, or ``default`` when unset."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{name}={text!r} must be a positive {kind.__name__}")
+    return value

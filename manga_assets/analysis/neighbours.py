@@ -138,7 +138,7 @@ def write_neighbour_table(table: pd.DataFrame, path: Path) -> Path:
         ["plateifu", "neighbour_rank"], kind="stable", ignore_index=True
     )
     arrow = pa.Table.from_pandas(ordered, preserve_index=False)
-    with atomic_path(path) as temporary:
+    with atomic_path(path, durable=True) as temporary:  # existing means done: fsync first
         pq.write_table(arrow, temporary, row_group_size=ROW_GROUP_SIZE)
     return path
 

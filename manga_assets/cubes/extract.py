@@ -65,8 +65,12 @@ class Cube:
 
 
 def write_cube(path: Path, cube: Cube) -> None:
-    """Write ``cube`` as an uncompressed NPZ, atomically (temporary name, then rename)."""
-    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+    """Write ``cube`` as an uncompressed NPZ, atomically (temporary name, then rename).
+
+    Durable (fsynced before the rename): a cube that exists is taken as done, so after a power
+    cut it must not be an empty file under its final name.
+    """
+    with atomic_path(path, durable=True) as temporary, open(temporary, "wb") as stream:
         np.savez(stream, flux=cube.flux, ivar=cube.ivar, mask=cube.mask, lines=np.array(cube.lines))
 
 

@@ -22,6 +22,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
             sas_url=settings.sas_url,
             release=settings.release,
             watch_releases=list(settings.watch_releases),
+            download_deadline_s=settings.download_deadline_s,
+            download_max_mb=settings.download_max_mb,
         ),
         "data_dir": DataDirResource(data_dir=data_dir),
         "products_io_manager": ProductsIOManager(data_dir=data_dir),

@@ -44,7 +44,8 @@ def write_parquet(frame: pd.DataFrame, path: Path, provenance: dict | None = Non
     if provenance is not None:
         metadata = {**(table.schema.metadata or {}), PROVENANCE_KEY: json.dumps(provenance)}
         table = table.replace_schema_metadata(metadata)
-    with atomic_path(path) as temporary:
+    # Durable: a table that exists is taken as done, so a power cut must not leave it empty.
+    with atomic_path(path, durable=True) as temporary:
         pq.write_table(table, temporary)
 
 

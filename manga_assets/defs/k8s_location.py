@@ -16,6 +16,22 @@ from dagster_k8s import k8s_job_executor
 
 from manga_assets.defs.definitions import build_definitions
 
+# Every pod runs as an unprivileged user (the image must have uid 1000, see deploy/README.md)
+# with no way to gain privileges: a step parses files from the internet, so a flaw in a parser
+# must not become root on the node. The same settings are in deploy/k8s/dagster.yaml for run pods.
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "run_as_non_root": True,
+    "run_as_user": 1000,
+    "run_as_group": 1000,
+    "fs_group": 1000,
+    "seccomp_profile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allow_privilege_escalation": False,
+    "privileged": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
 K8S_EXECUTOR_CONFIG: dict[str, Any] = {
     # Pods of one run at a time; the sas_download pool (deploy/k8s/dagster.yaml) still caps the
     # download steps of all runs together.
@@ -27,8 +43,10 @@ K8S_EXECUTOR_CONFIG: dict[str, Any] = {
             "resources": {
                 "requests": {"cpu": "1", "memory": "4Gi"},
                 "limits": {"memory": "8Gi"},
-            }
-        }
+            },
+            "security_context": CONTAINER_SECURITY_CONTEXT,
+        },
+        "pod_spec_config": {"security_context": POD_SECURITY_CONTEXT},
     },
 }
 

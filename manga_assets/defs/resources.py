@@ -11,6 +11,7 @@ from manga_assets.layout import DataLayout
 from manga_assets.sas.credentials import credentials_for
 from manga_assets.sas.releases import Release, get_release
 from manga_assets.sas.transfer import Downloader
+from manga_assets.settings import DEFAULT_DOWNLOAD_DEADLINE_S, DEFAULT_DOWNLOAD_MAX_MB
 
 
 class SasResource(dg.ConfigurableResource):
@@ -27,6 +28,8 @@ class SasResource(dg.ConfigurableResource):
     read_timeout_s: float = 60.0
     max_retries: int = 4
     watch_releases: list[str] = []
+    download_deadline_s: float = DEFAULT_DOWNLOAD_DEADLINE_S
+    download_max_mb: int = DEFAULT_DOWNLOAD_MAX_MB
 
     def release_info(self) -> Release:
         return get_release(self.release)
@@ -38,11 +41,13 @@ class SasResource(dg.ConfigurableResource):
     def downloader(self) -> Downloader:
         """A new downloader; use it in a ``with`` block so its connections close."""
         return Downloader(
-            auth=credentials_for(self.sas_url),
+            credentials=credentials_for(self.sas_url),
             max_workers=self.max_workers,
             connect_timeout=self.connect_timeout_s,
             read_timeout=self.read_timeout_s,
             max_retries=self.max_retries,
+            deadline_s=self.download_deadline_s,
+            max_bytes=self.download_max_mb * 1024**2,
         )
 
 

@@ -170,11 +170,15 @@ def run_pipeline(
         removed = [*clean_temporaries(layout.products), *clean_temporaries(layout.mirror)]
         if removed:
             log(f"removed {len(removed)} temporary files left by an interrupted run")
-        return _run_locked(
-            settings, plates=plates, limit=limit, epochs=epochs, training=training,
-            analyses=analyses, truth_table=truth_table, acquisition_only=acquisition_only,
-            revalidate_after_hours=revalidate_after_hours, instance=instance, log=log,
-        )  # fmt: skip
+        try:
+            return _run_locked(
+                settings, plates=plates, limit=limit, epochs=epochs, training=training,
+                analyses=analyses, truth_table=truth_table, acquisition_only=acquisition_only,
+                revalidate_after_hours=revalidate_after_hours, instance=instance, log=log,
+            )  # fmt: skip
+        finally:
+            # Still under the exclusive lock: prune the versions this run superseded.
+            clean_temporaries(layout.products)
 
 
 def _run_locked(

@@ -62,7 +62,8 @@ def release_watch_sensor(context: dg.SensorEvaluationContext, sas: SasResource):
     if not sas.watch_releases:
         return dg.SkipReason("no release names to watch (set MANGA_WATCH_RELEASES)")
     reported = set(json.loads(context.cursor or "[]"))
-    auth = credentials_for(sas.sas_url)
+    credentials = credentials_for(sas.sas_url)
+    auth = credentials.basic_auth if credentials is not None else None
     appeared = [
         name
         for name in sas.watch_releases

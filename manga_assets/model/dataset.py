@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +33,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from manga_assets.atomic import replace_directory
+from manga_assets.atomic import (
+    replace_directory,
+    reserve_space,
+    resolve_published,
+    temporary_directory,
+)
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets.model.normalise import Normalisation, galaxy_scale, normalise, valid_pixels
 
@@ -252,6 +256,8 @@ def build_training_set(
         If a cube has other lines or another grid (the message names the plate-IFU and file).
     TrainingSetError
         If a plate-IFU repeats or no cube is usable.
+    DiskFullError
+        If the disk has no room for the arrays (nothing is left behind).
     """
     normalisation = normalisation or Normalisation()
     line_names = tuple(line_names)
@@ -268,21 +274,13 @@ def build_training_set(
         raise TrainingSetError("no cubes were given to build the training set from")
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp_dir.mkdir()
+    tmp_dir = temporary_directory(out_dir)
     try:
         n_max = len(cube_list)
-        shape = (len(line_names), grid, grid)
-        flux_out = np.lib.format.open_memmap(
-            tmp_dir / "flux.npy", mode="w+", dtype=np.float32, shape=(n_max, *shape)
-        )
-        valid_out = np.lib.format.open_memmap(
-            tmp_dir / "valid.npy", mode="w+", dtype=np.bool_, shape=(n_max, *shape)
-        )
-        weight_out = np.lib.format.open_memmap(
-            tmp_dir / "weight.npy", mode="w+", dtype=np.float32, shape=(n_max, *shape)
-        )
+        shape = (n_max, len(line_names), grid, grid)
+        flux_out = _new_array(tmp_dir / "flux.npy", np.float32, shape)
+        valid_out = _new_array(tmp_dir / "valid.npy", np.bool_, shape)
+        weight_out = _new_array(tmp_dir / "weight.npy", np.float32, shape)
         content_hash = hashlib.sha256()
         rows: list[dict] = []
         excluded: list[ExcludedCube] = []
@@ -344,7 +342,7 @@ def build_training_set(
             "made_from": made_from,
         }
         (tmp_dir / "meta.json").write_text(json.dumps(meta, indent=2))
-        replace_directory(tmp_dir, out_dir)
+        replace_directory(tmp_dir, out_dir, durable=True)  # existing means done: fsync first
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
@@ -365,14 +363,28 @@ def build_training_set(
     )
 
 
+def _new_array(path: Path, dtype: type, shape: tuple[int, ...]) -> np.memmap:
+    """A new .npy memory map whose disk blocks are reserved now.
+
+    Pages of a memory map are written long after it is made; on a full disk such a write is a
+    SIGBUS that kills the step with no message and leaves the temporary directory behind.
+    Reserving the blocks first fails with a DiskFullError instead, which the caller cleans up.
+    """
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    try:
+        reserve_space(path, path.stat().st_size)
+    except BaseException:
+        del array
+        raise
+    return array
+
+
 def _truncate_rows(directory: Path, name: str, n_rows: int, chunk: int = 512) -> None:
     """Keep the first ``n_rows`` rows of a .npy file (copied chunk by chunk, never all in RAM)."""
     source_path = directory / name
     target_path = directory / f"{name}.part"
     source = np.load(source_path, mmap_mode="r")
-    target = np.lib.format.open_memmap(
-        target_path, mode="w+", dtype=source.dtype, shape=(n_rows, *source.shape[1:])
-    )
+    target = _new_array(target_path, source.dtype, (n_rows, *source.shape[1:]))
     for start in range(0, n_rows, chunk):
         target[start : start + chunk] = source[start : min(start + chunk, n_rows)]
     target.flush()
@@ -435,12 +447,15 @@ class TrainingSet:
 def open_training_set(path: Path | str) -> TrainingSet:
     """Open a directory written by `build_training_set` (arrays memory-mapped, read-only).
 
+    A published training set is a link to its current version; it is resolved once, so all five
+    files come from the same version even if a new one is published while they are opened.
+
     Raises
     ------
     TrainingSetError
         If a file is missing or the arrays and index disagree.
     """
-    path = Path(path)
+    path = resolve_published(path)
     names = ("flux.npy", "valid.npy", "weight.npy", "index.parquet", "meta.json")
     missing = [name for name in names if not (path / name).is_file()]
     if missing:

@@ -5,7 +5,9 @@ so the downloader, the demo and the tests use the same URLs as the real Science 
 The server speaks the parts of HTTP/1.1 a robust client relies on: GET and HEAD, keep-alive,
 single byte ranges (206/416, If-Range), Apache-style ETag and Last-Modified, conditional requests
 (304), optional HTTP Basic authentication (as for proprietary releases). It never lists
-directories, never serves a path outside ``root``, and binds 127.0.0.1 only.
+directories (403), never serves a path outside ``root``, binds 127.0.0.1 only, and answers only
+requests addressed to the loopback (a foreign Host header, as a DNS-rebinding page in a browser
+sends, gets 421).
 
 For tests and benchmarks it can add a fixed latency to every response, inject failures from a
 :class:`~manga_assets.sas.faults.FaultPlan`, and write an access log with one line per request
@@ -261,6 +263,11 @@ class _SasRequestHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, send_body: bool) -> None:
         relative = _sas_relative_path(self.path)
+        if not self._addressed_to_loopback():
+            # A web page on another site can make a browser send requests here (DNS
+            # rebinding); it cannot make them carry a loopback Host header.
+            self._send_text(421, "this server answers only requests to 127.0.0.1 or localhost")
+            return
         if self.server.credentials is not None and not self._authorised():
             self._send_text(
                 401, "authentication required", {"WWW-Authenticate": 'Basic realm="SAS"'}
@@ -276,17 +283,30 @@ class _SasRequestHandler(BaseHTTPRequestHandler):
             if folder is None:
                 self._send_text(404, "not found")
             else:
-                # A plain index, as the SAS serves for folders (release watches probe these).
-                names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
-                self._send_text(200, "\n".join(names) + "\n")
+                # Listings would show unfinished .part files and anything else in the tree. A
+                # 403 still tells a release watch that the folder exists.
+                self._send_text(403, "directory listings are not served")
             return
         self._send_file(file, fault, send_body)
+
+    def _addressed_to_loopback(self) -> bool:
+        host = self.headers.get("Host")
+        if host is None:
+            return self.request_version == "HTTP/1.0"  # HTTP/1.1 requires a Host header
+        name, _, port = host.strip().lower().rpartition(":")
+        if not name or not port.isdigit():
+            name, port = host.strip().lower(), ""
+        own_port = str(self.server.server_address[1])
+        return name in _ACCEPTED_HOSTS and port in ("", own_port)
 
     def _authorised(self) -> bool:
         assert self.server.credentials is not None
         user, password = self.server.credentials
-        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        return hmac.compare_digest(self.headers.get("Authorization", ""), expected)
+        expected = b"Basic " + base64.b64encode(f"{user}:{password}".encode())
+        # Compared as bytes: a header with non-ASCII characters is a wrong password (401), not
+        # a TypeError that drops the connection unanswered.
+        given = self.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, expected)
 
     def _send_file(self, file: Path, fault: Fault | None, send_body: bool) -> None:
         stat = file.stat()

@@ -50,20 +50,16 @@ def check_server(sas_url: str, *, timeout: float = 10.0) -> None:
 
 
 def redact_url(url: str) -> str:
-    """``url`` without any user:password@ part."""
+    """``url`` without any user:password@ part (an IPv6 host keeps its brackets)."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    if "@" not in parts.netloc:
         return url
-    netloc = parts.hostname or ""
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def host_of(url: str) -> str:
     """'host:port' of ``url`` (without credentials), for short messages."""
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    return urlsplit(url).netloc.rpartition("@")[2]
 
 
 def is_connect_failure(exc: requests.RequestException) -> bool:

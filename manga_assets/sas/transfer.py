@@ -7,6 +7,10 @@ interruption, is checked (size against the server's length, gzip integrity, FITS
 sidecar records the server's ETag and Last-Modified, so a later run asks with a conditional GET
 whether the file changed and downloads only what did (a reprocessed galaxy, for instance).
 
+A server is not trusted either: each file has a total deadline and a size cap, credentials are
+sent only to their own origin (:mod:`manga_assets.sas.credentials`), and a redirect to another
+origin is refused rather than followed.
+
 Failures are data: every job gets a :class:`DownloadResult` whose ``status`` is ``ok``,
 ``missing`` (HTTP 404), ``corrupt`` (content still wrong after retries) or ``error`` (network,
 server or permission failure) and whose ``reason`` says what to do. A server that cannot be
@@ -16,11 +20,13 @@ remaining jobs early instead of retrying each of them in turn.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -30,11 +36,20 @@ from pathlib import Path
 from queue import Empty, LifoQueue
 from types import TracebackType
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
 
+from manga_assets.sas.credentials import (
+    PASSWORD_ENV,
+    USERNAME_ENV,
+    InsecureCredentialsError,
+    SasCredentials,
+    credentials_for,
+    origin_of,
+    sends_in_clear,
+)
 from manga_assets.sas.integrity import ContentCheck
 from manga_assets.sas.network import (
     SAS_URL_ENV,
@@ -48,6 +63,7 @@ from manga_assets.sas.network import (
 )
 from manga_assets.sas.progress import ProgressCounter, ProgressEvent, TqdmProgress, tqdm_progress
 from manga_assets.sas.sidecar import DownloadRecord, part_path, read_record, write_record
+from manga_assets.settings import DEFAULT_DOWNLOAD_DEADLINE_S, DEFAULT_DOWNLOAD_MAX_MB
 
 __all__ = [
     "DownloadResult",
@@ -64,16 +80,21 @@ logger = logging.getLogger(__name__)
 
 DownloadStatus = Literal["ok", "missing", "corrupt", "error"]
 
-USERNAME_ENV = "MANGA_SAS_USERNAME"
-PASSWORD_ENV = "MANGA_SAS_PASSWORD"
-# Bytes per read and write. An interrupted read loses its partial chunk (urllib3 reads a full
-# chunk or fails), so a resume restarts at most this far back; 256 KiB keeps that small while
-# keeping per-chunk overhead negligible.
+# Most bytes per read and write. Reads return what has arrived (read1), so an interrupted
+# transfer keeps everything written before the break for the resume; 256 KiB keeps per-chunk
+# overhead negligible.
 _CHUNK_BYTES = 256 * 1024
 _MAX_BACKOFF_S = 60.0
 _MAX_RETRY_AFTER_S = 120.0
 _USER_AGENT = "manga-assets (python-requests)"
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+# Redirects followed within one origin (the SAS may move a folder); one to another origin is
+# refused, since neither its content nor the credentials belong there.
+_MAX_REDIRECTS = 5
+# Writes that fail for these reasons fail for every file: the disk (or the quota) is full.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+DEADLINE_ENV = "MANGA_DOWNLOAD_DEADLINE_S"
+MAX_MB_ENV = "MANGA_DOWNLOAD_MAX_MB"
 
 
 @dataclass(frozen=True)
@@ -139,6 +160,27 @@ class _Retry(Exception):
         self.content_sha256: str | None = None
 
 
+class _GiveUp(Exception):
+    """An attempt ended in a way no retry can fix (deadline passed, file over the size cap)."""
+
+    def __init__(self, reason: str, status: DownloadStatus = "error") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class _RedirectRefused(Exception):
+    """The server redirected to another origin; the message says where (redacted)."""
+
+
+class _NoAuth(requests.auth.AuthBase):
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+_NO_AUTH = _NoAuth()
+
+
 class _RunControl:
     """State shared by the jobs of one fetch_many call: is the server up, was the run cancelled.
 
@@ -189,8 +231,7 @@ class _SessionPool:
     reuse connections.
     """
 
-    def __init__(self, auth: tuple[str, str] | None) -> None:
-        self._auth = auth
+    def __init__(self) -> None:
         self._idle: LifoQueue[requests.Session] = LifoQueue()
         self._all: list[requests.Session] = []
         self._lock = threading.Lock()
@@ -214,9 +255,7 @@ class _SessionPool:
         session.mount("https://", adapter)
         # Ask for the stored bytes: a .gz file must arrive as the same .gz, never re-encoded.
         session.headers.update({"Accept-Encoding": "identity", "User-Agent": _USER_AGENT})
-        if self._auth is not None:
-            session.auth = self._auth
-        # With no auth set, requests reads ~/.netrc itself (trust_env); it never prompts.
+        # Credentials are chosen per request (Downloader._auth_for), never set on the session.
         with self._lock:
             self._all.append(session)
         return session
@@ -248,14 +287,24 @@ class Downloader:
         Wait before the first retry; doubled for each further one (capped at 60 s), multiplied
         by a random factor in [0.5, 1.5) so that many workers do not retry in lockstep.
         A server's Retry-After is honoured when longer. Default 0.5.
-    auth : tuple of (str, str), optional
-        HTTP Basic user and password. When None, ``MANGA_SAS_USERNAME`` and
-        ``MANGA_SAS_PASSWORD`` are used if both are set, else ``~/.netrc`` (through requests).
-        Nothing ever prompts, and credentials never appear in logs or results.
+    credentials : SasCredentials, optional
+        HTTP Basic credentials, sent only to their own origin. When None, each URL gets what
+        :func:`~manga_assets.sas.credentials.credentials_for` allows it (the user:password given
+        in ``MANGA_SAS_URL`` for its origin, or ``MANGA_SAS_USERNAME`` and
+        ``MANGA_SAS_PASSWORD`` on the origin of ``MANGA_SAS_URL``), else the ``~/.netrc`` entry
+        of its host (through requests) unless it is plain http:// off loopback. Nothing ever
+        prompts, and credentials never appear in logs or results. A redirect to another origin
+        is refused (status 'error'); one within the origin is followed.
     revalidate : bool, optional
         True (default): a file already downloaded is checked with a conditional GET and
         downloaded again only if the server's copy changed. False: it is kept without any
         request as long as its size matches its sidecar record.
+    deadline_s : float, optional
+        Seconds one file may take in all, retries included: a server that trickles bytes just
+        fast enough to beat ``read_timeout`` cannot hold a worker for ever. Default one hour.
+    max_bytes : int, optional
+        Largest file accepted; a larger one (announced or received) is refused as 'corrupt'.
+        Default 4 GiB, far above any DR17 MAPS file or catalogue.
 
     Examples
     --------
@@ -272,21 +321,33 @@ class Downloader:
         read_timeout: float = 60.0,
         max_retries: int = 5,
         backoff_s: float = 0.5,
-        auth: tuple[str, str] | None = None,
+        credentials: SasCredentials | None = None,
         revalidate: bool = True,
+        deadline_s: float = DEFAULT_DOWNLOAD_DEADLINE_S,
+        max_bytes: int = DEFAULT_DOWNLOAD_MAX_MB * 1024**2,
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, not {max_workers}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
-        if connect_timeout <= 0 or read_timeout <= 0:
-            raise ValueError("connect_timeout and read_timeout must be positive")
+        if connect_timeout <= 0 or read_timeout <= 0 or deadline_s <= 0:
+            raise ValueError("connect_timeout, read_timeout and deadline_s must be positive")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be positive, not {max_bytes}")
+        self.deadline_s = deadline_s
+        self.max_bytes = max_bytes
         self.max_workers = max_workers
         self.timeout = (connect_timeout, read_timeout)
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.revalidate = revalidate
-        self._sessions = _SessionPool(auth if auth is not None else _credentials_from_env())
+        if credentials is not None and sends_in_clear(credentials.origin):
+            raise InsecureCredentialsError(
+                f"refusing to send credentials to {credentials.origin} over plain http://; "
+                "use https://"
+            )
+        self._credentials = credentials
+        self._sessions = _SessionPool()
 
     def __repr__(self) -> str:
         return (
@@ -380,9 +441,14 @@ class Downloader:
         try:
             with self._sessions.session() as session:
                 result = self._fetch(session, url, dest, control)
+        except InsecureCredentialsError as exc:
+            result = _result(url, dest, "error", str(exc))
         except OSError as exc:
             # Network errors are handled inside; what escapes is local: disk full, permissions.
-            reason = f"cannot write {dest}: {exc.strerror or exc}; check free space and permissions"
+            if exc.errno in _DISK_FULL:
+                reason = f"disk full writing {dest}; free space there and run again"
+            else:
+                reason = f"cannot write {dest}: {exc.strerror or exc}; check permissions"
             result = _result(url, dest, "error", reason)
         except Exception as exc:  # a bug must cost one file, not the whole batch
             logger.exception("unexpected error while downloading %s", redact_url(url))
@@ -404,6 +470,7 @@ class Downloader:
         dest.parent.mkdir(parents=True, exist_ok=True)
 
         answers_before = control.answers()
+        deadline = time.monotonic() + self.deadline_s
         attempts = self.max_retries + 1
         part_etag: str | None = None  # validator of the .part, once this call has seen one
         failure: _Retry | None = None
@@ -420,12 +487,16 @@ class Downloader:
                     attempts,
                     failure.reason,
                 )
+                if delay >= deadline - time.monotonic():
+                    return _result(url, dest, "error", self._deadline_reason(failure.reason))
                 if control.sleep(delay):
                     return _result(url, dest, "error", control.stop_reason)
             elif control.stopped:
                 return _result(url, dest, "error", control.stop_reason)
             try:
-                return self._attempt(session, url, dest, record, part_etag, control)
+                return self._attempt(session, url, dest, record, part_etag, control, deadline)
+            except _GiveUp as given_up:
+                return _result(url, dest, given_up.status, given_up.reason)
             except _Retry as retry:
                 repeated = (
                     failure is not None
@@ -463,8 +534,9 @@ class Downloader:
         record: DownloadRecord | None,
         part_etag: str | None,
         control: _RunControl,
+        deadline: float,
     ) -> DownloadResult:
-        """One request; returns a final result or raises :class:`_Retry`."""
+        """One request; returns a final result or raises :class:`_Retry` or :class:`_GiveUp`."""
         part = part_path(dest)
         resume_from = part.stat().st_size if part.exists() else 0
         headers = {}
@@ -480,12 +552,62 @@ class Downloader:
                 headers["If-Range"] = part_etag
 
         try:
-            response = session.get(url, headers=headers, stream=True, timeout=self.timeout)
+            response = self._get_within_origin(session, url, headers, control)
+        except _RedirectRefused as refused:
+            return _result(url, dest, "error", str(refused))
         except requests.RequestException as exc:
             return self._request_failed(url, dest, exc)
         with response:
             control.answered()
-            return self._handle_response(url, dest, record, resume_from, response, control)
+            return self._handle_response(
+                url, dest, record, resume_from, response, control, deadline
+            )
+
+    def _get_within_origin(
+        self,
+        session: requests.Session,
+        url: str,
+        headers: dict[str, str],
+        control: _RunControl,
+    ) -> requests.Response:
+        """GET ``url``, following redirects only while they stay on its origin.
+
+        requests would follow a redirect anywhere and hand back the other server's content as
+        if it were ``url``'s; here the content must come from the origin the user configured.
+        """
+        target = url
+        for _ in range(_MAX_REDIRECTS + 1):
+            response = session.get(
+                target,
+                headers=headers,
+                stream=True,
+                timeout=self.timeout,
+                allow_redirects=False,
+                auth=self._auth_for(target),
+            )
+            if not response.is_redirect:
+                return response
+            control.answered()
+            location = urljoin(target, response.headers["Location"])
+            response.close()
+            if origin_of(location) != origin_of(url):
+                raise _RedirectRefused(
+                    f"{redact_url(target)} redirects to another server, {redact_url(location)}; "
+                    f"not followed (downloads stay on the origin of {SAS_URL_ENV}). If the "
+                    f"files have moved, set {SAS_URL_ENV} to the new server"
+                )
+            target = location
+        raise requests.exceptions.TooManyRedirects(f"more than {_MAX_REDIRECTS} redirects")
+
+    def _auth_for(self, url: str) -> tuple[str, str] | requests.auth.AuthBase | None:
+        """What to authenticate a request to ``url`` with (None: requests may use ~/.netrc)."""
+        credentials = self._credentials or credentials_for(url)
+        if credentials is not None and credentials.applies_to(url):
+            return credentials.basic_auth
+        if sends_in_clear(url):
+            # An explicit no-op stops requests from reading ~/.netrc for an unencrypted URL.
+            return _NO_AUTH
+        return None
 
     def _request_failed(
         self, url: str, dest: Path, exc: requests.RequestException
@@ -516,6 +638,7 @@ class Downloader:
         resume_from: int,
         response: requests.Response,
         control: _RunControl,
+        deadline: float,
     ) -> DownloadResult:
         status = response.status_code
         part = part_path(dest)
@@ -555,9 +678,12 @@ class Downloader:
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
 
+        if expected is not None and expected > self.max_bytes:
+            part.unlink(missing_ok=True)
+            raise _GiveUp(self._too_large_reason(f"the server announces {expected}"), "corrupt")
         check = ContentCheck(dest.name)
         try:
-            self._stream_to_part(response, part, resume_from, check, control)
+            self._stream_to_part(response, part, resume_from, check, control, deadline)
         except _Retry as retry:
             retry.part_etag = response.headers.get("ETag")
             raise
@@ -593,18 +719,39 @@ class Downloader:
         resume_from: int,
         check: ContentCheck,
         control: _RunControl,
+        deadline: float,
     ) -> None:
-        """Append the body to ``part`` (kept bytes first through ``check``), fsync it."""
+        """Append the body to ``part`` (kept bytes first through ``check``), fsync it.
+
+        A full disk removes ``part`` (keeping it for a resume would only keep the disk full).
+        """
+        try:
+            self._append_body(response, part, resume_from, check, control, deadline)
+        except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                part.unlink(missing_ok=True)
+            raise
+
+    def _append_body(
+        self,
+        response: requests.Response,
+        part: Path,
+        resume_from: int,
+        check: ContentCheck,
+        control: _RunControl,
+        deadline: float,
+    ) -> None:
         if resume_from:
             # The hash and the gzip check must cover the whole file, so replay the kept prefix.
             with open(part, "rb") as kept:
                 while chunk := kept.read(_CHUNK_BYTES):
                     check.update(chunk)
         with open(part, "ab" if resume_from else "wb") as out:
-            body = response.raw.stream(_CHUNK_BYTES, decode_content=False)
             while True:
                 try:
-                    chunk = next(body, None)
+                    # read1 returns what has arrived (up to a chunk), so a trickling body still
+                    # comes back often enough to be held to the deadline.
+                    chunk = response.raw.read1(_CHUNK_BYTES, decode_content=False) or None
                 except urllib3.exceptions.ReadTimeoutError:
                     stalled = f"no data for {self.timeout[1]:g} s (read timeout)"
                     raise _Retry(f"{stalled} from {host_of(response.url)}") from None
@@ -628,6 +775,13 @@ class Downloader:
                     raise _Retry(f"transfer failed ({innermost_cause(exc)})") from None
                 if chunk is None:
                     break
+                if check.size + len(chunk) > self.max_bytes:
+                    out.close()
+                    part.unlink(missing_ok=True)
+                    raise _GiveUp(self._too_large_reason("more arrived"), "corrupt")
+                if time.monotonic() > deadline:
+                    # The .part stays: a later run may resume it from a faster server.
+                    raise _GiveUp(self._deadline_reason(f"{check.size} bytes received"))
                 if control.stopped:
                     # Cancelled: stop now rather than at the end of a large file; the .part
                     # stays for the next run to resume.
@@ -637,6 +791,18 @@ class Downloader:
             out.flush()
             # Durable before the rename, so a crash cannot leave a renamed but empty file.
             os.fsync(out.fileno())
+
+    def _deadline_reason(self, so_far: str) -> str:
+        return (
+            f"not finished within the {self.deadline_s:g} s allowed per file ({so_far}); the "
+            f"server is too slow: try again later, or raise {DEADLINE_ENV}"
+        )
+
+    def _too_large_reason(self, detail: str) -> str:
+        return (
+            f"larger than the {self.max_bytes} bytes allowed per file ({detail}); if the file "
+            f"is genuine, raise {MAX_MB_ENV}"
+        )
 
     def _backoff_delay(self, retry_number: int, retry_after: float | None) -> float:
         delay = min(_MAX_BACKOFF_S, self.backoff_s * 2 ** (retry_number - 1))
@@ -655,19 +821,6 @@ def _result(url: str, dest: Path, status: DownloadStatus, reason: str) -> Downlo
 
 def _current(url: str, dest: Path, record: DownloadRecord) -> DownloadResult:
     return DownloadResult(url, dest, "ok", "", record.bytes, record.sha256, fetched=False)
-
-
-def _credentials_from_env() -> tuple[str, str] | None:
-    user, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
-    if user and password:
-        return user, password
-    if user or password:
-        logger.warning(
-            "only one of %s and %s is set; ignoring it (falling back to ~/.netrc)",
-            USERNAME_ENV,
-            PASSWORD_ENV,
-        )
-    return None
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

@@ -217,3 +217,19 @@ def test_new_extraction_code_re_extracts_from_the_mirror_without_downloading(
     # The asset's code version names the extraction version, so Dagster marks cubes stale.
     graph = build_definitions(settings).resolve_asset_graph()
     assert graph.get(AssetKey("line_cubes")).code_version == f"extraction-{released_version}"
+
+
+def test_a_failed_download_is_reported_without_the_password_in_its_url(tmp_path):
+    import dagster as dg
+
+    from manga_assets.defs.assets.acquisition import _fail_if_unreachable
+    from manga_assets.defs.resources import SasResource
+    from manga_assets.sas.transfer import DownloadResult
+
+    url = "http://user:hunter2-secret@[::1]:8080/sas/dr17/x.fits.gz"
+    failed = DownloadResult(url, tmp_path / "x", "error", "refused", 0, None, fetched=False)
+    sas = SasResource(sas_url="http://[::1]:8080/sas", release="DR17")
+    with pytest.raises(dg.Failure) as raised:
+        _fail_if_unreachable([failed], sas)
+    assert "hunter2-secret" not in raised.value.description
+    assert "http://[::1]:8080/sas/dr17/x.fits.gz" in raised.value.description

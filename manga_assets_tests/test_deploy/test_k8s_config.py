@@ -188,3 +188,52 @@ def validated_executor_config() -> dict:
     from manga_assets.defs.k8s_location import K8S_EXECUTOR_CONFIG
 
     return validated_against(k8s_job_executor.config_schema.config_type, K8S_EXECUTOR_CONFIG)
+
+
+def assert_unprivileged(pod, where: str) -> None:
+    """A pod that runs as a non-root user and whose containers cannot gain privileges."""
+    context = pod.security_context
+    assert context is not None and context.run_as_non_root, where
+    assert context.run_as_user and context.run_as_user > 0, where
+    assert context.seccomp_profile.type == "RuntimeDefault", where
+    for container in pod.containers:
+        own = container.security_context
+        assert own is not None and own.allow_privilege_escalation is False, where
+        assert not own.privileged and own.capabilities.drop == ["ALL"], where
+
+
+def test_every_run_and_step_pod_runs_unprivileged(launcher, k8s_defs):
+    from dagster_k8s.job import (
+        DagsterK8sJobConfig,
+        UserDefinedDagsterK8sConfig,
+        construct_dagster_k8s_job,
+    )
+
+    executor_config = validated_executor_config()
+    for job_name in ("models_job", "acquisition_job"):
+        for node in k8s_defs.resolve_job_def(job_name).graph.nodes:
+            pod = step_pod(launcher, executor_config, dict(node.tags)).spec.template.spec
+            assert_unprivileged(pod, node.name)
+    run_job = construct_dagster_k8s_job(
+        DagsterK8sJobConfig(
+            job_image="registry.example/manga-assets:test",
+            dagster_home=launcher["dagster_home"],
+            instance_config_map=launcher["instance_config_map"],
+        ),
+        args=["dagster", "api", "execute_run"],
+        job_name="dagster-run-test",
+        user_defined_k8s_config=UserDefinedDagsterK8sConfig.from_dict(
+            launcher["run_k8s_config"]
+        ),
+        component="run_worker",
+    )
+    assert_unprivileged(run_job.spec.template.spec, "run pod")
+
+
+def test_the_instance_database_is_reached_over_verified_tls():
+    env_map = next(
+        doc
+        for doc in yaml.safe_load_all((K8S / "manga-assets-env.yaml").read_text())
+        if doc["kind"] == "ConfigMap"
+    )
+    assert env_map["data"]["PGSSLMODE"] == "verify-full"

@@ -45,9 +45,12 @@ def test_saving_again_replaces_the_model_atomically(saved):
     loaded, _ = load_model(model_dir)
     assert torch.equal(loaded.to_latent.weight, other.to_latent.weight)
     assert json.loads((model_dir / "metrics.json").read_text()) == {"best_epoch": 7, "loss": None}
-    # What is left is the link and the one version it shows: no temporaries, no old version.
+    # What is left is the link, the version it shows and the previous one (a reader may still
+    # hold it; only cleaning under the exclusive lock prunes older ones): no temporaries.
+    previous = model_dir.parent / ".vae.previous"
     names = sorted(p.name for p in model_dir.parent.iterdir())
-    assert names == sorted(["vae", model_dir.resolve().name]) and model_dir.is_symlink()
+    expected = ["vae", model_dir.resolve().name, previous.name, previous.resolve().name]
+    assert names == sorted(expected) and model_dir.is_symlink()
 
 
 def test_another_architecture_is_a_checkpoint_error(saved):

@@ -152,3 +152,46 @@ def test_open_refuses_an_incomplete_directory(tmp_path):
     (tmp_path / "ts").mkdir()
     with pytest.raises(TrainingSetError, match=r"lacks \['flux.npy'"):
         open_training_set(tmp_path / "ts")
+
+
+def test_a_full_disk_fails_clearly_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from manga_assets.atomic import DiskFullError
+
+    cubes = write_cubes(tmp_path / "cubes", 3, grid=GRID, seed=5)
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)
+    with pytest.raises(DiskFullError, match="disk full: flux.npy needs"):
+        build_training_set(cubes, tmp_path / "out" / "ts", grid=GRID, seed=0)
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_opening_reads_every_file_from_one_version(tmp_path, monkeypatch):
+    import manga_assets.model.dataset as dataset
+
+    older = write_cubes(tmp_path / "a", 4, grid=GRID, seed=1)
+    build_training_set(older, tmp_path / "ts", grid=GRID)
+    newer = write_cubes(tmp_path / "b", 6, grid=GRID, seed=2)
+    real_load = np.load
+    published = []
+
+    def load_then_publish(path, *args, **kwargs):
+        array = real_load(path, *args, **kwargs)
+        if str(path).endswith("flux.npy") and not published:
+            # A new version is published between the first file and the rest.
+            published.append(True)
+            build_training_set(newer, tmp_path / "ts", grid=GRID)
+        return array
+
+    monkeypatch.setattr(dataset.np, "load", load_then_publish)
+    training_set = open_training_set(tmp_path / "ts")
+    monkeypatch.undo()
+    assert published and open_training_set(tmp_path / "ts").meta["n_galaxies"] == 6
+    rows = (training_set.flux.shape[0], training_set.weight.shape[0], len(training_set.index))
+    assert rows == (4, 4, 4)
+    assert training_set.meta["n_galaxies"] == 4

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import random
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,47 @@ def mirror(tmp_path: Path) -> Iterator[Mirror]:
     log_path = tmp_path / "access.log"
     with MirrorServer(root, access_log=log_path, faults=faults) as server:
         yield Mirror(server, root, faults, log_path)
+
+
+@dataclass
+class SeenRequest:
+    path: str
+    authorization: str | None
+
+
+class ScriptedServer:
+    """A loopback HTTP server whose every GET is answered by ``answer(handler)``.
+
+    For behaviour the mirror never shows (redirects, trickling bodies); ``seen`` records each
+    request's path and Authorization header.
+    """
+
+    def __init__(self, answer: Callable[[BaseHTTPRequestHandler], None]) -> None:
+        self.seen: list[SeenRequest] = []
+        seen = self.seen
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                seen.append(SeenRequest(self.path, self.headers.get("Authorization")))
+                try:
+                    answer(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ScriptedServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -18,6 +18,7 @@ import requests
 
 from manga_assets.sas.faults import Fault, FaultPlan
 from manga_assets.sas.mirror import MirrorServer, read_access_log
+from manga_assets.sas.watch import release_available
 from manga_assets_tests.test_sas.conftest import Mirror
 
 FILE = "dr17/manga/spectro/redux/v3_1_1/drpall-v3_1_1.fits"
@@ -136,11 +137,40 @@ def test_missing_files_and_directories_are_404(mirror, served):
     assert requests.get(mirror.server.url, timeout=5).status_code == 404
 
 
-def test_existing_folders_answer_with_a_plain_index(mirror, served):
-    """As the SAS does: release watches probe for a release's folder."""
+def test_folders_are_never_listed_but_are_known_to_exist(mirror, served):
+    (mirror.root / "dr17" / "manga" / "unfinished.fits.gz.part").write_bytes(b"half")
     response = requests.get(mirror.url("dr17/manga/"), timeout=5)
-    assert response.status_code == 200 and "spectro/" in response.text.split()
-    assert requests.head(mirror.url("dr17"), timeout=5).status_code == 200
+    assert response.status_code == 403
+    assert "spectro" not in response.text and ".part" not in response.text
+    # A release watch still learns that the folder exists (403 counts as present).
+    assert release_available(mirror.server.url, "DR17", timeout=5)
+    assert not release_available(mirror.server.url, "DR18", timeout=5)
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "127.0.0.1:1", "[::1]"])
+def test_requests_addressed_to_another_host_are_refused(mirror, served, host):
+    response = requests.get(served, headers={"Host": host}, timeout=5)
+    assert response.status_code == 421 and b"do not serve" not in response.content
+
+
+def test_loopback_host_headers_are_served(mirror, served):
+    port = mirror.server.url.split(":")[2].split("/")[0]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+        response = requests.get(served, headers={"Host": host}, timeout=5)
+        assert response.status_code == 200, host
+
+
+def test_a_non_ascii_authorization_header_gets_401(tmp_path):
+    (tmp_path / "f.txt").write_text("private")
+    with MirrorServer(tmp_path, credentials=("alice", "secret")) as server:
+        port = int(server.url.split(":")[2].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(
+                b"GET /sas/f.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Authorization: Basic \xc3\xa9\xff\r\nConnection: close\r\n\r\n"
+            )
+            answer = connection.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 401")
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "example.org"])

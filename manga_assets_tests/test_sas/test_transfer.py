@@ -387,6 +387,7 @@ def test_credentials_from_the_environment_are_sent_and_never_logged(
     private_mirror, tmp_path, monkeypatch, caplog
 ):
     server, log_path = private_mirror
+    monkeypatch.setenv("MANGA_SAS_URL", server.url)  # the origin the credentials are for
     monkeypatch.setenv("MANGA_SAS_USERNAME", USER)
     monkeypatch.setenv("MANGA_SAS_PASSWORD", PASSWORD)
     caplog.set_level(logging.DEBUG)
@@ -416,6 +417,7 @@ def test_refused_credentials_are_an_error_that_says_what_to_check(
     private_mirror, tmp_path, monkeypatch, caplog
 ):
     server, log_path = private_mirror
+    monkeypatch.setenv("MANGA_SAS_URL", server.url)
     monkeypatch.setenv("MANGA_SAS_USERNAME", USER)
     monkeypatch.setenv("MANGA_SAS_PASSWORD", "wrong-" + PASSWORD)
     caplog.set_level(logging.DEBUG)

@@ -35,7 +35,7 @@ def _digest(*parts: object) -> str:
 def _fail_if_unreachable(results: list[DownloadResult], sas: SasResource) -> None:
     errors = [result for result in results if result.status == "error"]
     if errors:
-        listed = "; ".join(f"{r.url}: {r.reason}" for r in errors[:5])
+        listed = "; ".join(f"{redact_url(r.url)}: {r.reason}" for r in errors[:5])
         raise dg.Failure(
             description=(
                 f"{len(errors)} download(s) failed after retries ({listed}). "
@@ -90,8 +90,9 @@ def catalog(
     for result in results:
         if result.status != "ok":
             raise dg.Failure(
-                description=f"catalogue {result.url} could not be fetched ({result.status}): "
-                f"{result.reason}. Check MANGA_SAS_URL and MANGA_RELEASE={release.name}."
+                description=f"catalogue {redact_url(result.url)} could not be fetched "
+                f"({result.status}): {result.reason}. Check MANGA_SAS_URL and "
+                f"MANGA_RELEASE={release.name}."
             )
     drpall = read_drpall(results[0].dest)
     dapall = read_dapall(results[1].dest, release.daptype)
