@@ -15,7 +15,7 @@ puts them side by side.
    ``{ae,vae}/model`` assets train them (default schedule), and the quality gate is measured.
 3. Embeds every galaxy and scores anomalies with `manga_assets.analysis.anomaly.anomaly_scores`
    as the pipeline does by default, calibrated within each galaxy's measured central BPT class
-   ("(combined)"), and calibrated by depth bins instead ("calibrated by depth"). The figures are
+   ("(combined)"), and against the whole sample instead ("calibrated by depth"). The figures are
    computed on the held-out plates only: the models never saw those galaxies.
 4. Scores the same held-out galaxies with three baselines: a z-score of central line-ratio
    features, the chi-square of a noise-weighted PCA fit (as many components as latent
@@ -54,7 +54,7 @@ from manga_assets.synthetic.release import build_release
 from manga_assets.synthetic.spec import WORLDS, SyntheticReleaseSpec
 
 DATA_QUALITY_KINDS = ("missing_line",)
-# The combined score calibrated by depth bins, the product's alternative to the BPT class.
+# The combined score with comparison galaxies from the whole sample, not the BPT class.
 BY_DEPTH = ": calibrated by depth"
 # The default score calibrated on the galaxies the model never fitted (validation, held-out).
 NOT_FITTED = ": reference not fitted"
@@ -75,10 +75,12 @@ WHAT_IS_MEASURED = """What is measured, in a few lines (README, "The science", h
 - **The gate and early stopping.** The typical validation galaxy's FEV: per galaxy the share of the
   mean map's excess over the noise that the model removes, the median over galaxies, with a
   bootstrap interval; the PCA's on the same galaxies.
-- **The calibration.** Each component and the combined score are conformal p-values on the sample
-  (a fitted tail beyond 10 exceedances, none for samples under 200), after the sample's own
-  discoveries at FDR 0.1 leave the reference; "above 1" and "above 2" are the shares of held-out
-  normals above those scores (honest: 0.1 and 0.01).
+- **The scores.** Each component is a robust z-score against the 100 galaxies of the same
+  central BPT class nearest in depth; its p-value is conformal on the sample (a fitted tail beyond
+  10 exceedances, none for samples under 200). The combined statistic multiplies the two smallest
+  residual p-values (two views must agree; no H-alpha stands alone) and is calibrated the same
+  way, after the sample's own discoveries at FDR 0.1 leave the reference; "above 1" and "above 2"
+  are the shares of held-out normals above those scores (honest: 0.1 and 0.01).
 """
 # The DAP's own MAPS file of a bright star-forming galaxy (see ../shared/data/real/README.md).
 REAL_MAPS = (
