@@ -243,6 +243,14 @@ def check_maps_file(path: Path | str, *, limits: FitsLimits = DEFAULT_LIMITS) ->
         raise _unparsable(path, error) from error
 
 
+def maps_file_problem(path: Path | str, *, limits: FitsLimits = DEFAULT_LIMITS) -> tuple[str, str]:
+    """(VERSDAP, '') if :func:`check_maps_file` passes the file, else ('', why it refuses it)."""
+    try:
+        return check_maps_file(path, limits=limits), ""
+    except MapsFileError as error:
+        return "", str(error)
+
+
 def _text(header: fits.Header, key: str) -> str:
     return str(header.get(key, "")).strip()
 

@@ -23,7 +23,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             release=settings.release,
             watch_releases=list(settings.watch_releases),
         ),
-        "data_dir": DataDirResource(data_dir=data_dir),
+        "data_dir": DataDirResource(data_dir=data_dir, maps_max_bytes=settings.maps_max_bytes),
         "products_io_manager": ProductsIOManager(data_dir=data_dir),
         "model_io_manager": ModelIOManager(data_dir=data_dir),
     }
