@@ -183,7 +183,11 @@ class _RawHeader:
             ) from error
 
 
-_STRUCTURE = re.compile(rb"(XTENSION|BITPIX|NAXIS\d*|PCOUNT|GCOUNT|EXTNAME) *= *('[^']*'|[^/ ]+)")
+# A structural card: the keyword, '= ', a value, and nothing after it but an optional comment.
+_STRUCTURAL_KEY = re.compile(rb"(XTENSION|BITPIX|NAXIS[0-9]*|PCOUNT|GCOUNT|EXTNAME) *=")
+_STRUCTURAL_CARD = re.compile(rb"([A-Z0-9]+) *= *('[^']*'|[^/ ]*) *(?:/.*)?", re.DOTALL)
+# FITS headers are printable ASCII; anything else is damage, and astropy reads it leniently.
+_NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e]")
 
 
 def _read_header(stream: _BoundedStream, path: Path, limits: FitsLimits) -> _RawHeader | None:
@@ -212,24 +216,40 @@ def _read_header(stream: _BoundedStream, path: Path, limits: FitsLimits) -> _Raw
                 "no DAP header is that long, so the file is corrupt or hostile. Delete it and "
                 "download it again."
             )
-    if not blocks[0].startswith((b"SIMPLE  =", b"XTENSION=")):
-        raise MapsFileError(f"{path}: not a FITS file (no SIMPLE/XTENSION card where one belongs)")
+    first = blocks[0][:_CARD]
+    if not (first.startswith(b"XTENSION=") or re.fullmatch(rb"SIMPLE  = +T( .*)?", first)):
+        raise MapsFileError(
+            f"{path}: not a FITS file (no 'SIMPLE = T' or XTENSION card where a header begins)"
+        )
     raw = b"".join(blocks)
+    damaged = _NOT_PRINTABLE.search(raw)
+    if damaged:
+        raise MapsFileError(
+            f"{path}: a header holds the byte {damaged[0]!r} (card {damaged.start() // _CARD + 1}"
+            "), which no FITS header may; the file is corrupt. Delete it and download it again."
+        )
     cards: dict[str, str] = {}
     for start in range(0, len(raw), _CARD):
-        match = _STRUCTURE.match(raw, start, start + _CARD)
-        if match:
-            key, value = match[1].decode(), match[2].decode("ascii", errors="replace")
-            earlier = cards.setdefault(key, value)
-            if earlier != value:
-                # astropy takes the last occurrence for the data's size and shape but the first
-                # for ``header[key]``, so such a file has no single meaning: refuse it.
-                raise MapsFileError(
-                    f"{path}: the keyword {key} appears twice in one header, as {earlier} and "
-                    f"{value}; the size of the data is ambiguous, so the file is refused. "
-                    "Delete it and download it again."
-                )
-    return _RawHeader(raw.decode("ascii", errors="replace"), cards, path)
+        if not _STRUCTURAL_KEY.match(raw, start, start + _CARD):
+            continue
+        match = _STRUCTURAL_CARD.fullmatch(raw, start, start + _CARD)
+        if not match:
+            raise MapsFileError(
+                f"{path}: the card {raw[start : start + _CARD].decode().rstrip()!r} is malformed "
+                "(a value, then only a '/ comment' may follow); the size of the data cannot be "
+                "known. Delete the file and download it again."
+            )
+        key, value = match[1].decode(), match[2].decode()
+        earlier = cards.setdefault(key, value)
+        if earlier != value:
+            # astropy takes the last occurrence for the data's size and shape but the first
+            # for ``header[key]``, so such a file has no single meaning: refuse it.
+            raise MapsFileError(
+                f"{path}: the keyword {key} appears twice in one header, as {earlier} and "
+                f"{value}; the size of the data is ambiguous, so the file is refused. "
+                "Delete it and download it again."
+            )
+    return _RawHeader(raw.decode("ascii"), cards, path)
 
 
 def _data_size(header: _RawHeader, limits: FitsLimits) -> int:
@@ -422,7 +442,7 @@ def read_hdus(
                         f"{', '.join(sorted(wanted - found.keys()))}; a DAP MAPS file has at "
                         "most 64. The file is corrupt or hostile; delete it and download it again."
                     )
-                if name in wanted:
+                if name in wanted and name not in found:  # the first of a name, as astropy
                     parsed = header.to_header()
                     found[name] = (parsed, _read_image(stream, header, parsed, path, limits))
                 else:
