@@ -188,6 +188,34 @@ _STRUCTURAL_KEY = re.compile(rb"(XTENSION|BITPIX|NAXIS[0-9]*|PCOUNT|GCOUNT|EXTNA
 _STRUCTURAL_CARD = re.compile(rb"([A-Z0-9]+) *= *('[^']*'|[^/ ]*) *(?:/.*)?", re.DOTALL)
 # FITS headers are printable ASCII; anything else is damage, and astropy reads it leniently.
 _NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e]")
+# The card syntax of the FITS standard (section 4): a keyword of upper-case letters, digits, '-'
+# and '_'; then, on a card with a value indicator ('= ' in bytes 9-10), a string, a logical, a
+# number or a complex number (or nothing), and nothing after it but an optional comment.
+# astropy calls other cards "unparsable" and, meeting one while it walks a file, treats the HDU
+# as corrupted or stops, so it would not read what the reader reads: refuse them instead.
+_KEYWORD = re.compile(rb"[A-Z0-9_-]* *")
+_NUMBER = rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[EDed][+-]?[0-9]+)?"
+_VALUE = re.compile(
+    rb"= *(?:'(?:[^']|'')*'|[TF]|"
+    + _NUMBER
+    + rb"|\( *"
+    + _NUMBER
+    + rb" *, *"
+    + _NUMBER
+    + rb" *\))? *(?:/.*)?"
+)
+
+
+def _bad_card(raw: bytes) -> int | None:
+    """Offset of the first card of ``raw`` that breaks the FITS card syntax, or None."""
+    for start in range(0, len(raw), _CARD):
+        if not _KEYWORD.fullmatch(raw, start, start + 8):
+            return start
+        if raw[start + 8 : start + 10] == b"= " and not _VALUE.fullmatch(
+            raw, start + 8, start + _CARD
+        ):
+            return start
+    return None
 
 
 def _read_header(stream: _BoundedStream, path: Path, limits: FitsLimits) -> _RawHeader | None:
@@ -227,6 +255,12 @@ def _read_header(stream: _BoundedStream, path: Path, limits: FitsLimits) -> _Raw
         raise MapsFileError(
             f"{path}: a header holds the byte {damaged[0]!r} (card {damaged.start() // _CARD + 1}"
             "), which no FITS header may; the file is corrupt. Delete it and download it again."
+        )
+    bad = _bad_card(raw)
+    if bad is not None:
+        raise MapsFileError(
+            f"{path}: the header card {raw[bad : bad + _CARD].decode().rstrip()!r} breaks the "
+            "FITS card syntax; the file is corrupt. Delete it and download it again."
         )
     cards: dict[str, str] = {}
     for start in range(0, len(raw), _CARD):

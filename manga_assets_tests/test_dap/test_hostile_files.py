@@ -8,6 +8,7 @@ regression shows up as a failure rather than as a hung or swapping test session.
 from __future__ import annotations
 
 import gzip
+import re
 import signal
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -177,7 +178,7 @@ def test_the_decompressed_limit_is_a_setting(good_fits, tmp_path, monkeypatch):
         ("NAXIS", "'abc'", r"NAXIS = \"'abc'\", not an integer"),
         ("BITPIX", "7", r"BITPIX = 7, not one of \[-64, -32, 8, 16, 32, 64\]"),
         ("NAXIS1", "-12", "declares a negative axis length"),
-        ("BITPIX", "1_6", "BITPIX = '1_6', not an integer"),
+        ("BITPIX", "1_6", "1_6' breaks the FITS card syntax"),
         ("GCOUNT", "-1", "GCOUNT = -1; neither may be negative"),
     ],
 )
@@ -187,7 +188,8 @@ def test_a_malformed_structural_keyword_is_a_maps_file_error(
     start = hdu_start(good_fits, FLUX_EXTENSION)
     path = write(tmp_path, "bad.fits", set_card(good_fits, key, value, hdu_start=start))
     refused(path, message)
-    assert maps_file_problem(path)[1].startswith(f"{path}: HDU EMLINE_GFLUX")
+    versdap, why = maps_file_problem(path)  # what the download check records
+    assert versdap == "" and why.startswith(f"{path}: ") and re.search(message, why)
 
 
 def test_a_malformed_card_value_read_lazily_by_astropy_is_a_maps_file_error(good_fits, tmp_path):
