@@ -10,7 +10,7 @@ from manga_assets_tests.fits_builders import write_maps
 from manga_assets_tests.fits_fuzz import MUTATORS, Seed, mutations, run_fuzz
 from manga_assets_tests.real_data import REAL_MAPS, requires_real_maps
 
-N_MUTATIONS = 240
+N_MUTATIONS = 200
 
 
 @requires_real_maps
