@@ -5,6 +5,15 @@ decompression again from the top, and finding an extension by name walks every h
 A DAP MAPS file has 48-64 extensions and the pipeline needs three that lie halfway through, so
 this module walks the stream once, parses each header with astropy, skips the data it does not
 need, and stops as soon as it has what was asked for.
+
+Nothing in a file is trusted, since a header declares its own sizes. Every header must be
+printable ASCII in the FITS card syntax and end within :attr:`FitsLimits.max_header_blocks`;
+BITPIX must be one of the six standard values, NAXIS 0-999, each NAXISn, PCOUNT and GCOUNT
+non-negative integers, and the data size of an HDU at most :attr:`FitsLimits.max_hdu_bytes`;
+the bytes inflated in all, and their ratio to the compressed bytes, are bounded too. A keyword
+that sizes the data given twice with different values is refused: astropy itself takes the
+last one for the data and the first for ``header[key]``. Other duplicates read as astropy reads
+them (the first value). Every failure is a :class:`MapsFileError` naming the file and why.
 """
 
 from __future__ import annotations
