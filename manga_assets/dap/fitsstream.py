@@ -193,7 +193,7 @@ class _RawHeader:
 
 
 # A structural card: the keyword, '= ', a value, and nothing after it but an optional comment.
-_STRUCTURAL_KEY = re.compile(rb"(XTENSION|BITPIX|NAXIS[0-9]*|PCOUNT|GCOUNT|EXTNAME) *=")
+_STRUCTURAL_KEY = re.compile(rb"(SIMPLE|XTENSION|BITPIX|NAXIS[0-9]*|PCOUNT|GCOUNT|EXTNAME) *=")
 _STRUCTURAL_CARD = re.compile(rb"([A-Z0-9]+) *= *('[^']*'|[^/ ]*) *(?:/.*)?", re.DOTALL)
 # FITS headers are printable ASCII; anything else is damage, and astropy reads it leniently.
 _NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e]")

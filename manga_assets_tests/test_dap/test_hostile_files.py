@@ -264,6 +264,19 @@ def test_a_structural_keyword_given_twice_with_different_values_is_refused(good_
     refused(path, "NAXIS1 appears twice in one header, as 12 and 13")
 
 
+def test_a_second_simple_card_of_another_value_is_refused(good_fits, tmp_path):
+    """astropy picks the primary HDU's type from the last SIMPLE and then cannot read the file."""
+    path = write(tmp_path, "dup.fits", _duplicate_primary(good_fits, "SIMPLE", "F"))
+    refused(path, "SIMPLE appears twice in one header, as T and F")
+
+
+def _duplicate_primary(fits_bytes: bytes, key: str, value: str) -> bytes:
+    end = fits_bytes.index(b"END     ")
+    card = f"{key:<8}= {value:>20}".ljust(80).encode("ascii")
+    blank = fits_bytes.index(b" " * 80, end)
+    return fits_bytes[:end] + card + fits_bytes[end:blank] + fits_bytes[blank + 80 :]
+
+
 def test_a_structural_keyword_repeated_with_its_value_reads_as_astropy_does(good_fits, tmp_path):
     path = write(tmp_path, "dup.fits", _duplicate(good_fits, FLUX_EXTENSION, "NAXIS1", "12"))
     read = read_hdus(path, extnames=READ).extensions[FLUX_EXTENSION][1]
