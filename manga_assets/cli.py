@@ -129,6 +129,7 @@ def _build_mirror(directory: Path, args: argparse.Namespace):
             seed=args.seed,
             lean=args.lean,
             faults=args.faults,
+            hostile=getattr(args, "hostile", False),
             world=args.world,
         )
     return build_release_with_bar(directory, spec)
@@ -235,6 +236,11 @@ def _add_release_options(parser: argparse.ArgumentParser, plates: int = 4) -> No
         "--lean", action="store_true", help="write only the HDUs the pipeline reads"
     )
     parser.add_argument("--faults", action="store_true", help="plant broken files")
+    parser.add_argument(
+        "--hostile",
+        action="store_true",
+        help="plant hostile files too (header bomb, no END card, gzip bomb, huge NAXIS)",
+    )
     parser.add_argument(
         "--world",
         choices=("realistic", "smooth"),

@@ -7,6 +7,9 @@
 ``MANGA_WATCH_RELEASES`` comma-separated release names to probe for (e.g. "DR18,MPL-12")
 ``MANGA_DOWNLOAD_DEADLINE_S`` seconds one file's download may take in all (default 3600)
 ``MANGA_DOWNLOAD_MAX_MB`` largest file accepted from the SAS, in MiB (default 4096)
+``MANGA_MAPS_MAX_BYTES`` the most bytes one MAPS file may inflate to before the extensions the
+                   pipeline reads (default 1 GiB, ~30 times a DR17 127-fibre file); a larger file
+                   is recorded invalid, as a gzip bomb would be
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ REVALIDATE_AFTER_HOURS = 24.0
 DEFAULT_DOWNLOAD_DEADLINE_S = 3600.0
 # Far above any DR17 MAPS file or catalogue; bounds what a hostile server can make us store.
 DEFAULT_DOWNLOAD_MAX_MB = 4096
+# The most bytes one MAPS file may inflate to: ~30 times a DR17 127-fibre file.
+DEFAULT_MAPS_MAX_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class Settings:
     watch_releases: tuple[str, ...] = ()
     download_deadline_s: float = DEFAULT_DOWNLOAD_DEADLINE_S
     download_max_mb: int = DEFAULT_DOWNLOAD_MAX_MB
+    maps_max_bytes: int = DEFAULT_MAPS_MAX_BYTES
 
     def __post_init__(self) -> None:
         # A user:password@ part never stays in the URL the rest of the process sees.
@@ -59,6 +65,7 @@ class Settings:
                 "MANGA_DOWNLOAD_DEADLINE_S", float, DEFAULT_DOWNLOAD_DEADLINE_S
             ),
             download_max_mb=_positive("MANGA_DOWNLOAD_MAX_MB", int, DEFAULT_DOWNLOAD_MAX_MB),
+            maps_max_bytes=_positive("MANGA_MAPS_MAX_BYTES", int, DEFAULT_MAPS_MAX_BYTES),
         )
 
 

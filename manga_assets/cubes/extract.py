@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from manga_assets.atomic import atomic_path
 from manga_assets.cubes.features import galaxy_features
 from manga_assets.cubes.resample import SPAXEL_CORRELATION_SIGMA, resample_maps
 from manga_assets.dap.datamodel import DEFAULT_INVALID_BITS, PROJECT_LINES
+
+if TYPE_CHECKING:
+    from manga_assets.dap.fitsstream import FitsLimits
 
 DEFAULT_GRID = 32
 # Bump when extraction changes what a cube holds: every cube is then extracted again.
@@ -92,15 +96,18 @@ def extract_galaxy(
     *,
     expected_dapver: str | None = None,
     expected_daptype: str | None = None,
+    limits: FitsLimits | None = None,
 ) -> dict[str, float | int | str]:
     """Read a MAPS file, write its cube, and return its features row.
 
     ``expected_dapver`` is the configured release's DAP version: the file must have its layout
     (see :func:`manga_assets.dap.maps.read_maps`); the row's ``versdap`` is the file's own.
+    ``limits`` bounds what the file may make the reader read (default the reader's own).
     Raises the typed errors of :func:`manga_assets.dap.maps.read_maps`; the caller decides how a
     broken galaxy is recorded.
     """
     # astropy loads here, not when the code location imports this module (every run's start).
+    from manga_assets.dap.fitsstream import DEFAULT_LIMITS
     from manga_assets.dap.maps import read_maps
 
     maps = read_maps(
@@ -109,6 +116,7 @@ def extract_galaxy(
         invalid_bits=settings.invalid_bits,
         expected_dapver=expected_dapver,
         expected_daptype=expected_daptype,
+        limits=limits or DEFAULT_LIMITS,
     )
     flux, ivar, mask = resample_maps(
         maps.flux, maps.ivar, maps.invalid, settings.grid,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,9 @@ from manga_assets.dap.errors import DapError
 from manga_assets.layout import DataLayout
 from manga_assets.sas.paths import PlateIFU
 from manga_assets.sas.releases import Release
+
+if TYPE_CHECKING:
+    from manga_assets.dap.fitsstream import FitsLimits
 
 # Columns copied from the catalogue into every features row.
 CATALOG_FEATURE_COLUMNS = ("plateifu", "plate", "ifudesign", "mangaid", "ifudesignsize", "z")
@@ -28,6 +32,7 @@ def extract_plate(
     previous: pd.DataFrame | None = None,
     max_workers: int = 2,
     log: Callable[[str], None] = lambda message: None,
+    limits: FitsLimits | None = None,
 ) -> pd.DataFrame:
     """Extract the galaxies of one plate whose download succeeded.
 
@@ -40,7 +45,8 @@ def extract_plate(
 
     ``previous`` is the plate's last features table: a galaxy whose MAPS file (by sha256) and
     extraction settings are unchanged, and whose cube is still on disk, keeps its row and cube
-    instead of being extracted again.
+    instead of being extracted again. ``limits`` bounds what each MAPS file may make the
+    reader read.
     """
     catalog_rows = catalog_rows.set_index("plateifu")
     settings_key = settings.key()
@@ -73,6 +79,7 @@ def extract_plate(
                 settings,
                 expected_dapver=release.dapver,
                 expected_daptype=release.daptype,
+                limits=limits,
             )
         except DapError as error:
             log(f"{plateifu}: {error}")
@@ -84,7 +91,6 @@ def extract_plate(
     leading = ["plateifu", "status", "reason"]
     frame = pd.DataFrame(rows, columns=None if rows else [*leading, *CATALOG_FEATURE_COLUMNS[1:]])
     return frame[leading + [c for c in frame.columns if c not in leading]]
-
 
 
 def stale_plates(

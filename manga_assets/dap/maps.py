@@ -32,11 +32,22 @@ from manga_assets.dap.datamodel import (
 from manga_assets.dap.errors import (
     DapError,
     DapWarning,
+    MapsFileError,
     MapsShapeError,
     MissingChannelError,
+    MissingExtensionError,
     ReleaseMismatchError,
 )
-from manga_assets.dap.fitsstream import read_hdus
+from manga_assets.dap.fitsstream import (
+    DEFAULT_LIMITS,
+    HEADER_PARSE_ERRORS,
+    FitsLimits,
+    SelectedHdus,
+    read_hdus,
+)
+
+# The extensions the pipeline reads from every MAPS file.
+MAPS_READ_EXTENSIONS = (FLUX_EXTENSION, IVAR_EXTENSION, MASK_EXTENSION)
 
 
 @dataclass(frozen=True)
@@ -83,12 +94,48 @@ class MapsData:
     n_nonfinite: int
 
 
-def channel_indices(header: fits.Header) -> dict[str, int]:
-    """Map channel name -> 0-based index from the ``Cn``/``Cnn`` keywords of an extension header."""
-    channels = {}
-    for key, value in header.items():
-        if key.startswith("C") and key[1:].isdigit():
-            channels[str(value).strip()] = int(key[1:]) - 1
+def channel_indices(header: fits.Header, *, path: Path | str = "") -> dict[str, int]:
+    """Map channel name -> 0-based index from the ``Cn``/``Cnn`` keywords of an extension header.
+
+    The keywords are not trusted: each must number a channel the data has (``C1`` to
+    ``C{NAXIS3}``; ``C0`` would otherwise pick the last channel through index -1), no channel
+    may be numbered twice, and no name may be given to two channels. A keyword given twice
+    counts once, with its first value, as ``header[key]`` reads it in astropy.
+
+    Raises
+    ------
+    MapsShapeError
+        The extension is not 3-D (channels, ny, nx).
+    MapsFileError
+        A channel keyword is out of range, or channels are ambiguous.
+    """
+    extname = str(header.get("EXTNAME", "?")).strip()
+    where = f"{path}: extension {extname}"
+    n_channels = header.get("NAXIS3") if header.get("NAXIS") == 3 else None
+    if isinstance(n_channels, bool) or not isinstance(n_channels, int):
+        raise MapsShapeError(
+            f"{where} has NAXIS = {header.get('NAXIS')!r}; expected a 3-D (channels, ny, nx) map"
+        )
+    channels: dict[str, int] = {}
+    numbered: set[int] = set()
+    for key in dict.fromkeys(header.keys()):  # each keyword once, in order
+        if not (key.startswith("C") and key[1:].isdigit()):
+            continue
+        number = int(key[1:])
+        name = str(header[key]).strip()
+        if not 1 <= number <= n_channels:
+            raise MapsFileError(
+                f"{where} names channel {key} = {name!r}, but the extension has {n_channels} "
+                f"channels (C1 to C{n_channels}); the file is corrupt. Delete it and download "
+                "it again."
+            )
+        if number in numbered or name in channels:
+            raise MapsFileError(
+                f"{where} has two channel keywords for {key} or {name!r}; which channel holds "
+                "that line is ambiguous. Delete the file and download it again."
+            )
+        numbered.add(number)
+        channels[name] = number - 1
     return channels
 
 
@@ -99,7 +146,7 @@ def _select_channels(
         raise MapsShapeError(
             f"{path}: extension {extname} has shape {data.shape}; expected (channels, ny, nx)"
         )
-    channels = channel_indices(header)
+    channels = channel_indices(header, path=path)
     missing = [line for line in lines if line not in channels]
     if missing:
         raise MissingChannelError(
@@ -157,17 +204,69 @@ def _check_layout(
         )
 
 
-def read_versdap(path: Path | str) -> str:
+def read_versdap(path: Path | str, *, limits: FitsLimits = DEFAULT_LIMITS) -> str:
     """The VERSDAP of a MAPS file's primary header ('' if absent or the file is unreadable).
 
     Only the primary header is decompressed. An unreadable file gives '' rather than an error:
     the extraction step reads the file in full and reports why it is broken.
     """
     try:
-        primary = read_hdus(Path(path), extnames=()).primary
-    except DapError:
+        primary = read_hdus(Path(path), extnames=(), limits=limits).primary
+        return str(primary.get("VERSDAP", "")).strip()
+    except (DapError, *HEADER_PARSE_ERRORS):
         return ""
-    return str(primary.get("VERSDAP", "")).strip()
+
+
+def check_maps_file(path: Path | str, *, limits: FitsLimits = DEFAULT_LIMITS) -> str:
+    """Check that a downloaded MAPS file can be read safely; return its VERSDAP ('' if absent).
+
+    The file is walked as :func:`read_maps` walks it, up to and through the three EMLINE_GFLUX
+    extensions, with the same checks and ``limits``; so a file that passes here does not hang,
+    exhaust memory or fail to parse later. A file without those extensions passes: whether it
+    fits the configured release is the extraction step's question, and it says why not.
+
+    Raises
+    ------
+    MapsFileError
+        The file is unreadable, malformed, or larger than ``limits`` allow; the message names
+        the file and the reason.
+    """
+    path = Path(path)
+    try:
+        selected = read_hdus(path, extnames=MAPS_READ_EXTENSIONS, limits=limits)
+        return _text(selected.primary, "VERSDAP")
+    except MissingExtensionError:
+        return read_versdap(path, limits=limits)
+    except DapError:
+        raise
+    except HEADER_PARSE_ERRORS as error:
+        raise _unparsable(path, error) from error
+
+
+def maps_file_problem(path: Path | str, *, limits: FitsLimits = DEFAULT_LIMITS) -> tuple[str, str]:
+    """(VERSDAP, '') if :func:`check_maps_file` passes the file, else ('', why it refuses it)."""
+    try:
+        return check_maps_file(path, limits=limits), ""
+    except MapsFileError as error:
+        return "", str(error)
+
+
+def _text(header: fits.Header, key: str) -> str:
+    return str(header.get(key, "")).strip()
+
+
+def _number(header: fits.Header, key: str) -> float:
+    value = header.get(key, np.nan)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key} = {value!r} is not a number")
+    return float(value)
+
+
+def _unparsable(path: Path, error: Exception) -> MapsFileError:
+    return MapsFileError(
+        f"{path}: a header value cannot be read ({type(error).__name__}: {error}); the file is "
+        "corrupt. Delete it and download it again."
+    )
 
 
 def read_maps(
@@ -177,6 +276,7 @@ def read_maps(
     invalid_bits: Sequence[str] = DEFAULT_INVALID_BITS,
     expected_dapver: str | None = None,
     expected_daptype: str | None = None,
+    limits: FitsLimits = DEFAULT_LIMITS,
 ) -> MapsData:
     """Read the Gaussian-fit emission-line maps of the named lines from a MAPS file.
 
@@ -199,11 +299,13 @@ def read_maps(
         (a patch or development version) is read, with a :class:`DapWarning` naming its VERSDAP.
     expected_daptype : str, optional
         When given, the primary header's DAPTYPE must match.
+    limits : FitsLimits, optional
+        How much the file may make the reader read (see :class:`FitsLimits`).
 
     Raises
     ------
     MapsFileError
-        The file is missing, truncated or not FITS.
+        The file is missing, truncated, not FITS, malformed or larger than ``limits`` allow.
     MissingExtensionError, MissingChannelError
         An extension or a line is absent.
     MapsShapeError
@@ -218,18 +320,34 @@ def read_maps(
     """
     path = Path(path)
     bad_bits = mask_value(tuple(invalid_bits))
-    selected = read_hdus(path, extnames=(FLUX_EXTENSION, IVAR_EXTENSION, MASK_EXTENSION))
-    primary, hdus = selected.primary, selected.extensions
+    selected = read_hdus(path, extnames=MAPS_READ_EXTENSIONS, limits=limits)
+    try:
+        return _maps_from_hdus(path, selected, lines, bad_bits, expected_dapver, expected_daptype)
+    except DapError:
+        raise
+    except HEADER_PARSE_ERRORS as error:
+        # astropy parses card values lazily, so a malformed one fails only when it is read.
+        raise _unparsable(path, error) from error
 
-    dapver = str(primary.get("VERSDAP", "")).strip()
-    daptype = str(primary.get("DAPTYPE", "")).strip()
+
+def _maps_from_hdus(
+    path: Path,
+    selected: SelectedHdus,
+    lines: Sequence[str],
+    bad_bits: int,
+    expected_dapver: str | None,
+    expected_daptype: str | None,
+) -> MapsData:
+    primary, hdus = selected.primary, selected.extensions
+    dapver = _text(primary, "VERSDAP")
+    daptype = _text(primary, "DAPTYPE")
     if expected_dapver is not None:
         _check_layout(
             path,
             dapver,
             expected_dapver,
             selected.extnames_seen,
-            tuple(channel_indices(hdus[FLUX_EXTENSION][0])),
+            tuple(channel_indices(hdus[FLUX_EXTENSION][0], path=path)),
         )
     if expected_daptype is not None and daptype != expected_daptype:
         raise ReleaseMismatchError(
@@ -261,17 +379,17 @@ def read_maps(
     flux = np.where(invalid, np.float32(0), flux)
     ivar = np.where(invalid, np.float32(0), ivar)
 
-    scinpvel = float(primary.get("SCINPVEL", np.nan))
+    scinpvel = _number(primary, "SCINPVEL")
     return MapsData(
         path=path,
-        plateifu=str(primary.get("PLATEIFU", "")).strip(),
-        mangaid=str(primary.get("MANGAID", "")).strip(),
+        plateifu=_text(primary, "PLATEIFU"),
+        mangaid=_text(primary, "MANGAID"),
         daptype=daptype,
         dapver=dapver,
         redshift=scinpvel / SPEED_OF_LIGHT_KMS,
-        objra=float(primary.get("OBJRA", np.nan)),
-        objdec=float(primary.get("OBJDEC", np.nan)),
-        ebvgal=float(primary.get("EBVGAL", np.nan)),
+        objra=_number(primary, "OBJRA"),
+        objdec=_number(primary, "OBJDEC"),
+        ebvgal=_number(primary, "EBVGAL"),
         lines=tuple(lines),
         flux=flux,
         ivar=ivar,

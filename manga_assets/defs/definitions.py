@@ -25,7 +25,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             download_deadline_s=settings.download_deadline_s,
             download_max_mb=settings.download_max_mb,
         ),
-        "data_dir": DataDirResource(data_dir=data_dir),
+        "data_dir": DataDirResource(data_dir=data_dir, maps_max_bytes=settings.maps_max_bytes),
         "products_io_manager": ProductsIOManager(data_dir=data_dir),
         "model_io_manager": ModelIOManager(data_dir=data_dir),
     }

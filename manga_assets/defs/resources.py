@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -11,7 +12,14 @@ from manga_assets.layout import DataLayout
 from manga_assets.sas.credentials import credentials_for
 from manga_assets.sas.releases import Release, get_release
 from manga_assets.sas.transfer import Downloader
-from manga_assets.settings import DEFAULT_DOWNLOAD_DEADLINE_S, DEFAULT_DOWNLOAD_MAX_MB
+from manga_assets.settings import (
+    DEFAULT_DOWNLOAD_DEADLINE_S,
+    DEFAULT_DOWNLOAD_MAX_MB,
+    DEFAULT_MAPS_MAX_BYTES,
+)
+
+if TYPE_CHECKING:
+    from manga_assets.dap.fitsstream import FitsLimits
 
 
 class SasResource(dg.ConfigurableResource):
@@ -59,7 +67,16 @@ class DataDirResource(HoldsDataDirLock, dg.ConfigurableResource):
     """
 
     data_dir: str
+    # MANGA_MAPS_MAX_BYTES: how far a MAPS file may inflate before it is called hostile.
+    maps_max_bytes: int = DEFAULT_MAPS_MAX_BYTES
 
     @property
     def layout(self) -> DataLayout:
         return DataLayout(Path(self.data_dir))
+
+    @property
+    def fits_limits(self) -> FitsLimits:
+        """What the MAPS reader accepts from one file (see :class:`FitsLimits`)."""
+        from manga_assets.dap.fitsstream import FitsLimits
+
+        return FitsLimits(max_decompressed_bytes=self.maps_max_bytes)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from manga_assets.atomic import write_bytes
 from manga_assets.dap.datamodel import FLUX_EXTENSION
-from manga_assets.synthetic.spec import FAULT_KINDS
+from manga_assets.synthetic.hostile import make_hostile
+from manga_assets.synthetic.spec import FAULT_KINDS, HOSTILE_FAULT_KINDS
 
 # How far into the EMLINE_GFLUX data a truncated file ends (share of that extension's data).
 TRUNCATE_INTO_FLUX = 0.3
@@ -27,12 +30,16 @@ class FaultRecipe:
         Every pixel of every MASK extension carries DONOTUSE.
     truncate : bool
         The written file is cut short, inside the EMLINE_GFLUX data.
+    hostile : str
+        The written file is rebuilt as this kind of hostile file
+        (:func:`manga_assets.synthetic.hostile.make_hostile`); '' for none.
     """
 
     write: bool = True
     drop: tuple[str, ...] = ()
     all_donotuse: bool = False
     truncate: bool = False
+    hostile: str = ""
 
 
 def fault_recipe(kind: str) -> FaultRecipe:
@@ -43,9 +50,11 @@ def fault_recipe(kind: str) -> FaultRecipe:
         "missing_file": FaultRecipe(write=False),
         "no_gflux_hdu": FaultRecipe(drop=(FLUX_EXTENSION,)),
         "all_donotuse": FaultRecipe(all_donotuse=True),
+        **{hostile: FaultRecipe(hostile=hostile) for hostile in HOSTILE_FAULT_KINDS},
     }
     if kind not in recipes:
-        raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULT_KINDS)}")
+        known = ", ".join(FAULT_KINDS + HOSTILE_FAULT_KINDS)
+        raise ValueError(f"unknown fault {kind!r}; known: {known}")
     return recipes[kind]
 
 
@@ -67,3 +76,10 @@ def truncate_file(path: Path, uncompressed_offset: int) -> int:
     with open(path, "r+b") as handle:
         handle.truncate(size)
     return size
+
+
+def plant_hostile(path: Path, kind: str) -> int:
+    """Rewrite the good ``.fits.gz`` file ``path`` as hostile file ``kind``; return its size."""
+    hostile = make_hostile(gzip.decompress(path.read_bytes()), kind)
+    write_bytes(path, hostile)
+    return path.stat().st_size

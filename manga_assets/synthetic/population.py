@@ -22,6 +22,7 @@ from manga_assets.synthetic.spec import (
     CATALOGUE_CASES,
     FAULT_KINDS,
     FOOTPRINT_DIAMETER_ARCSEC,
+    HOSTILE_FAULT_KINDS,
     REPEAT_CASE,
     SyntheticReleaseSpec,
 )
@@ -558,6 +559,7 @@ def plan_release(spec: SyntheticReleaseSpec) -> list[GalaxyParams]:
         spares.append(spare)
 
     cases = list(CATALOGUE_CASES) + (list(FAULT_KINDS) if spec.faults else [])
+    cases += list(HOSTILE_FAULT_KINDS) if spec.hostile else []
     # Prefer the second plate for the repeat; a full plate passes it on to the next one.
     preferred = 1 if len(plates) > 1 else 0
     repeat_plates = [i for i in range(preferred, len(plates)) if spares[i]]

@@ -15,7 +15,12 @@ from manga_assets.sas.paths import PlateIFU, dapall_location, drpall_location, m
 from manga_assets.sas.releases import Release, get_release
 from manga_assets.synthetic.catalogues import dap_measurements, write_dapall, write_drpall
 from manga_assets.synthetic.extensions import MapsContent
-from manga_assets.synthetic.faults import TRUNCATE_INTO_FLUX, fault_recipe, truncate_file
+from manga_assets.synthetic.faults import (
+    TRUNCATE_INTO_FLUX,
+    fault_recipe,
+    plant_hostile,
+    truncate_file,
+)
 from manga_assets.synthetic.fitsfile import maps_blocks, write_gzipped
 from manga_assets.synthetic.physics import model_galaxy, observe_lines
 from manga_assets.synthetic.population import (
@@ -99,6 +104,8 @@ def _write_galaxy(
         if recipe.truncate:
             start, end = extents[FLUX_EXTENSION]
             size = truncate_file(path, int(start + TRUNCATE_INTO_FLUX * (end - start)))
+        if recipe.hostile:
+            size = plant_hostile(path, recipe.hostile)
     else:
         path.unlink(missing_ok=True)
     return _WrittenGalaxy(

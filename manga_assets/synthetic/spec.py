@@ -22,6 +22,8 @@ CATALOGUE_CASES: tuple[str, ...] = ("critical_drp3qual", "dap_not_done", "repeat
 # The second cube of the repeated target gets this case.
 REPEAT_CASE = "repeat_observation"
 FAULT_KINDS: tuple[str, ...] = ("truncated_gzip", "missing_file", "no_gflux_hdu", "all_donotuse")
+# Files built to hang or exhaust a reader that trusts their headers (synthetic/hostile.py).
+HOSTILE_FAULT_KINDS: tuple[str, ...] = ("header_bomb", "no_end_card", "gzip_bomb", "huge_naxis")
 ANOMALY_KINDS: tuple[str, ...] = (
     "sf_ring",
     "double_nucleus",
@@ -62,6 +64,9 @@ class SyntheticReleaseSpec:
         pipeline reads); the line maps are identical to those of a full file.
     faults : bool
         Plant broken files (:data:`FAULT_KINDS`), recorded in the summary and truth table.
+    hostile : bool
+        Plant hostile files too (:data:`HOSTILE_FAULT_KINDS`: a header bomb, a header without
+        END, a gzip bomb, a huge NAXIS), recorded as faults. Each is small on disk.
     first_plate : int
         Number of the first plate (4-5 digits).
     ifu_mix : tuple of (int, int)
@@ -86,6 +91,7 @@ class SyntheticReleaseSpec:
     seed: int = 0
     lean: bool = False
     faults: bool = False
+    hostile: bool = False
     first_plate: int = 10001
     ifu_mix: tuple[tuple[int, int], ...] = DEFAULT_IFU_MIX
     gzip_level: int = 1

@@ -171,7 +171,7 @@ def maps_files(
     data_dir: DataDirResource,
 ):
     """The plate's DAP MAPS files in the local SAS mirror, with a manifest row per galaxy."""
-    from manga_assets.dap.maps import read_versdap
+    from manga_assets.dap.maps import maps_file_problem
 
     release = sas.release_info()
     layout = data_dir.layout
@@ -192,19 +192,29 @@ def maps_files(
     with sas.downloader() as downloader:
         results = downloader.fetch_many(jobs, on_progress=report)
     _fail_if_unreachable(results, sas)
+    # A file that arrived whole can still be hostile (a gzip bomb, a header without END): it is
+    # walked with the reader's own checks and limits, and recorded invalid with the reason, so
+    # its plate and run go on. ('', '') for a file that did not arrive.
+    checked = [
+        maps_file_problem(r.dest, limits=data_dir.fits_limits) if r.status == "ok" else ("", "")
+        for r in results
+    ]
+    refused = [why for _, why in checked]
 
     manifest = pd.DataFrame(
         {
             "plateifu": [str(p) for p in plateifus],
             "plate": [p.plate for p in plateifus],
-            "status": [r.status for r in results],
-            "reason": [r.reason for r in results],
+            "status": [
+                "invalid" if why else r.status for r, why in zip(results, refused, strict=True)
+            ],
+            "reason": [why or r.reason for r, why in zip(results, refused, strict=True)],
             "bytes": [r.bytes for r in results],
             "sha256": [r.sha256 or "" for r in results],
             "fetched": [r.fetched for r in results],
             "location": locations,
             # The DAP version named in each file's primary header ('' when it did not arrive).
-            "versdap": [read_versdap(r.dest) if r.status == "ok" else "" for r in results],
+            "versdap": [versdap for versdap, _ in checked],
             # When the server was asked: `manga-assets run` re-asks only after a while.
             "checked_at": checked_at,
         }
@@ -300,7 +310,7 @@ def line_cubes(
         previous = pd.read_parquet(previous_path) if previous_path.exists() else None
         table = extract_plate(
             manifest, rows, data_dir.layout, release, settings,
-            previous=previous, log=context.log.warning,
+            previous=previous, log=context.log.warning, limits=data_dir.fits_limits,
         )  # fmt: skip
         features[plate] = table
     unusable = _unusable_plates(features)
