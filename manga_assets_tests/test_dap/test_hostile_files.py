@@ -165,7 +165,7 @@ def test_the_decompressed_limit_is_a_setting(good_fits, tmp_path, monkeypatch):
     resource = DataDirResource(data_dir=str(tmp_path), maps_max_bytes=settings.maps_max_bytes)
     assert resource.fits_limits.max_decompressed_bytes == 12345
     monkeypatch.setenv("MANGA_MAPS_MAX_BYTES", "lots")
-    with pytest.raises(ValueError, match="MANGA_MAPS_MAX_BYTES='lots' is not a positive"):
+    with pytest.raises(ValueError, match="MANGA_MAPS_MAX_BYTES='lots' must be a positive"):
         Settings.from_env()
 
 
