@@ -206,9 +206,12 @@ def worst_line(
 def depth_residual(values: np.ndarray, depth: np.ndarray | None) -> np.ndarray:
     """``values`` less a quadratic trend in log depth, fitted with outliers clipped.
 
-    Within a depth bin, the deepest galaxies still sit higher: the trend is removed explicitly.
+    A galaxy's comparison galaxies span a range of depth (all of a small class), and within it
+    the deepest are fitted worst in noise units: the trend is removed explicitly, in samples of
+    any size the robust scores accept (`MIN_GROUP_SIZE`), since a small sample's deepest galaxy
+    has no comparison galaxies as deep.
     """
-    if depth is None or len(values) < 3 * MIN_GROUP_SIZE:
+    if depth is None or len(values) < MIN_GROUP_SIZE:
         return values
     log_depth = np.log10(np.maximum(depth, 1e-3))
     keep = np.isfinite(values)
