@@ -1,11 +1,15 @@
 """The ``manga-assets`` command.
 
-manga-assets run [--release DR17] [--limit N] [--plates P ...] [--epochs N] [--revalidate-after H]
-                 [--strict] [--wait] [--acquisition-only]
-manga-assets demo [--dir DIR] [--plates N] [--world realistic|smooth]
-manga-assets mirror build DIR [--release DR17] [--plates N] [--lean] [--faults] [--survey]
+manga-assets run [--release DR17] [--sas-url URL] [--data-dir DIR] [--limit N] [--plates P ...]
+                 [--epochs N] [--min-fev F] [--revalidate-after H] [--strict] [--acquisition-only]
+                 [--wait]
+manga-assets demo [--dir DIR] [--plates N] [--galaxies-per-plate N] [--seed S] [--epochs N]
+                  [--world realistic|smooth] [--lean] [--hostile] [--release DR17]
+manga-assets mirror build DIR [--release DR17] [--plates N] [--galaxies-per-plate N] [--seed S]
+                              [--lean] [--faults] [--hostile] [--survey]
                               [--world realistic|smooth] [--inject MAPS ...]
 manga-assets mirror serve DIR [--port P] [--user USER]
+manga-assets neighbours PLATEIFU [--model ae|vae] [-k N] [--data-dir DIR]
 """
 
 from __future__ import annotations

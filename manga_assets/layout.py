@@ -1,7 +1,10 @@
 """Where every product lives under ``$MANGA_DATA_DIR`` (see DESIGN.md, "Contracts").
 
-One class builds every path, so no module ever assembles a product path by hand and no metadata is
-ever parsed back out of a file name.
+`DataLayout` is the one place that knows the mirror and products folders and the cube paths;
+assets name their files by ``PRODUCT_PATH`` metadata relative to ``products/``, which
+:meth:`DataLayout.product` resolves. No metadata is ever parsed back out of a file name. Not every
+path goes through here yet: the runner (``defs/runner.py``: the catalogue, manifests and features
+it reads between stages) and the CLI's summary still join ``products/`` paths by hand.
 """
 
 from __future__ import annotations

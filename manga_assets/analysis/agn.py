@@ -29,7 +29,6 @@ logger = logging.getLogger(__name__)
 AGN_BPT_CLASSES: tuple[str, ...] = ("seyfert", "liner")
 AGN_SOURCES: tuple[str, ...] = ("bpt", "mngtarg3", "catalog")
 MNGTARG3_AGN_MASK: int = sum(1 << bit for bit in MNGTARG3_AGN_BITS.values())
-AGN_SAMPLE_COLUMNS: tuple[str, ...] = ("plateifu", "bpt_class", "is_agn", "agn_source")
 
 
 def read_agn_catalog(path: Path) -> list[str]:

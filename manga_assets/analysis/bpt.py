@@ -10,7 +10,9 @@ Every diagram has y = log10([OIII]5008 / Hb) and x = log10 of [NII]6585/Ha,
 - ``composite``: between Kauffmann 2003 and Kewley 2001 in [NII] (left of the Kauffmann
   asymptote, as in marvin) and star-forming in [SII] and [OI];
 - ``seyfert`` / ``liner``: above Kewley 2001 (or right of its asymptote) in all three diagrams, then
-  above / below the Kewley 2006 Seyfert-LINER lines in both [SII] and [OI];
+  above / below the Kewley 2006 Seyfert-LINER lines in both [SII] and [OI] (not the
+  Schawinski 2007 [NII] line: that is the rule for when [NII] is the only diagram, and here all
+  three are needed anyway);
 - ``ambiguous``: every line measured but none of the above (the diagrams disagree);
 - ``invalid``: a needed line is masked, not positive, has IVAR 0, or S/N below the threshold.
 
@@ -34,11 +36,39 @@ HA, HB, OIII, NII, OI = "Ha-6564", "Hb-4862", "OIII-5008", "NII-6585", "OI-6302"
 SII_PAIR = ("SII-6718", "SII-6732")
 BPT_LINES: tuple[str, ...] = (HB, OIII, OI, HA, NII, *SII_PAIR)
 
+
+@dataclass(frozen=True)
+class Hyperbola:
+    """A curved demarcation line y = scale / (x - asymptote) + offset, meant for x < asymptote.
+
+    Right of its asymptote the formula turns over and means nothing; the classifier and the
+    synthetic writer both cut there.
+    """
+
+    scale: float
+    asymptote: float
+    offset: float
+
+    def y_at(self, x: np.ndarray | float) -> np.ndarray | float:
+        """The line's y at ``x`` (a float or an array)."""
+        return self.scale / (x - self.asymptote) + self.offset
+
+    def x_at(self, y: np.ndarray | float) -> np.ndarray | float:
+        """The line's x at ``y`` (a float or an array below ``offset``): the inverse of y_at."""
+        return self.asymptote + self.scale / (y - self.offset)
+
+
+# The curved lines, written once: the classifier below and ``manga_assets.synthetic.bpt`` use them.
+KAUFFMANN03_NII = Hyperbola(scale=0.61, asymptote=0.05, offset=1.30)
+KEWLEY01_NII = Hyperbola(scale=0.61, asymptote=0.47, offset=1.19)
+KEWLEY01_SII = Hyperbola(scale=0.72, asymptote=0.32, offset=1.30)
+KEWLEY01_OI = Hyperbola(scale=0.73, asymptote=-0.59, offset=1.33)
+
 # Asymptotes of the curved lines: each curve only separates classes to the left of its asymptote.
-KAUFFMANN03_NII_ASYMPTOTE = 0.05
-KEWLEY01_NII_ASYMPTOTE = 0.47
-KEWLEY01_SII_ASYMPTOTE = 0.32
-KEWLEY01_OI_ASYMPTOTE = -0.59
+KAUFFMANN03_NII_ASYMPTOTE = KAUFFMANN03_NII.asymptote
+KEWLEY01_NII_ASYMPTOTE = KEWLEY01_NII.asymptote
+KEWLEY01_SII_ASYMPTOTE = KEWLEY01_SII.asymptote
+KEWLEY01_OI_ASYMPTOTE = KEWLEY01_OI.asymptote
 
 
 def kauffmann03_nii(log_nii_ha: np.ndarray) -> np.ndarray:
@@ -46,7 +76,7 @@ def kauffmann03_nii(log_nii_ha: np.ndarray) -> np.ndarray:
 
     y = 0.61 / (x - 0.05) + 1.30, valid for x < 0.05 (marvin calls it ``kewley_sf_nii``).
     """
-    return 0.61 / (log_nii_ha - KAUFFMANN03_NII_ASYMPTOTE) + 1.30
+    return KAUFFMANN03_NII.y_at(log_nii_ha)
 
 
 def kewley01_nii(log_nii_ha: np.ndarray) -> np.ndarray:
@@ -55,7 +85,7 @@ def kewley01_nii(log_nii_ha: np.ndarray) -> np.ndarray:
     y = 0.61 / (x - 0.47) + 1.19, valid for x < 0.47; above it (or at x >= 0.47) is AGN-like
     (marvin calls it ``kewley_comp_nii``).
     """
-    return 0.61 / (log_nii_ha - KEWLEY01_NII_ASYMPTOTE) + 1.19
+    return KEWLEY01_NII.y_at(log_nii_ha)
 
 
 def kewley01_sii(log_sii_ha: np.ndarray) -> np.ndarray:
@@ -63,7 +93,7 @@ def kewley01_sii(log_sii_ha: np.ndarray) -> np.ndarray:
 
     y = 0.72 / (x - 0.32) + 1.30 with x = log(([SII]6718 + [SII]6732) / Ha), valid for x < 0.32.
     """
-    return 0.72 / (log_sii_ha - KEWLEY01_SII_ASYMPTOTE) + 1.30
+    return KEWLEY01_SII.y_at(log_sii_ha)
 
 
 def kewley01_oi(log_oi_ha: np.ndarray) -> np.ndarray:
@@ -71,7 +101,7 @@ def kewley01_oi(log_oi_ha: np.ndarray) -> np.ndarray:
 
     y = 0.73 / (x + 0.59) + 1.33, valid for x < -0.59.
     """
-    return 0.73 / (log_oi_ha - KEWLEY01_OI_ASYMPTOTE) + 1.33
+    return KEWLEY01_OI.y_at(log_oi_ha)
 
 
 def kewley06_sii(log_sii_ha: np.ndarray) -> np.ndarray:
@@ -87,8 +117,11 @@ def kewley06_oi(log_oi_ha: np.ndarray) -> np.ndarray:
 def schawinski07_nii(log_nii_ha: np.ndarray) -> np.ndarray:
     """Schawinski et al. (2007) Seyfert / LINER line of the [NII] diagram: y = 1.05 x + 0.45.
 
-    Drawn on [NII] diagrams for orientation; the classification itself splits Seyferts from LINERs
-    with the Kewley 2006 [SII] and [OI] lines, as marvin does.
+    The classifier does not use it: it has all three diagrams, and splits Seyferts from LINERs
+    with the Kewley 2006 [SII] and [OI] lines, as marvin's ``bpt_kewley06`` and the reference do
+    (Schawinski's line is the rule for when only [NII] is at hand). The synthetic writer uses it
+    to draw Seyferts and LINERs that are the same kind in the [NII] diagram too, see
+    ``manga_assets.synthetic.bpt``.
     """
     return 1.05 * log_nii_ha + 0.45
 

@@ -1,9 +1,11 @@
 """Reading the latent matrix out of a latents table.
 
-A latents table (``{ae,vae}/latents.parquet``) has one row per galaxy: ``plateifu``, latent
-columns ``z00``, ``z01``, ... (as many as the model's latent dimension), ``recon_error`` and the
-per-line errors ``err_<line>``. Every whole-sample analysis starts by pulling the latent columns out
-as a float array, so the column rule and the finite-value check live here once.
+A latents table (``{ae,vae}/latents.parquet``) has one row per galaxy: ``plateifu``,
+``model_id``, ``cube_digest``, latent columns ``z00``, ``z01``, ... (as many as the model's latent
+dimension), ``recon_error``, ``median_snr``, ``integrated_snr`` and the per-line columns of
+``manga_assets.model.inference.per_line_columns`` (``chi2_<line>``, ``n_<line>``,
+``peak_<line>``, ``extended_<line>``). Every whole-sample analysis starts by pulling the latent
+columns out as a float array, so the column rule and the finite-value check live here once.
 """
 
 from __future__ import annotations

@@ -14,9 +14,12 @@ query set across workers (e.g. a Dagster partition per shard) against one shared
 index by latent-space cluster and merge per-query top-k lists. Recall should then be measured on a
 random sample against this exact search, which remains the reference.
 
-The table is long: one row per (galaxy, neighbour), sorted by ``plateifu`` then ``neighbour_rank``,
-so Parquet row-group statistics let :func:`neighbours_of` read only the row groups holding one
-galaxy.
+The table is long: one row per (galaxy, neighbour), sorted by ``plateifu`` then ``neighbour_rank``.
+A file written by :func:`write_neighbour_table` (the benchmarks') has row groups of
+:data:`ROW_GROUP_SIZE` rows, so Parquet row-group statistics let :func:`neighbours_of` read only
+the row groups holding one galaxy. The pipeline's ``{ae,vae}/neighbours.parquet`` is written by
+the Parquet IO manager with pyarrow's default row groups (about a million rows: one group for the
+whole survey at k = 10), so there the filter keeps the galaxy's rows but prunes nothing.
 """
 
 from __future__ import annotations
@@ -152,7 +155,8 @@ def neighbours_of(
     ----------
     table : Path, str or DataFrame
         A neighbour table or the Parquet file holding one. From a file only the rows of
-        ``plateifu`` are read (a pyarrow filter, pruned by row-group statistics).
+        ``plateifu`` are kept (a pyarrow filter; it skips whole row groups only in files with
+        several, such as :func:`write_neighbour_table` writes).
     plateifu : str
         The galaxy, e.g. '8485-1901'.
     k : int, optional

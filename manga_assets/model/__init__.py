@@ -12,7 +12,7 @@ Modules, one job each:
 - ``augment``: the eight sky symmetries.
 - ``dataset``: `read_cube`, `build_training_set` / `open_training_set` (memory-mapped arrays and an
   index), and the batch loader.
-- ``train``: `TrainConfig`, `train_model`, `baseline_loss`, `evaluate`.
+- ``train``: `TrainConfig`, `train_model`, `baseline_chi_square`, `evaluate`.
 - ``distributed``: `DistributedConfig` and the DDP processes `train_model` starts with it.
 - ``checkpoint``: `save_model` / `load_model` (state_dict + config.json + metrics.json).
 - ``inference``: `embed` / `embed_cubes` (latents and reconstruction errors).

@@ -193,9 +193,9 @@ def _unit_hash(plateifu: str, seed: int) -> float:
 
 def _assign_splits(plateifus: list[str], seed: int, val_fraction: float) -> list[str]:
     """Hash splits, but never an empty split when two or more galaxies allow both."""
-    hashes = [_unit_hash(plateifu, seed) for plateifu in plateifus]
-    splits = ["val" if value < val_fraction else "train" for value in hashes]
+    splits = [split_of(plateifu, seed, val_fraction) for plateifu in plateifus]
     if len(splits) >= 2 and val_fraction > 0:
+        hashes = [_unit_hash(plateifu, seed) for plateifu in plateifus]
         # Tiny sets only: moving the galaxy whose hash is nearest the threshold keeps the choice
         # deterministic, and it stops mattering once the hash split is non-empty.
         if "val" not in splits:

@@ -1,12 +1,18 @@
-"""BPT demarcation lines and drawing line ratios that sit clearly inside one class region.
+"""Drawing BPT line ratios that sit clearly inside one class region.
 
 All ratios are log10 of observed line fluxes: x_nii = [NII]6585/Ha, x_sii = ([SII]6718+6732)/Ha,
-x_oi = [OI]6302/Ha, y = [OIII]5008/Hb. The lines are those of the reference
-(``shared/reference/manga-dap.md`` section 2.2); the classes follow Marvin's ``bpt_kewley06``:
-star-forming below Kauffmann (2003) in [NII] and below Kewley (2001) in [SII] and [OI]; composite
-between Kauffmann (2003) and Kewley (2001) in [NII] and star-forming in [SII] and [OI]; AGN above
-Kewley (2001) in all three, split into Seyfert and LINER by Kewley (2006) in [SII] and [OI] and by
-Schawinski (2007) in [NII].
+x_oi = [OI]6302/Ha, y = [OIII]5008/Hb. The demarcation lines are the classifier's, imported from
+:mod:`manga_assets.analysis.bpt` (written there once). The regions follow Marvin's
+``bpt_kewley06``: star-forming below Kauffmann (2003) in [NII] and below Kewley (2001) in [SII] and
+[OI]; composite between Kauffmann (2003) and Kewley (2001) in [NII] and star-forming in [SII] and
+[OI]; AGN above Kewley (2001) in all three, split into Seyfert and LINER by Kewley (2006) in [SII]
+and [OI].
+
+One rule is stricter here than in the classifier: a drawn Seyfert (LINER) also lies above (below)
+the Schawinski (2007) line in [NII]. The classifier rightly ignores that line (it has all three
+diagrams), but a synthetic AGN should be the same kind in every diagram a reader may plot, and
+in the [NII]-only rule other codes use. Since the drawn regions are subsets of the classifier's,
+the classifier still gives every drawn galaxy its intended class.
 """
 
 from __future__ import annotations
@@ -16,45 +22,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from manga_assets.analysis.bpt import (
+    KAUFFMANN03_NII,
+    KEWLEY01_NII,
+    KEWLEY01_OI,
+    KEWLEY01_SII,
+    kauffmann03_nii,
+    kewley01_nii,
+    kewley01_oi,
+    kewley01_sii,
+    kewley06_oi,
+    kewley06_sii,
+    schawinski07_nii,
+)
+
 # Every drawn point keeps its class when moved by up to this much (dex) along either axis, so
 # noise, the tiny differential reddening of neighbouring lines and the blending of a nucleus with
 # its disk over a central aperture cannot move a galaxy into another class.
 CLASS_MARGIN_DEX = 0.12
-
-
-def kauffmann03_nii(x: float) -> float:
-    """SF / composite line in the [NII] diagram, valid for x < 0.05."""
-    return 0.61 / (x - 0.05) + 1.30
-
-
-def kewley01_nii(x: float) -> float:
-    """Maximum-starburst line in the [NII] diagram, valid for x < 0.47."""
-    return 0.61 / (x - 0.47) + 1.19
-
-
-def kewley01_sii(x: float) -> float:
-    """SF / AGN line in the [SII] diagram, valid for x < 0.32."""
-    return 0.72 / (x - 0.32) + 1.30
-
-
-def kewley01_oi(x: float) -> float:
-    """SF / AGN line in the [OI] diagram, valid for x < -0.59."""
-    return 0.73 / (x + 0.59) + 1.33
-
-
-def kewley06_sii(x: float) -> float:
-    """Seyfert / LINER line in the [SII] diagram."""
-    return 1.89 * x + 0.76
-
-
-def kewley06_oi(x: float) -> float:
-    """Seyfert / LINER line in the [OI] diagram."""
-    return 1.18 * x + 1.30
-
-
-def schawinski07_nii(x: float) -> float:
-    """Seyfert / LINER line in the [NII] diagram."""
-    return 1.05 * x + 0.45
 
 
 def _below(curve: Callable[[float], float], asymptote: float, x: float, y: float) -> bool:
@@ -64,27 +49,27 @@ def _below(curve: Callable[[float], float], asymptote: float, x: float, y: float
 
 def sf_nii(x: float, y: float) -> bool:
     """Star-forming in the [NII] diagram."""
-    return _below(kauffmann03_nii, 0.05, x, y)
+    return _below(kauffmann03_nii, KAUFFMANN03_NII.asymptote, x, y)
 
 
 def composite_nii(x: float, y: float) -> bool:
     """Between Kauffmann (2003) and Kewley (2001) in the [NII] diagram."""
-    return not sf_nii(x, y) and _below(kewley01_nii, 0.47, x, y)
+    return not sf_nii(x, y) and _below(kewley01_nii, KEWLEY01_NII.asymptote, x, y)
 
 
 def agn_nii(x: float, y: float) -> bool:
     """Above Kewley (2001) in the [NII] diagram."""
-    return not _below(kewley01_nii, 0.47, x, y)
+    return not _below(kewley01_nii, KEWLEY01_NII.asymptote, x, y)
 
 
 def sf_sii(x: float, y: float) -> bool:
     """Star-forming in the [SII] diagram."""
-    return _below(kewley01_sii, 0.32, x, y)
+    return _below(kewley01_sii, KEWLEY01_SII.asymptote, x, y)
 
 
 def sf_oi(x: float, y: float) -> bool:
     """Star-forming in the [OI] diagram."""
-    return _below(kewley01_oi, -0.59, x, y)
+    return _below(kewley01_oi, KEWLEY01_OI.asymptote, x, y)
 
 
 def _robust(predicate: Callable[[float, float], bool], x: float, y: float, margin: float) -> bool:
@@ -195,14 +180,14 @@ def draw_bpt_ratios(
 
 def star_forming_sequence(nii_ha: np.ndarray, offset: float) -> np.ndarray:
     """[OIII]/Hb of star-forming gas with [NII]/Ha ``nii_ha``: ``offset`` dex below Kauffmann."""
-    return 0.61 / (np.minimum(nii_ha, -0.2) - 0.05) + 1.30 - offset
+    return KAUFFMANN03_NII.y_at(np.minimum(nii_ha, -0.2)) - offset
 
 
 def sf_sii_at(oiii_hb: np.ndarray, offset: float) -> np.ndarray:
     """[SII]/Ha ``offset`` dex left of Kewley (2001) at [OIII]/Hb ``oiii_hb`` (< 1.1)."""
-    return 0.32 + 0.72 / (np.minimum(oiii_hb, 1.1) - 1.30) - offset
+    return KEWLEY01_SII.x_at(np.minimum(oiii_hb, 1.1)) - offset
 
 
 def sf_oi_at(oiii_hb: np.ndarray, offset: float) -> np.ndarray:
     """[OI]/Ha ``offset`` dex left of Kewley (2001) at [OIII]/Hb ``oiii_hb`` (< 1.1)."""
-    return -0.59 + 0.73 / (np.minimum(oiii_hb, 1.1) - 1.33) - offset
+    return KEWLEY01_OI.x_at(np.minimum(oiii_hb, 1.1)) - offset

@@ -60,6 +60,56 @@ def test_each_class_from_ratios(point, expected):
     assert classify_point(*point) == expected
 
 
+# The published equations, each at points worked by hand (Kauffmann et al. 2003; Kewley et al. 2001
+# and 2006; Schawinski et al. 2007; shared/reference/manga-dap.md section 2.2).
+@pytest.mark.parametrize(
+    ("line", "x", "y"),
+    [
+        (bpt.kauffmann03_nii, -0.56, 0.30),  # 0.61 / (x - 0.05) + 1.30
+        (bpt.kauffmann03_nii, -1.17, 0.80),
+        (bpt.kewley01_nii, -0.14, 0.19),  # 0.61 / (x - 0.47) + 1.19
+        (bpt.kewley01_nii, 0.165, -0.81),
+        (bpt.kewley01_sii, -0.40, 0.30),  # 0.72 / (x - 0.32) + 1.30
+        (bpt.kewley01_sii, -0.04, -0.70),
+        (bpt.kewley01_oi, -1.32, 0.33),  # 0.73 / (x + 0.59) + 1.33
+        (bpt.kewley01_oi, -0.955, -0.67),
+        (bpt.kewley06_sii, 0.0, 0.76),  # 1.89 x + 0.76
+        (bpt.kewley06_sii, -0.4, 0.004),
+        (bpt.kewley06_oi, 0.0, 1.30),  # 1.18 x + 1.30
+        (bpt.kewley06_oi, -1.0, 0.12),
+        (bpt.schawinski07_nii, 0.0, 0.45),  # 1.05 x + 0.45
+        (bpt.schawinski07_nii, 0.2, 0.66),
+    ],
+)
+def test_demarcation_lines_pass_their_published_points(line, x, y):
+    assert line(x) == pytest.approx(y, abs=1e-12)
+    assert line(np.array([x]))[0] == pytest.approx(y, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "curve", [bpt.KAUFFMANN03_NII, bpt.KEWLEY01_NII, bpt.KEWLEY01_SII, bpt.KEWLEY01_OI]
+)
+def test_curve_x_at_inverts_y_at_left_of_the_asymptote(curve):
+    x = curve.asymptote - np.array([0.05, 0.3, 1.0, 2.5])
+    assert curve.x_at(curve.y_at(x)) == pytest.approx(x)
+
+
+def test_synthetic_writer_draws_with_the_classifier_lines():
+    from manga_assets.synthetic import bpt as synthetic_bpt
+
+    for name in ("kauffmann03_nii", "kewley01_nii", "kewley01_sii", "kewley01_oi",
+                 "kewley06_sii", "kewley06_oi", "schawinski07_nii"):  # fmt: skip
+        assert getattr(synthetic_bpt, name) is getattr(bpt, name), name
+
+
+def test_seyfert_liner_split_ignores_the_schawinski_line():
+    # Seyfert by Kewley 2006 in [SII] and [OI], but below Schawinski 2007 in [NII]
+    # (1.05 * 0.6 + 0.45 = 1.08 > 1.0): the classifier's rule is Kewley 2006.
+    point = (0.6, 0.0, -0.5, 1.0)
+    assert point[3] < bpt.schawinski07_nii(point[0])
+    assert classify_point(*point) == "seyfert"
+
+
 def below_and_above(line, x, offset=0.05):
     return line(x) - offset, line(x) + offset
 

@@ -16,14 +16,24 @@ CONFIGS = {
 }
 
 
-class CurrentRecord:
-    """A recorded provenance equal to whatever the run wants: the product is up to date."""
+REPORT_INPUTS = ("umap", "anomaly_scores", "neighbours")
 
-    def __eq__(self, other) -> bool:
-        return True
 
-    def __ne__(self, other) -> bool:
-        return False
+def current_records() -> dict[str, dict]:
+    """What each product records when it is up to date: the inputs it read and its settings.
+
+    Written out here rather than taken from the runner, so a runner that expects another record
+    fails these tests.
+    """
+    records: dict[str, dict] = {"agn_sample": {"cubes": "current", "config": {}}}
+    for variant in VARIANTS:
+        latents = {"latents": f"model-{variant}"}
+        records[f"{variant}/latent_table"] = latents
+        for name in REPORT_INPUTS:
+            records[f"{variant}/{name}"] = {**latents, "config": {}}
+    report_reads = ["agn_sample", *(f"{v}/{name}" for v in VARIANTS for name in REPORT_INPUTS)]
+    records["agn_report"] = {"inputs": {name: records[name] for name in report_reads}, "config": {}}
+    return records
 
 
 @pytest.fixture
@@ -35,14 +45,18 @@ def stale_after(monkeypatch, tmp_path):
         runner, "expected_latents_provenance", lambda features, model: {"latents": model}
     )
 
-    def stale(outdated: set[str]) -> set[str]:
+    def stale(outdated: set[str], recorded: dict[str, dict] | None = None) -> set[str]:
+        """``outdated`` products have no record; ``recorded`` replaces the current records."""
+        paths = {name: name.replace("/", "_") for name in ANALYSES}
+        by_file = {paths[name]: name for name in ANALYSES}
+        records = {**current_records(), **(recorded or {})}
+
         def read(path):
-            return None if path.name in outdated else CurrentRecord()
+            name = by_file[path.name]
+            return None if name in outdated else records[name]
 
         monkeypatch.setattr(runner, "read_provenance", read)
         monkeypatch.setattr(runner, "read_sidecar", read)
-        paths = {name: name.replace("/", "_") for name in ANALYSES}
-        outdated = {paths[name] for name in outdated}
         models = {variant: f"model-{variant}" for variant in VARIANTS}
         return set(runner._stale_analyses(pd.DataFrame(), models, tmp_path, paths, CONFIGS))
 
@@ -61,3 +75,13 @@ def test_a_new_agn_sample_makes_new_anomaly_scores_which_its_classes_calibrate(s
     assert stale_after({"agn_sample"}) == {
         "agn_sample", "ae/anomaly_scores", "vae/anomaly_scores", "agn_report",
     }  # fmt: skip
+
+
+def test_an_analysis_of_another_models_latents_is_redone(stale_after):
+    recorded = {"vae/umap": {"latents": "model-old", "config": {}}}
+    assert stale_after(set(), recorded) == {"vae/umap", "agn_report"}
+
+
+def test_an_analysis_made_with_other_settings_is_redone(stale_after):
+    recorded = {"ae/neighbours": {"latents": "model-ae", "config": {"k": 5}}}
+    assert stale_after(set(), recorded) == {"ae/neighbours", "agn_report"}
