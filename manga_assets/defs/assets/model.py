@@ -3,21 +3,19 @@
 import base64
 import io
 import os
-import signal
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from manga_assets.defs.constants import (
-    CRASH_AT_ENV,
     GPU_STEP_TAGS,
     MODEL,
     OWNER,
     PLATES_PER_RUN,
     VARIANTS,
 )
-from manga_assets.defs.crash import crash_point
+from manga_assets.defs.crash import crash_after_epoch, crash_point
 from manga_assets.defs.io_managers import PRODUCT_PATH, PROVENANCE
 from manga_assets.defs.markdown import markdown_table
 from manga_assets.defs.model_io import TrainedModel
@@ -185,17 +183,6 @@ def _saved_metrics(model_dir) -> dict | None:
     return metrics if "signature_digest" in metrics else None
 
 
-def _training_log(context: dg.AssetExecutionContext):
-    """The training's log, which also serves the crash tests' "training" kill point."""
-
-    def log(message: str) -> None:
-        context.log.info(message)
-        if message.startswith("epoch 1/") and os.environ.get(CRASH_AT_ENV) == "training":
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return log
-
-
 def _gate_failure(variant: str, quality: dict) -> str:
     return (
         f"{'; '.join(quality['problems'])}. The model was not published. Train longer "
@@ -273,9 +260,10 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
                 train_config,
                 training_set_dir,
                 layout.products / "checkpoints" / variant,
-                log=_training_log(context),
+                log=context.log.info,
                 fresh=config.force_retrain,
                 distributed=distributed,
+                on_epoch_end=crash_after_epoch,
             )
             quality = assess_model(
                 result.model,
