@@ -351,15 +351,11 @@ def _latent_table(
     ``made_from`` holds each cube's digest (:func:`manga_assets.provenance.cube_digests`); with
     ``model_id`` it lets any later run tell a row made by another model or from an older cube.
     """
-    from manga_assets.model.inference import per_line_columns  # torch: at run time only
+    from manga_assets.model.inference import latents_table, latents_table_columns  # torch
 
     config = model.config
-    latent = [f"z{i:02d}" for i in range(config.latent_dim)]
-    columns = ["plateifu", "model_id", "cube_digest", *latent, "recon_error", "median_snr",
-               "integrated_snr"]  # fmt: skip
-    columns += per_line_columns(config.line_names)
     if not cubes:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=latents_table_columns(config.latent_dim, config.line_names))
     result = embed(
         model.model,
         config,
@@ -369,14 +365,9 @@ def _latent_table(
         lines=cubes[0].lines,
         plateifus=plateifus,
     )
-    table = pd.DataFrame(result.latents, columns=latent)
-    table.insert(0, "plateifu", plateifus)
-    table.insert(1, "model_id", str(model.metrics["model_id"]))
-    table.insert(2, "cube_digest", made_from)
-    table["recon_error"] = result.recon_error
-    table["median_snr"] = result.median_snr
-    table["integrated_snr"] = result.integrated_snr
-    return pd.concat([table, result.per_line_frame(config.line_names)], axis=1)
+    return latents_table(
+        result, config, model_id=str(model.metrics["model_id"]), cube_digests=made_from
+    )
 
 
 def build_latent_table_asset(variant: str) -> dg.AssetsDefinition:
