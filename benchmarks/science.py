@@ -158,7 +158,7 @@ def train_and_embed(
 
     from manga_assets.model.autoencoder import ModelConfig
     from manga_assets.model.dataset import build_training_set, open_training_set
-    from manga_assets.model.inference import embed_cubes
+    from manga_assets.model.inference import embed_cubes, latents_table
     from manga_assets.model.quality import assess_model
     from manga_assets.model.train import TrainConfig, train_model
 
@@ -186,7 +186,7 @@ def train_and_embed(
         seconds = time.perf_counter() - started
         quality = assess_model(result.model, training_set)
         embedded = embed_cubes(result.model, config, every)
-        table = _latents_table(embedded, config)
+        table = latents_table(embedded, config)
         results[variant] = {
             "latents": table,
             "history": result.history,
@@ -199,10 +199,6 @@ def train_and_embed(
         }
         print(f"{variant}: gate {quality.to_dict()}")
     return results
-
-
-def _latents_table(embedded, config) -> pd.DataFrame:
-    return pd.concat([embedded.to_frame(), embedded.per_line_frame(config.line_names)], axis=1)
 
 
 def baseline_scores(

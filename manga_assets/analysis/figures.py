@@ -65,6 +65,32 @@ def new_figure(width: float, height: float) -> Figure:
     return figure
 
 
+def loss_curve_png(history: pd.DataFrame) -> bytes:
+    """A training's chi-square per epoch (train and validation) as PNG bytes.
+
+    ``history`` has ``epoch``, ``train_chi2`` and ``val_chi2`` columns (`TrainResult.history`).
+    """
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.0, 2.6), dpi=80)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    for column, label in (("train_chi2", "train"), ("val_chi2", "validation")):
+        axes.plot(history["epoch"], history[column], marker="o", markersize=3, label=label)
+    axes.axhline(1.0, color="grey", linestyle=":", label="noise")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("chi-square per valid pixel")
+    axes.set_yscale("log")
+    axes.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
 def save_figure(figure: Figure, path: Path, dpi: int = 100) -> Path:
     """Write ``figure`` as PNG to ``path`` atomically (temporary file, then rename)."""
     path = Path(path)

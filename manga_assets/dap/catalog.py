@@ -9,6 +9,7 @@ plate-IFU, so the choice is stable).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +39,44 @@ CATALOG_COLUMNS = (
 )  # fmt: skip
 
 
+class Rejection(Enum):
+    """Why a cube is left out of the selection: the code (its name, lower case) and its message.
+
+    Checked in this order; a cube gets the first that applies. A repeat observation's message
+    also names the MaNGA-ID and the cube kept (:func:`repeat_message`).
+    """
+
+    INVALID_ID = "invalid plate-IFU designation"
+    NOT_IN_DAPALL = "not in the DAPall for this DAPTYPE"
+    DAP_NOT_DONE = "DAP not done (DAPDONE false)"
+    DRP_CRITICAL = "DRP3QUAL has the CRITICAL bit"
+    DAP_CRITICAL = "DAPQUAL has the CRITICAL bit"
+    REPEAT_OBSERVATION = "repeat observation"
+
+    @property
+    def code(self) -> str:
+        return self.name.lower()
+
+
+def repeat_message(mangaid: str, kept: str) -> str:
+    """The message of a repeat observation: which galaxy, and which of its cubes was kept."""
+    return f"{Rejection.REPEAT_OBSERVATION.value} of MaNGA-ID {mangaid} (kept {kept})"
+
+
 @dataclass(frozen=True)
 class CatalogueSelection:
-    """The selected cubes and, for every cube left out, why."""
+    """The selected cubes and, for every cube left out, why.
+
+    ``rejected`` has a row per cube left out: ``plateifu``, ``code`` (a `Rejection` code, to
+    count by) and ``reason`` (its message, for people).
+    """
 
     selected: pd.DataFrame
     rejected: pd.DataFrame
+
+    def rejected_by_code(self) -> dict[str, int]:
+        """How many cubes each reason left out, by `Rejection` code."""
+        return {str(code): int(n) for code, n in self.rejected["code"].value_counts().items()}
 
 
 def _describe(hdul: fits.HDUList) -> str:
@@ -190,16 +223,19 @@ def select_cubes(drpall: pd.DataFrame, dapall: pd.DataFrame) -> CatalogueSelecti
     merged = drpall.merge(dap[["plateifu", "daptype", "dapdone", "dapqual"]], "left", "plateifu")
 
     reasons = pd.Series("", index=merged.index, dtype=object)
+    codes = pd.Series("", index=merged.index, dtype=object)
 
-    def reject(condition: pd.Series, reason: str) -> None:
-        reasons[condition & (reasons == "")] = reason
+    def reject(condition: pd.Series, rejection: Rejection) -> None:
+        first = condition & (reasons == "")
+        reasons[first] = rejection.value
+        codes[first] = rejection.code
 
     valid_id = merged["plateifu"].map(_valid_plateifu)
-    reject(~valid_id, "invalid plate-IFU designation")
-    reject(merged["daptype"].isna(), "not in the DAPall for this DAPTYPE")
-    reject(~merged["dapdone"].fillna(False).astype(bool), "DAP not done (DAPDONE false)")
-    reject(_is_critical(merged["drp3qual"]), "DRP3QUAL has the CRITICAL bit")
-    reject(_is_critical(merged["dapqual"].fillna(0)), "DAPQUAL has the CRITICAL bit")
+    reject(~valid_id, Rejection.INVALID_ID)
+    reject(merged["daptype"].isna(), Rejection.NOT_IN_DAPALL)
+    reject(~merged["dapdone"].fillna(False).astype(bool), Rejection.DAP_NOT_DONE)
+    reject(_is_critical(merged["drp3qual"]), Rejection.DRP_CRITICAL)
+    reject(_is_critical(merged["dapqual"].fillna(0)), Rejection.DAP_CRITICAL)
 
     candidates = merged[reasons == ""].sort_values(
         ["mangaid", "ifudesignsize", "plateifu"], ascending=[True, False, True]
@@ -208,9 +244,8 @@ def select_cubes(drpall: pd.DataFrame, dapall: pd.DataFrame) -> CatalogueSelecti
     kept_by_mangaid = candidates[~duplicate].set_index("mangaid")["plateifu"]
     for index in candidates.index[duplicate]:
         kept = kept_by_mangaid[merged.at[index, "mangaid"]]
-        reasons[index] = (
-            f"repeat observation of MaNGA-ID {merged.at[index, 'mangaid']} (kept {kept})"
-        )
+        reasons[index] = repeat_message(merged.at[index, "mangaid"], kept)
+        codes[index] = Rejection.REPEAT_OBSERVATION.code
 
     selected = merged[reasons == ""].copy()
     selected["ifudesign"] = selected["ifudsgn"].astype(int)
@@ -220,7 +255,7 @@ def select_cubes(drpall: pd.DataFrame, dapall: pd.DataFrame) -> CatalogueSelecti
         if column not in selected:
             selected[column] = np.nan
     selected = selected[list(CATALOG_COLUMNS)].sort_values("plateifu", key=_plateifu_order)
-    rejected = pd.DataFrame({"plateifu": merged["plateifu"], "reason": reasons})
+    rejected = pd.DataFrame({"plateifu": merged["plateifu"], "code": codes, "reason": reasons})
     rejected = rejected[rejected["reason"] != ""].reset_index(drop=True)
     return CatalogueSelection(selected.reset_index(drop=True), rejected)
 

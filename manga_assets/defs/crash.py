@@ -21,3 +21,9 @@ def crash_point(name: str) -> None:
     """Kill this process with SIGKILL if the crash tests asked for ``name``; else do nothing."""
     if os.environ.get(CRASH_AT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_after_epoch(epoch: int) -> None:
+    """The training's ``on_epoch_end`` callback: the "training" kill point, after epoch 1."""
+    if epoch == 1:
+        crash_point("training")

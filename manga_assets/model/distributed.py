@@ -258,8 +258,12 @@ def _rank_main(rank: int, launch: _Launch, messages: Any, alive: Any) -> None:
         if ranks.is_writer:
             messages.put(("log", message))
 
+    def on_epoch_end(epoch: int) -> None:
+        if ranks.is_writer:
+            messages.put(("epoch_end", epoch))
+
     try:
-        result = launch.target(ranks, *launch.args, log=log)
+        result = launch.target(ranks, *launch.args, log=log, on_epoch_end=on_epoch_end)
         if ranks.is_writer:
             # Pickled here, by value: torch's queue would otherwise share the tensors' memory
             # with the parent, which needs this process alive after it has exited.
@@ -279,9 +283,11 @@ def spawn(
     device_type: str,
     log: Callable[[str], None],
     *,
+    on_epoch_end: Callable[[int], None] = lambda epoch: None,
     raisable: tuple[type[BaseException], ...] = (),
 ) -> Any:
-    """Run ``target(ranks, *args, log=...)`` in ``config.processes`` new processes.
+    """Run ``target(ranks, *args, log=..., on_epoch_end=...)`` in ``config.processes`` new
+    processes.
 
     Parameters
     ----------
@@ -295,6 +301,8 @@ def spawn(
         "cpu" or "cuda" (one GPU per rank, ``cuda:<rank>``).
     log : callable
         Called in this process; if it raises, the ranks are stopped and the error propagates.
+    on_epoch_end : callable, optional
+        Called in this process, in order with the log lines, for each epoch rank 0 reports.
     raisable : tuple of exception types
         A rank's exception of one of these types is raised here with the same type and message
         (and the rank named); any other becomes a RuntimeError carrying the rank's traceback.
@@ -352,6 +360,8 @@ def spawn(
                     return
                 if message[0] == "log":
                     log(message[1])
+                elif message[0] == "epoch_end":
+                    on_epoch_end(message[1])
                 elif message[0] == "result":
                     result = pickle.loads(message[1])
                 elif rank_error is None:  # the first error is the cause; later ones follow it

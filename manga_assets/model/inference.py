@@ -121,6 +121,50 @@ def per_line_columns(lines: Sequence[str]) -> list[str]:
     return [f"{prefix}{line}" for prefix in PER_LINE_FIELDS for line in lines]
 
 
+def latents_table_columns(latent_dim: int, lines: Sequence[str]) -> list[str]:
+    """The columns of a latents table (:func:`latents_table`), in order."""
+    latent = [f"z{i:02d}" for i in range(latent_dim)]
+    return [
+        "plateifu", "model_id", "cube_digest", *latent, "recon_error", "median_snr",
+        "integrated_snr", *per_line_columns(lines),
+    ]  # fmt: skip
+
+
+def latents_table(
+    result: EmbedResult,
+    config: ModelConfig,
+    *,
+    model_id: str = "",
+    cube_digests: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One row per galaxy embedded: its latents, errors and per-line residuals, with the model
+    that made them and its cube's digest (the pipeline's ``{variant}/latents`` and the
+    benchmarks' tables alike).
+
+    Parameters
+    ----------
+    result : EmbedResult
+    config : ModelConfig
+        The model's configuration (its latent size and lines name the columns).
+    model_id : str
+        The model's identity (`manga_assets.model.publish`); '' where there is none.
+    cube_digests : sequence of str, optional
+        Each cube's digest (:func:`manga_assets.provenance.cube_digests`), in ``result``'s
+        order; '' for every row when not given. With ``model_id`` it lets a later run tell a row
+        made by another model or from an older cube.
+    """
+    latent = [f"z{i:02d}" for i in range(config.latent_dim)]
+    table = pd.DataFrame(result.latents, columns=latent)
+    table.insert(0, "plateifu", result.plateifus)
+    table.insert(1, "model_id", str(model_id))
+    table.insert(2, "cube_digest", list(cube_digests) if cube_digests is not None else "")
+    table["recon_error"] = result.recon_error
+    table["median_snr"] = result.median_snr
+    table["integrated_snr"] = result.integrated_snr
+    table = pd.concat([table, result.per_line_frame(config.line_names)], axis=1)
+    return table[latents_table_columns(config.latent_dim, config.line_names)]
+
+
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
     radius = max(1, int(np.ceil(3 * sigma)))
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)

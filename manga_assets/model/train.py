@@ -482,6 +482,7 @@ def train_model(
     *,
     fresh: bool = False,
     distributed: DistributedConfig | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train a ConvLSTM autoencoder, resuming from ``checkpoint_dir`` when possible.
 
@@ -506,6 +507,9 @@ def train_model(
         ``batch_size`` galaxies, split between the processes. ``num_threads`` is then per
         process (default: this process's CPUs shared out). Only the first process writes the
         checkpoint; a checkpoint resumes with any number of processes.
+    on_epoch_end : callable, optional
+        Called in this process with the epoch's number once each epoch is trained, checkpointed
+        and logged (distributed: once per epoch, for the first process).
 
     Returns
     -------
@@ -522,6 +526,7 @@ def train_model(
         If the checkpoint in ``checkpoint_dir`` is corrupted (delete it to start afresh).
     """
     log = log or (lambda message: None)
+    on_epoch_end = on_epoch_end or (lambda epoch: None)
     started = time.perf_counter()
     training_set = open_training_set(training_set_dir)
     _check_compatible(model_config, training_set)
@@ -533,6 +538,7 @@ def train_model(
             distributed,
             device.type,
             log,
+            on_epoch_end=on_epoch_end,
             raisable=(TrainingError, TrainingSetError, CheckpointError),
         )
         log(f"training call took {time.perf_counter() - started:.1f} s "
@@ -543,7 +549,14 @@ def train_model(
         torch.set_num_threads(train_config.num_threads)
     try:
         return _train(
-            model_config, train_config, training_set, Path(checkpoint_dir), device, log, fresh
+            model_config,
+            train_config,
+            training_set,
+            Path(checkpoint_dir),
+            device,
+            log,
+            fresh,
+            on_epoch_end=on_epoch_end,
         )
     finally:
         torch.set_num_threads(previous_threads)
@@ -559,6 +572,7 @@ def _train_rank(
     fresh: bool,
     *,
     log: Callable[[str], None],
+    on_epoch_end: Callable[[int], None],
 ) -> TrainResult:
     """One process of a distributed training (run by `manga_assets.model.distributed.spawn`)."""
     device = torch.device(rank_device(resolve_device(train_config.device).type, ranks))
@@ -566,7 +580,15 @@ def _train_rank(
     torch.set_num_threads(threads)
     training_set = open_training_set(training_set_dir)
     return _train(
-        model_config, train_config, training_set, Path(checkpoint_dir), device, log, fresh, ranks
+        model_config,
+        train_config,
+        training_set,
+        Path(checkpoint_dir),
+        device,
+        log,
+        fresh,
+        ranks,
+        on_epoch_end=on_epoch_end,
     )
 
 
@@ -579,6 +601,7 @@ def _train(
     log: Callable[[str], None],
     fresh: bool,
     ranks: Ranks | None = None,
+    on_epoch_end: Callable[[int], None] = lambda epoch: None,
 ) -> TrainResult:
     started = time.perf_counter()
     ranks = ranks or Ranks()
@@ -779,6 +802,8 @@ def _train(
             f"chi2 {val['chi2']:.4g} per pixel (mean map {baseline:.4g}) | "
             f"{n_galaxies / train_seconds:.1f} galaxies/s"
         )
+        if ranks.is_writer:
+            on_epoch_end(epoch)
         if stopped_early:
             log(
                 f"early stop after epoch {epoch}: no better typical validation galaxy for "

@@ -4,7 +4,13 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table, vstack
 
-from manga_assets.dap.catalog import CATALOG_COLUMNS, read_dapall, read_drpall, select_cubes
+from manga_assets.dap.catalog import (
+    CATALOG_COLUMNS,
+    Rejection,
+    read_dapall,
+    read_drpall,
+    select_cubes,
+)
 from manga_assets.dap.errors import CatalogueError
 
 CRITICAL = 1 << 30
@@ -78,6 +84,13 @@ def test_selection_keeps_done_uncritical_unique_cubes(tmp_path):
     assert reasons["9000-1903"] == "DAP not done (DAPDONE false)"
     assert reasons["9000-6101"] == "DAPQUAL has the CRITICAL bit"
     assert reasons["../../x"] == "invalid plate-IFU designation"
+    # Counted by code, not by parsing the messages.
+    codes = dict(zip(selection.rejected["plateifu"], selection.rejected["code"], strict=True))
+    assert codes["9000-3701"] == Rejection.REPEAT_OBSERVATION.code == "repeat_observation"
+    assert selection.rejected_by_code() == {
+        "repeat_observation": 1, "drp_critical": 1, "dap_not_done": 1, "dap_critical": 1,
+        "invalid_id": 1,
+    }  # fmt: skip
 
 
 def test_dr15_catalogues_as_dap_2_2_1_writes_them_select_the_same_cubes(tmp_path):

@@ -77,9 +77,10 @@ def test_ddp_config_is_checked():
 def test_ddp_two_processes_train_the_one_process_model(one_process, small_training_set, tmp_path):
     train_config = TrainConfig(epochs=EPOCHS, **SETTINGS)
     messages: list[str] = []
+    epochs_ended: list[int] = []
     first = train_model(
         tiny_config(), train_config, small_training_set, tmp_path / "a",
-        log=messages.append, distributed=TWO,
+        log=messages.append, distributed=TWO, on_epoch_end=epochs_ended.append,
     )  # fmt: skip
     second = train_model(
         tiny_config(), train_config, small_training_set, tmp_path / "b", distributed=TWO
@@ -101,6 +102,8 @@ def test_ddp_two_processes_train_the_one_process_model(one_process, small_traini
         f"epoch {epoch}/{EPOCHS}" for epoch in range(1, EPOCHS + 1)
     ]
     assert [path.name for path in (tmp_path / "a").iterdir()] == [CHECKPOINT_FILE]
+    # The epoch callback runs here, once per epoch, as rank 0 reports it.
+    assert epochs_ended == list(range(1, EPOCHS + 1))
 
 
 def _ranks_left() -> list[psutil.Process]:

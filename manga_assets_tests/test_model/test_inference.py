@@ -13,6 +13,8 @@ from manga_assets.model.inference import (
     embed,
     embed_cubes,
     extended_residuals,
+    latents_table,
+    latents_table_columns,
     per_line_columns,
 )
 from manga_assets.model.normalise import denormalise, galaxy_scale, normalise, valid_pixels
@@ -215,3 +217,20 @@ def test_embed_cubes_refuses_a_cube_of_another_grid(tmp_path, model_and_config):
     path = write_cube(tmp_path, "8485-1901", flux, ivar, mask)
     with pytest.raises(CubeFormatError, match=r"cube 8485-1901 \(.*8485-1901\.npz\) has flux"):
         embed_cubes(model, config, [("8485-1901", path)])
+
+
+def test_latents_table_has_the_pipelines_columns(tmp_path, model_and_config):
+    model, config = model_and_config
+    cubes = write_cubes(tmp_path, 3, grid=GRID, seed=13)
+    result = embed_cubes(model, config, cubes, batch_size=2)
+    table = latents_table(result, config, model_id="m1", cube_digests=["a", "b", "c"])
+    assert list(table.columns) == latents_table_columns(config.latent_dim, config.line_names)
+    assert table["plateifu"].tolist() == result.plateifus
+    assert table["model_id"].tolist() == ["m1"] * 3 and table["cube_digest"].tolist() == list("abc")
+    np.testing.assert_array_equal(table[[f"z{i:02d}" for i in range(6)]], result.latents)
+    np.testing.assert_array_equal(table["recon_error"], result.recon_error)
+    line = config.line_names[2]
+    np.testing.assert_array_equal(table[f"chi2_{line}"], result.chi2_per_line[:, 2])
+    # Without a model identity or cube digests (a benchmark's table): the same columns, empty.
+    bare = latents_table(result, config)
+    assert list(bare.columns) == list(table.columns) and set(bare["cube_digest"]) == {""}

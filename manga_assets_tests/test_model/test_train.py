@@ -109,13 +109,13 @@ def test_resume_after_interruption_continues_from_the_checkpoint(small_training_
     train_config = TrainConfig(epochs=4, patience=10, seed=3, **FAST)
     uninterrupted = train_model(model_config, train_config, small_training_set, tmp_path / "a")
 
-    def stop_after_epoch_two(message: str) -> None:
-        if message.startswith("epoch 2/"):
+    def stop_after_epoch_two(epoch: int) -> None:
+        if epoch == 2:
             raise Interrupt
 
     with pytest.raises(Interrupt):
         train_model(model_config, train_config, small_training_set, tmp_path / "b",
-                    log=stop_after_epoch_two)  # fmt: skip
+                    on_epoch_end=stop_after_epoch_two)  # fmt: skip
     saved = torch.load(tmp_path / "b" / CHECKPOINT_FILE, weights_only=True)
     assert saved["epoch"] == 2
 

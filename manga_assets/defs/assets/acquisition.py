@@ -20,12 +20,12 @@ from manga_assets.defs.io_managers import PRODUCT_PATH
 from manga_assets.defs.markdown import markdown_table
 from manga_assets.defs.partitions import plate_partitions
 from manga_assets.defs.resources import DataDirResource, SasResource
+from manga_assets.sas.manifest import build_manifest, manifests_by_plate, maps_digest
 from manga_assets.sas.network import redact_url
 from manga_assets.sas.paths import PlateIFU, dapall_location, drpall_location, maps_location
 from manga_assets.sas.transfer import DownloadResult
 
 DOWNLOAD_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
-MANIFEST_COLUMNS = ("plateifu", "status", "reason", "bytes", "sha256", "fetched", "location")
 
 
 def _digest(*parts: object) -> str:
@@ -104,7 +104,6 @@ def catalog(
         selected = selected.head(config.max_galaxies)
     selected = selected.reset_index(drop=True)
 
-    reasons = selection.rejected["reason"].str.replace(r" \(kept .*\)|MaNGA-ID \S+", "", regex=True)
     return dg.Output(
         selected,
         data_version=dg.DataVersion(
@@ -124,7 +123,7 @@ def catalog(
             "galaxies": len(selected),
             "plates": int(selected["plate"].nunique()),
             "rejected": len(selection.rejected),
-            "rejected_by_reason": dg.MetadataValue.json(reasons.value_counts().to_dict()),
+            "rejected_by_reason": dg.MetadataValue.json(selection.rejected_by_code()),
             "drpall_sha256": results[0].sha256 or "",
             "dapall_sha256": results[1].sha256 or "",
         },
@@ -199,29 +198,8 @@ def maps_files(
         maps_file_problem(r.dest, limits=data_dir.fits_limits) if r.status == "ok" else ("", "")
         for r in results
     ]
-    refused = [why for _, why in checked]
-
-    manifest = pd.DataFrame(
-        {
-            "plateifu": [str(p) for p in plateifus],
-            "plate": [p.plate for p in plateifus],
-            "status": [
-                "invalid" if why else r.status for r, why in zip(results, refused, strict=True)
-            ],
-            "reason": [why or r.reason for r, why in zip(results, refused, strict=True)],
-            "bytes": [r.bytes for r in results],
-            "sha256": [r.sha256 or "" for r in results],
-            "fetched": [r.fetched for r in results],
-            "location": locations,
-            # The DAP version named in each file's primary header ('' when it did not arrive).
-            "versdap": [versdap for versdap, _ in checked],
-            # When the server was asked: `manga-assets run` re-asks only after a while.
-            "checked_at": checked_at,
-        }
-    )
-    by_plate = {str(plate): rows.drop(columns="plate") for plate, rows in manifest.groupby("plate")}
-    for plate in context.partition_keys:
-        by_plate.setdefault(plate, manifest.iloc[:0].drop(columns="plate"))
+    manifest = build_manifest(plateifus, locations, results, checked, checked_at)
+    by_plate = manifests_by_plate(manifest, context.partition_keys)
     # A plate without a single usable file is data, not an error: its manifest says why, the
     # plates_without_maps check shows it, and the other plates of the run go on.
     unusable = _unusable_plates(by_plate)
@@ -259,12 +237,6 @@ def maps_files(
         metadata={"failed_share": share, "max_failed_share": MAX_FAILED_SHARE},
     )
     yield _unusable_plates_check("plates_without_maps", unusable)
-
-
-def maps_digest(manifest: pd.DataFrame) -> str:
-    """Digest of a plate's manifest: which galaxies, with which status and MAPS sha256."""
-    rows = manifest.sort_values("plateifu")
-    return _digest(*(rows["plateifu"] + ":" + rows["status"] + ":" + rows["sha256"]))
 
 
 def _unusable_plates_check(name: str, unusable: dict[str, str]) -> dg.AssetCheckResult:

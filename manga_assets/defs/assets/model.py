@@ -1,23 +1,20 @@
 """The model group: the training set, the two ConvLSTM autoencoders, and per-plate latents."""
 
 import base64
-import io
 import os
-import signal
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from manga_assets.defs.constants import (
-    CRASH_AT_ENV,
     GPU_STEP_TAGS,
     MODEL,
     OWNER,
     PLATES_PER_RUN,
     VARIANTS,
 )
-from manga_assets.defs.crash import crash_point
+from manga_assets.defs.crash import crash_after_epoch, crash_point
 from manga_assets.defs.io_managers import PRODUCT_PATH, PROVENANCE
 from manga_assets.defs.markdown import markdown_table
 from manga_assets.defs.model_io import TrainedModel
@@ -147,61 +144,10 @@ def step_threads() -> int:
 
 
 def _loss_curve_markdown(history: pd.DataFrame) -> str:
-    import matplotlib
+    from manga_assets.analysis.figures import loss_curve_png
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(4.0, 2.6), dpi=80)
-    axes = figure.subplots()
-    for column, label in (("train_chi2", "train"), ("val_chi2", "validation")):
-        axes.plot(history["epoch"], history[column], marker="o", markersize=3, label=label)
-    axes.axhline(1.0, color="grey", linestyle=":", label="noise")
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("chi-square per valid pixel")
-    axes.set_yscale("log")
-    axes.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    encoded = base64.b64encode(buffer.getvalue()).decode()
+    encoded = base64.b64encode(loss_curve_png(history)).decode()
     return f"![loss curve](data:image/png;base64,{encoded})"
-
-
-# Training settings that define a model; patience, device and threads do not.
-SIGNATURE_FIELDS = (
-    "epochs", "batch_size", "learning_rate", "warmup_fraction", "weight_decay", "seed", "augment",
-)  # fmt: skip
-
-
-def _saved_metrics(model_dir) -> dict | None:
-    """``metrics.json`` of the model saved in ``model_dir``, if it has a retraining signature."""
-    import json
-
-    path = model_dir / "metrics.json"
-    if not path.exists():
-        return None
-    metrics = json.loads(path.read_text())
-    return metrics if "signature_digest" in metrics else None
-
-
-def _training_log(context: dg.AssetExecutionContext):
-    """The training's log, which also serves the crash tests' "training" kill point."""
-
-    def log(message: str) -> None:
-        context.log.info(message)
-        if message.startswith("epoch 1/") and os.environ.get(CRASH_AT_ENV) == "training":
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return log
-
-
-def _gate_failure(variant: str, quality: dict) -> str:
-    return (
-        f"{'; '.join(quality['problems'])}. The model was not published. Train longer "
-        f"(`manga-assets run --epochs`), on more galaxies, or with a larger latent_dim; a "
-        f"short run made only to time the pipeline may lower the bar (`--min-fev`)"
-    )
 
 
 def build_model_asset(variant: str) -> dg.AssetsDefinition:
@@ -225,91 +171,45 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: ModelTrainingConfig, data_dir: DataDirResource
     ):
         from manga_assets.model.autoencoder import ModelConfig
-        from manga_assets.model.checkpoint import load_model
-        from manga_assets.model.dataset import open_training_set
         from manga_assets.model.distributed import DistributedConfig
-        from manga_assets.model.policy import retraining_decision, signature_digest
-        from manga_assets.model.quality import assess_model
-        from manga_assets.model.train import TrainConfig, train_model
+        from manga_assets.model.publish import GateSettings, gate_failure_message, train_or_keep
+        from manga_assets.model.train import TrainConfig
 
         layout = data_dir.layout
         model_dir = layout.model_dir(variant)
-        training_set_dir = layout.products / TRAINING_SET_DIR
-        model_config = ModelConfig(variant=variant, latent_dim=config.latent_dim, beta=config.beta)
         distributed = DistributedConfig(
             processes=config.distributed.processes, backend=config.distributed.backend
         )
-        train_config = TrainConfig(
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            seed=config.seed,
-            patience=config.patience,
-            device=config.device,
-            # The step's CPUs are shared out between its training processes.
-            num_threads=max(1, step_threads() // distributed.processes),
-        )
-        signature = {
-            "code_version": MODEL_CODE_VERSION,
-            "model": model_config.to_dict(),
-            "training": {k: v for k, v in train_config.to_dict().items() if k in SIGNATURE_FIELDS},
-        }
-        training_set = open_training_set(training_set_dir)
-        n_galaxies = len(training_set.index)
-        previous = _saved_metrics(model_dir)
-        decision = retraining_decision(
-            previous,
-            signature,
-            n_galaxies,
+        outcome = train_or_keep(
+            ModelConfig(variant=variant, latent_dim=config.latent_dim, beta=config.beta),
+            TrainConfig(
+                epochs=config.epochs,
+                batch_size=config.batch_size,
+                learning_rate=config.learning_rate,
+                seed=config.seed,
+                patience=config.patience,
+                device=config.device,
+                # The step's CPUs are shared out between its training processes.
+                num_threads=max(1, step_threads() // distributed.processes),
+            ),
+            code_version=MODEL_CODE_VERSION,
+            training_set_dir=layout.products / TRAINING_SET_DIR,
+            model_dir=model_dir,
+            checkpoint_dir=layout.products / "checkpoints" / variant,
+            gate=GateSettings(config.min_fev, config.gate_min_val_galaxies),
             growth_to_retrain=config.growth_to_retrain,
             force=config.force_retrain,
+            distributed=distributed,
+            log=context.log.info,
+            on_epoch_end=crash_after_epoch,
         )
-        context.log.info(f"{variant}: {'retraining' if decision.retrain else 'keeping'} the model: "
-                         f"{decision.reason}")  # fmt: skip
-
-        if decision.retrain:
-            result = train_model(
-                model_config,
-                train_config,
-                training_set_dir,
-                layout.products / "checkpoints" / variant,
-                log=_training_log(context),
-                fresh=config.force_retrain,
-                distributed=distributed,
-            )
-            quality = assess_model(
-                result.model,
-                training_set,
-                min_fev=config.min_fev,
-                min_galaxies_to_block=config.gate_min_val_galaxies,
-            )
-            digest = signature_digest(signature)
-            metrics = {
-                **result.metrics(),
-                "quality": quality.to_dict(),
-                "learned_floor": result.model.line_floors(),
-                "signature_digest": digest,
-                "n_galaxies_trained": n_galaxies,
-                "model_id": signature_digest(
-                    {
-                        "signature": digest,
-                        "training_set": training_set.fingerprint,
-                        "chi2": result.best_val_chi2,
-                    }
-                ),  # fmt: skip
-            }
-            trained = TrainedModel(result.model, model_config, metrics)
-        else:
-            saved_model, saved_config = load_model(model_dir)
-            trained = TrainedModel(saved_model, saved_config, previous)
-            metrics = previous
-        quality = metrics["quality"]
+        metrics, quality, decision = outcome.metrics, outcome.quality, outcome.decision
         for problem in quality["problems"]:
             context.log.warning(f"{variant}/model: {problem}")
         gate = dg.AssetCheckResult(
             check_name=check_name,
-            passed=bool(quality["passed"]),
-            description=None if quality["passed"] else _gate_failure(variant, quality),
+            passed=outcome.passed,
+            description=None if outcome.passed else gate_failure_message(quality),
             metadata={
                 "fev": quality["fev"],
                 "fev_low": quality["fev_low"],
@@ -325,7 +225,7 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
                 "warnings": "; ".join(quality["problems"]) or "none",
             },
         )
-        if not quality["passed"]:
+        if not outcome.passed:
             # The gate runs before publication: a failing model never replaces models/{variant}
             # and so is never embedded with, here or by the sensor's runs.
             yield gate
@@ -337,14 +237,14 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
 
         history = pd.DataFrame(metrics["history"])
         yield dg.Output(
-            trained,
-            data_version=dg.DataVersion(metrics["model_id"]),
+            TrainedModel(outcome.model, outcome.config, metrics),
+            data_version=dg.DataVersion(outcome.model_id),
             metadata={
                 "retrained": decision.retrain,
                 "retrain_reason": decision.reason,
-                "model_id": metrics["model_id"],
+                "model_id": outcome.model_id,
                 "galaxies_trained_on": metrics["n_galaxies_trained"],
-                "galaxies_in_training_set": n_galaxies,
+                "galaxies_in_training_set": outcome.n_galaxies,
                 "device": metrics["device"],
                 "training_processes": metrics.get("processes", 1),
                 "parameters": metrics["n_parameters"],
@@ -451,15 +351,11 @@ def _latent_table(
     ``made_from`` holds each cube's digest (:func:`manga_assets.provenance.cube_digests`); with
     ``model_id`` it lets any later run tell a row made by another model or from an older cube.
     """
-    from manga_assets.model.inference import per_line_columns  # torch: at run time only
+    from manga_assets.model.inference import latents_table, latents_table_columns  # torch
 
     config = model.config
-    latent = [f"z{i:02d}" for i in range(config.latent_dim)]
-    columns = ["plateifu", "model_id", "cube_digest", *latent, "recon_error", "median_snr",
-               "integrated_snr"]  # fmt: skip
-    columns += per_line_columns(config.line_names)
     if not cubes:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=latents_table_columns(config.latent_dim, config.line_names))
     result = embed(
         model.model,
         config,
@@ -469,14 +365,9 @@ def _latent_table(
         lines=cubes[0].lines,
         plateifus=plateifus,
     )
-    table = pd.DataFrame(result.latents, columns=latent)
-    table.insert(0, "plateifu", plateifus)
-    table.insert(1, "model_id", str(model.metrics["model_id"]))
-    table.insert(2, "cube_digest", made_from)
-    table["recon_error"] = result.recon_error
-    table["median_snr"] = result.median_snr
-    table["integrated_snr"] = result.integrated_snr
-    return pd.concat([table, result.per_line_frame(config.line_names)], axis=1)
+    return latents_table(
+        result, config, model_id=str(model.metrics["model_id"]), cube_digests=made_from
+    )
 
 
 def build_latent_table_asset(variant: str) -> dg.AssetsDefinition:
