@@ -5,6 +5,7 @@ imports these modules inside the functions that need them. This file therefore i
 
 Modules, one job each:
 
+- ``defaults``: the training defaults, written once (imports nothing).
 - ``convlstm``: the `ConvLSTM` layer.
 - ``autoencoder``: `ModelConfig` and `ConvLSTMAutoencoder` (``forward(x, valid)`` returns the
   reconstruction and its losses; ``encode``; ``decode``).

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from manga_assets.dap.datamodel import PROJECT_LINES
+from manga_assets.model import defaults
 from manga_assets.model.convlstm import ConvLSTM
 from manga_assets.model.normalise import Normalisation, denormalise
 
@@ -115,8 +116,8 @@ class ModelConfig:
     line_names: tuple[str, ...] = PROJECT_LINES
     encoder_channels: tuple[int, ...] = (16, 32)
     kernel_size: int = 3
-    latent_dim: int = 32
-    beta: float = 1.0
+    latent_dim: int = defaults.LATENT_DIM
+    beta: float = defaults.BETA
     systematic_floor: float = DEFAULT_SYSTEMATIC_FLOOR
     norm_reference_line: str = "Ha-6564"
     norm_percentile: float = 99.0

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from manga_assets.model import defaults
 from manga_assets.model.autoencoder import ConvLSTMAutoencoder, per_line_chi_square
 from manga_assets.model.dataset import TrainingSet
 from manga_assets.model.normalise import denormalise, normalise
@@ -34,7 +35,7 @@ from manga_assets.model.typical_fit import (
 )
 
 # The gate: the lower end of FEV's 95 % interval must reach this...
-DEFAULT_MIN_FEV = 0.5
+DEFAULT_MIN_FEV = defaults.MIN_FEV
 # ...when the validation split holds this many galaxies; below, the gate only warns.
 MIN_GALAXIES_TO_BLOCK = MIN_TYPICAL_GALAXIES
 # At most this many training galaxies define the PCA components (memory: N x 19 x 32 x 32).

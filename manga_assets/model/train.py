@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from manga_assets.atomic import atomic_path
+from manga_assets.model import defaults
 from manga_assets.model.augment import dihedral, hide_pixels, random_dihedral
 from manga_assets.model.autoencoder import (
     ConvLSTMAutoencoder,
@@ -118,15 +119,15 @@ class TrainConfig:
         bfloat16 autocast for the forward pass (CUDA; default False).
     """
 
-    epochs: int = 24
-    batch_size: int = 32
-    learning_rate: float = 2e-3
+    epochs: int = defaults.EPOCHS
+    batch_size: int = defaults.BATCH_SIZE
+    learning_rate: float = defaults.LEARNING_RATE
     warmup_fraction: float = 0.05
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    patience: int = 8
+    seed: int = defaults.SEED
+    device: str = defaults.DEVICE
+    patience: int = defaults.PATIENCE
     min_delta: float = 0.0
     num_threads: int | None = None
     augment: bool = True

@@ -20,6 +20,8 @@ from manga_assets.defs.markdown import markdown_table
 from manga_assets.defs.model_io import TrainedModel
 from manga_assets.defs.partitions import plate_partitions
 from manga_assets.defs.resources import DataDirResource
+from manga_assets.model import defaults
+from manga_assets.model.typical_fit import MIN_TYPICAL_GALAXIES
 from manga_assets.provenance import (
     cube_digests,
     digest,
@@ -113,22 +115,22 @@ class DistributedTrainingConfig(dg.Config):
 class ModelTrainingConfig(dg.Config):
     """Hyper-parameters of one autoencoder; every field reaches the model, trainer or gate."""
 
-    epochs: int = 24
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    latent_dim: int = 32
-    beta: float = 1.0
-    seed: int = 0
-    patience: int = 8
-    device: str = "auto"
+    epochs: int = defaults.EPOCHS
+    batch_size: int = defaults.BATCH_SIZE
+    learning_rate: float = defaults.LEARNING_RATE
+    latent_dim: int = defaults.LATENT_DIM
+    beta: float = defaults.BETA
+    seed: int = defaults.SEED
+    patience: int = defaults.PATIENCE
+    device: str = defaults.DEVICE
     distributed: DistributedTrainingConfig = DistributedTrainingConfig()
     force_retrain: bool = False
     growth_to_retrain: float = 0.25
     # The quality gate's bar (manga_assets.model.quality): the lower end of the 95% interval of
     # the share of the mean map's chi-square excess that the model removes.
-    min_fev: float = 0.5
+    min_fev: float = defaults.MIN_FEV
     # Below this many validation galaxies the gate's interval is too wide to block on: it warns.
-    gate_min_val_galaxies: int = 30
+    gate_min_val_galaxies: int = MIN_TYPICAL_GALAXIES
 
 
 def step_threads() -> int:

@@ -1,0 +1,19 @@
+"""The training defaults, written once.
+
+The trainer (`train.TrainConfig`), the model (`autoencoder.ModelConfig`), the quality gate
+(`quality`) and the Dagster configuration of the ``model`` assets all read them from here. This
+module imports nothing, so the code location can import it without torch.
+"""
+
+EPOCHS = 24
+BATCH_SIZE = 32
+LEARNING_RATE = 2e-3
+SEED = 0
+# Epochs without a better typical validation galaxy before training stops.
+PATIENCE = 8
+DEVICE = "auto"
+LATENT_DIM = 32
+# Weight of the VAE's KL term (1: the ELBO).
+BETA = 1.0
+# The gate: the lower end of the 95 % interval of the typical galaxy's FEV must reach this.
+MIN_FEV = 0.5
