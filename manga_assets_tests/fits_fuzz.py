@@ -47,6 +47,7 @@ from manga_assets.synthetic.hostile import (
     CARD,
     END_CARD,
     card,
+    filler_extension,
     hdu_spans,
     raw_card,
 )
@@ -219,19 +220,7 @@ def _gzip_bomb(rng: random.Random, seed: Seed) -> Mutation:
     hdu = rng.randrange(1, len(seed.spans))
     start = seed.spans[hdu][0]
     filler_bytes = rng.choice((2880 * 100, 1 << 20, 8 << 20, 15 << 20))
-    header = b"".join(
-        [
-            card("XTENSION", "IMAGE"),
-            card("BITPIX", 8),
-            card("NAXIS", 1),
-            card("NAXIS1", filler_bytes),
-            card("PCOUNT", 0),
-            card("GCOUNT", 1),
-            card("EXTNAME", "FILLER"),
-            END_CARD,
-        ]
-    ).ljust(BLOCK)
-    filler = header + bytes(-(-filler_bytes // BLOCK) * BLOCK)
+    filler = filler_extension(filler_bytes)
     count = rng.choice((1, 10, 200, 2000)) if filler_bytes < (8 << 20) else rng.choice((5, 100))
     pieces = [(seed.fits_bytes[:start], 1), (filler, count), (seed.fits_bytes[start:], 1)]
     data = _gzip(pieces)

@@ -119,7 +119,12 @@ def gzip_bomb(fits_bytes: bytes, *, fillers: int = 128, filler_bytes: int = 8 * 
     compressed bytes) stops a reader: 1 GiB by default, from about 1 MB on disk.
     """
     primary, rest = _primary_and_rest(fits_bytes)
-    filler_header = header_block(
+    return gzip_members(iter([(primary, 1), (filler_extension(filler_bytes), fillers), (rest, 1)]))
+
+
+def filler_extension(filler_bytes: int) -> bytes:
+    """An honest IMAGE extension of ``filler_bytes`` zero bytes, padded to whole blocks."""
+    header = header_block(
         [
             card("XTENSION", "IMAGE"),
             card("BITPIX", 8),
@@ -130,9 +135,7 @@ def gzip_bomb(fits_bytes: bytes, *, fillers: int = 128, filler_bytes: int = 8 * 
             card("EXTNAME", "FILLER"),
         ]
     )
-    padded = -(-filler_bytes // BLOCK) * BLOCK
-    filler = filler_header + bytes(padded)
-    return gzip_members(iter([(primary, 1), (filler, fillers), (rest, 1)]))
+    return header + bytes(-(-filler_bytes // BLOCK) * BLOCK)
 
 
 def huge_naxis(fits_bytes: bytes, *, naxis: int = 10**12) -> bytes:
