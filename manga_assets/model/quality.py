@@ -34,10 +34,9 @@ from manga_assets.model.typical_fit import (
     typical_fev_interval,
 )
 
-# The gate: the lower end of FEV's 95 % interval must reach this...
+# The gate: the lower end of FEV's 95 % interval must reach this (with at least
+# MIN_TYPICAL_GALAXIES validation galaxies; below, the gate only warns).
 DEFAULT_MIN_FEV = defaults.MIN_FEV
-# ...when the validation split holds this many galaxies; below, the gate only warns.
-MIN_GALAXIES_TO_BLOCK = MIN_TYPICAL_GALAXIES
 # At most this many training galaxies define the PCA components (memory: N x 19 x 32 x 32).
 PCA_MAX_TRAINING_GALAXIES = 2000
 # A VAE latent dimension is active when its mean KL over validation galaxies exceeds this (nats).
@@ -200,7 +199,7 @@ def assess_model(
     training_set: TrainingSet,
     *,
     min_fev: float = DEFAULT_MIN_FEV,
-    min_galaxies_to_block: int = MIN_GALAXIES_TO_BLOCK,
+    min_galaxies_to_block: int = MIN_TYPICAL_GALAXIES,
     seed: int = 0,
 ) -> QualityReport:
     """Score the model, the mean map and a weighted PCA on the validation split; decide.
