@@ -100,9 +100,24 @@ def save_figure(figure: Figure, path: Path, dpi: int = 100) -> Path:
     return path
 
 
-def _anomaly_histogram_inset(axes: Axes, scores: np.ndarray, agn_scores: np.ndarray) -> None:
+# Anomaly scores are -log10 of a tail probability: the colour scale and histograms reach at least
+# 3 (a 1-in-1000 galaxy), further when a galaxy scores higher.
+MIN_SCORE_AXIS_TOP = 3.0
+
+
+def score_axis_top(scores: Mapping[str, pd.DataFrame]) -> float:
+    """The top of the anomaly-score axis shared by every panel: the highest score, rounded up,
+    and at least `MIN_SCORE_AXIS_TOP`."""
+    highest = max((float(np.nanmax(t["anomaly_score"])) for t in scores.values() if len(t)),
+                  default=0.0)  # fmt: skip
+    return max(MIN_SCORE_AXIS_TOP, float(np.ceil(np.nan_to_num(highest))))
+
+
+def _anomaly_histogram_inset(
+    axes: Axes, scores: np.ndarray, agn_scores: np.ndarray, top: float
+) -> None:
     inset = axes.inset_axes((0.6, 0.64, 0.37, 0.33))
-    bins = np.linspace(0, 100, 21)
+    bins = np.linspace(0, top, 21)
     inset.hist(scores, bins=bins, density=True, color="0.6", label="all")
     if len(agn_scores):
         inset.hist(agn_scores, bins=bins, density=True, histtype="step", color="red", lw=1.5,
@@ -144,13 +159,14 @@ def plot_umap_pair(
     panels = figure.subplots(1, len(models), squeeze=False)[0]
     agn = set(map(str, agn_plateifus))
     scatter = None
+    top = score_axis_top(anomaly_scores)
     for axes, model in zip(panels, models, strict=True):
         table = umaps[model].merge(
             anomaly_scores[model][["plateifu", "anomaly_score"]], on="plateifu", how="left"
         )
         is_agn = table["plateifu"].astype(str).isin(agn).to_numpy()
         scatter = axes.scatter(table["umap_x"], table["umap_y"], c=table["anomaly_score"],
-                               cmap="viridis", vmin=0, vmax=100, s=8, lw=0)  # fmt: skip
+                               cmap="viridis", vmin=0, vmax=top, s=8, lw=0)  # fmt: skip
         axes.scatter(table["umap_x"][is_agn], table["umap_y"][is_agn], s=40, facecolors="none",
                      edgecolors="red", lw=1.0, label=f"AGN ({is_agn.sum()})")  # fmt: skip
         axes.set_title(f"{model}: {len(table)} galaxies")
@@ -158,7 +174,8 @@ def plot_umap_pair(
         axes.set_ylabel("UMAP 2")
         axes.legend(loc="lower left", fontsize=8)
         scores = table["anomaly_score"].dropna().to_numpy()
-        _anomaly_histogram_inset(axes, scores, table["anomaly_score"][is_agn].dropna().to_numpy())
+        agn_scores = table["anomaly_score"][is_agn].dropna().to_numpy()
+        _anomaly_histogram_inset(axes, scores, agn_scores, top)
     if scatter is not None:
         figure.colorbar(scatter, ax=list(panels), label="anomaly score (higher = more anomalous)")
     return save_figure(figure, path)
