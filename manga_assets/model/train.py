@@ -47,6 +47,7 @@ from manga_assets.model.checkpoint import (
 )
 from manga_assets.model.convlstm import set_compiled_steps
 from manga_assets.model.dataset import (
+    Batch,
     GalaxyMapsDataset,
     TrainingSet,
     TrainingSetError,
@@ -604,144 +605,41 @@ def _train(
     ranks: Ranks | None = None,
     on_epoch_end: Callable[[int], None] = lambda epoch: None,
 ) -> TrainResult:
+    """The training loop of one process: set up, resume, train epochs, keep the best weights."""
     started = time.perf_counter()
     ranks = ranks or Ranks()
-    torch.manual_seed(train_config.seed)
-    model = ConvLSTMAutoencoder(model_config)
-    model.set_mean_maps(torch.from_numpy(mean_training_maps(training_set)))
-    model = model.to(device)
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, train_config.weight_decay), lr=train_config.learning_rate
-    )
-    train_rows = training_set.rows("train")
-    val_split = "val" if len(training_set.rows("val")) else "train"
-    if val_split == "train":
-        log("the validation split is empty: validating on the training split")
+    model, optimizer = _new_model(model_config, train_config, training_set, device)
+    val_split = _validation_split(training_set, log)
     # Only the process that logs and returns the result needs the baseline.
     baseline = baseline_chi_square(training_set) if ranks.is_writer else math.nan
-
-    history: list[dict] = []
-    best_state = _state_copy(model)
-    best_epoch, best_val_fev, best_val_total, best_val_chi2 = 0, -math.inf, math.inf, math.inf
-    epochs_since_best, stopped_early, resumed_from = 0, False, None
-    start_epoch = 1
 
     if ranks.is_writer:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = checkpoint_dir / CHECKPOINT_FILE
-    identity = {
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "model_config": model_config.to_dict(),
-        "train_key": train_config.resume_key(),
-        "training_set": training_set.fingerprint,
-    }
-    if fresh and checkpoint_path.exists():
-        log(f"forced retraining: ignoring the checkpoint in {checkpoint_path}")
-    elif checkpoint_path.exists():
-        remedy = f"delete {checkpoint_path} to train from scratch"
-        saved = load_state_file(checkpoint_path, remedy)
-        if isinstance(saved, dict) and all(
-            saved.get(key) == value for key, value in identity.items()
-        ):
-            load_weights(model, saved["model"], checkpoint_path, remedy)
-            try:
-                optimizer.load_state_dict(saved["optimizer"])
-            except (ValueError, KeyError) as error:
-                raise CheckpointError(
-                    f"{checkpoint_path} holds an unusable optimizer state ({error}); {remedy}"
-                ) from error
-            best_state = saved["best_model"]
-            history = list(saved["history"])
-            best_epoch = int(saved["best_epoch"])
-            best_val_fev = float(saved["best_val_fev"])
-            best_val_total = float(saved["best_val_total"])
-            best_val_chi2 = float(saved["best_val_chi2"])
-            epochs_since_best = int(saved["epochs_since_best"])
-            stopped_early = bool(saved["stopped_early"])
-            resumed_from = int(saved["epoch"])
-            start_epoch = resumed_from + 1
-            log(f"resuming from the checkpoint of epoch {resumed_from} in {checkpoint_path}")
-        else:
-            log(f"{checkpoint_path} is from other settings or data: training from scratch")
+    identity = _checkpoint_identity(model_config, train_config, training_set)
+    progress = _resume(checkpoint_path, identity, model, optimizer, fresh, log)
 
-    # The optimiser and evaluation hold the bare model; the training forward goes through DDP
-    # (which averages the gradients) and, on CUDA, torch.compile.
-    training_model = ranks.wrap(model)
-    if train_config.compile:
-        if device.type == "cuda":
-            training_model = torch.compile(training_model)
-        else:
-            set_compiled_steps(model, True)
-
-    n_parameters = model.get_num_params()
-    on = f"{ranks.world_size} processes ({device.type})" if ranks.world_size > 1 else device
-    log(
-        f"training {model_config.variant} ({n_parameters:,} parameters) on {on}: "
-        f"{len(train_rows)} train / {len(training_set.rows(val_split))} {val_split} galaxies, "
-        f"mean-map val chi2 {baseline:.4g} per pixel"
-    )
+    training_model = _training_forward(model, train_config, device, ranks)
     dataset = GalaxyMapsDataset(training_set, "train")
-    batch_size = effective_batch_size(train_config.batch_size, len(dataset))
-    if batch_size < train_config.batch_size:
-        log(f"batches of {batch_size} galaxies, not {train_config.batch_size}: "
-            f"{len(dataset)} training galaxies would give too few steps per epoch")  # fmt: skip
-    steps_per_epoch = math.ceil(len(dataset) / batch_size)
-    total_steps = steps_per_epoch * train_config.epochs
-    for epoch in range(start_epoch, train_config.epochs + 1):
-        if stopped_early:
+    _log_start(model, training_set, val_split, device, ranks, baseline, log)
+    run = _EpochRun(
+        model=model,
+        training_model=training_model,
+        optimizer=optimizer,
+        training_set=training_set,
+        dataset=dataset,
+        train_config=train_config,
+        device=device,
+        ranks=ranks,
+        batch_size=_batch_size(train_config, len(dataset), log),
+    )
+    for epoch in range(progress.start_epoch, train_config.epochs + 1):
+        if progress.stopped_early:
             break
         epoch_started = time.perf_counter()
-        epoch_seed = _epoch_seed(train_config.seed, epoch)
-        torch.manual_seed(ranks.seed(epoch_seed))  # the VAE's reparameterisation noise
-        # The same on every rank: augmentation is drawn for the global batch (_augment).
-        augment_generator = torch.Generator().manual_seed(epoch_seed + 1)
-        model.train()
-        chi2_sum, n_valid, kl_sum, n_galaxies = 0.0, 0, 0.0, 0
-        steps = epoch_steps(len(dataset), batch_size, epoch_seed, ranks)
-        for step_in_epoch, step in enumerate(steps):
-            batch = dataset.__getitems__(step.mine.tolist())
-            learning_rate = learning_rate_at(
-                (epoch - 1) * steps_per_epoch + step_in_epoch, total_steps, train_config
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate * group.get("lr_scale", 1.0)
-            x, valid, weight = batch.x, batch.valid, batch.weight
-            finite = torch.isfinite(x).flatten(1).all(dim=1)
-            if not finite.all():
-                bad = batch.rows[~finite.numpy()]
-                raise TrainingError(
-                    f"non-finite input values in galaxies {training_set.plateifus(bad)} of the "
-                    f"training set at {training_set.path}; rebuild the training set"
-                )
-            input_valid = valid
-            if train_config.augment:
-                x, valid, weight, input_valid = _augment(x, valid, weight, step, augment_generator)
-            x = x.to(device, non_blocking=True)
-            valid = valid.to(device, non_blocking=True)
-            weight = weight.to(device, non_blocking=True)
-            input_valid = input_valid.to(device, non_blocking=True)
-            batch_valid = int(valid.sum())
-            share = ranks.loss_weight(len(batch.rows))  # the loss is a mean over galaxies
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_config.bf16):
-                _, losses = training_model(x, valid, weight, input_valid)
-            total = losses["total"]
-            if not torch.isfinite(total):
-                raise TrainingError(
-                    f"the loss became {float(total)} at epoch {epoch} in a batch of galaxies "
-                    f"{training_set.plateifus(batch.rows)}; check these cubes, or lower the "
-                    f"learning rate (now {train_config.learning_rate})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            (total * share if ranks.world_size > 1 else total).backward()
-            if train_config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-            optimizer.step()
-            chi2_sum += float(losses["chi2"].detach()) * batch_valid
-            n_valid += batch_valid
-            kl_sum += float(losses["kl"].detach()) * len(batch.rows)
-            n_galaxies += len(batch.rows)
+        sums = _train_epoch(run, epoch)
         train_seconds = time.perf_counter() - epoch_started
-        chi2_sum, n_valid, kl_sum, n_galaxies = ranks.sum(chi2_sum, n_valid, kl_sum, n_galaxies)
+        sums = sums.summed_over(ranks)
         val = evaluate(
             model,
             training_set,
@@ -751,88 +649,393 @@ def _train(
             bf16=train_config.bf16,
             ranks=ranks,
         )
-        train_chi2 = chi2_sum / max(n_valid, 1)
-        train_kl = kl_sum / max(n_galaxies, 1)
-        history.append(
-            {
-                "epoch": epoch,
-                "learning_rate": learning_rate,
-                "train_chi2": train_chi2,
-                "train_kl": train_kl,
-                "val_fev": val["fev"],
-                "val_chi2": val["chi2"],
-                "val_kl": val["kl"],
-                "val_total": val["total"],
-                "seconds": time.perf_counter() - epoch_started,
-                "train_seconds": train_seconds,
-                "galaxies_per_second": n_galaxies / train_seconds,
-            }
-        )
+        progress.history.append(_history_entry(epoch, sums, val, epoch_started, train_seconds))
+        progress.judge(epoch, val, model, train_config)
+        if ranks.is_writer:
+            _save_checkpoint(
+                checkpoint_path, progress.checkpoint(identity, epoch, model, optimizer)
+            )
+        log(_epoch_line(epoch, train_config, sums, val, baseline, train_seconds))
+        if ranks.is_writer:
+            on_epoch_end(epoch)
+        if progress.stopped_early:
+            log(
+                f"early stop after epoch {epoch}: no better typical validation galaxy for "
+                f"{train_config.patience} epochs (best epoch {progress.best_epoch})"
+            )
+
+    if not progress.history:
+        raise TrainingError(f"no epoch was trained (epochs={train_config.epochs})")
+    set_compiled_steps(model, False)
+    load_weights(model, progress.best_state, checkpoint_path, "retrain")
+    return _result(model.cpu().eval(), progress, training_set, baseline, started, device, ranks)
+
+
+def _new_model(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    training_set: TrainingSet,
+    device: torch.device,
+) -> tuple[ConvLSTMAutoencoder, torch.optim.Optimizer]:
+    """The seeded initial model, starting from the training set's mean maps, and its optimiser."""
+    torch.manual_seed(train_config.seed)
+    model = ConvLSTMAutoencoder(model_config)
+    model.set_mean_maps(torch.from_numpy(mean_training_maps(training_set)))
+    model = model.to(device)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, train_config.weight_decay), lr=train_config.learning_rate
+    )
+    return model, optimizer
+
+
+def _validation_split(training_set: TrainingSet, log: Callable[[str], None]) -> str:
+    """The split to validate on: "val", or "train" when "val" is empty (very few plates)."""
+    val_split = "val" if len(training_set.rows("val")) else "train"
+    if val_split == "train":
+        log("the validation split is empty: validating on the training split")
+    return val_split
+
+
+def _checkpoint_identity(
+    model_config: ModelConfig, train_config: TrainConfig, training_set: TrainingSet
+) -> dict:
+    """What a checkpoint must match to be resumed (it is stored in the checkpoint)."""
+    return {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "model_config": model_config.to_dict(),
+        "train_key": train_config.resume_key(),
+        "training_set": training_set.fingerprint,
+    }
+
+
+@dataclass
+class _Progress:
+    """What the epochs so far decided; a checkpoint holds it, and a resumed run restores it."""
+
+    history: list[dict]
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int = 0
+    best_val_fev: float = -math.inf
+    best_val_total: float = math.inf
+    best_val_chi2: float = math.inf
+    epochs_since_best: int = 0
+    stopped_early: bool = False
+    resumed_from: int | None = None
+
+    @property
+    def start_epoch(self) -> int:
+        return 1 if self.resumed_from is None else self.resumed_from + 1
+
+    def judge(
+        self, epoch: int, val: dict[str, float], model: torch.nn.Module, config: TrainConfig
+    ) -> None:
+        """Keep ``model`` if this epoch's typical validation galaxy is the best fitted yet."""
         # NaN (no validation galaxy with line emission to explain) never beats the first epoch.
         # A split too small to tell epochs apart keeps the last: the schedule's end.
         too_few = val["n_fev"] < MIN_TYPICAL_GALAXIES
-        if too_few or best_epoch == 0 or val["fev"] > best_val_fev + train_config.min_delta:
-            best_epoch, best_val_fev = epoch, val["fev"]
-            best_val_total, best_val_chi2 = val["total"], val["chi2"]
-            best_state = _state_copy(model)
-            epochs_since_best = 0
+        if too_few or self.best_epoch == 0 or val["fev"] > self.best_val_fev + config.min_delta:
+            self.best_epoch, self.best_val_fev = epoch, val["fev"]
+            self.best_val_total, self.best_val_chi2 = val["total"], val["chi2"]
+            self.best_state = _state_copy(model)
+            self.epochs_since_best = 0
         else:
-            epochs_since_best += 1
-        stopped_early = epochs_since_best >= train_config.patience
-        if ranks.is_writer:
-            _save_checkpoint(
-                checkpoint_path,
-                {
-                    **identity,
-                    "epoch": epoch,
-                    "model": _state_copy(model),
-                    "optimizer": optimizer.state_dict(),
-                    "best_model": best_state,
-                    "best_epoch": best_epoch,
-                    "best_val_fev": best_val_fev,
-                    "best_val_total": best_val_total,
-                    "best_val_chi2": best_val_chi2,
-                    "epochs_since_best": epochs_since_best,
-                    "stopped_early": stopped_early,
-                    "history": history,
-                },
-            )
-        log(
-            f"epoch {epoch}/{train_config.epochs}: lr {learning_rate:.2e} | train chi2 "
-            f"{train_chi2:.4g} kl {train_kl:.3g} | val: typical galaxy's FEV {val['fev']:.3f}, "
-            f"chi2 {val['chi2']:.4g} per pixel (mean map {baseline:.4g}) | "
-            f"{n_galaxies / train_seconds:.1f} galaxies/s"
-        )
-        if ranks.is_writer:
-            on_epoch_end(epoch)
-        if stopped_early:
-            log(
-                f"early stop after epoch {epoch}: no better typical validation galaxy for "
-                f"{train_config.patience} epochs (best epoch {best_epoch})"
-            )
+            self.epochs_since_best += 1
+        self.stopped_early = self.epochs_since_best >= config.patience
 
-    if not history:
-        raise TrainingError(f"no epoch was trained (epochs={train_config.epochs})")
-    set_compiled_steps(model, False)
-    load_weights(model, best_state, checkpoint_path, "retrain")
-    model = model.cpu().eval()
+    def checkpoint(
+        self,
+        identity: dict,
+        epoch: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+    ) -> dict:
+        """The state after ``epoch``: enough to go on as if the run had not stopped."""
+        return {
+            **identity,
+            "epoch": epoch,
+            "model": _state_copy(model),
+            "optimizer": optimizer.state_dict(),
+            "best_model": self.best_state,
+            "best_epoch": self.best_epoch,
+            "best_val_fev": self.best_val_fev,
+            "best_val_total": self.best_val_total,
+            "best_val_chi2": self.best_val_chi2,
+            "epochs_since_best": self.epochs_since_best,
+            "stopped_early": self.stopped_early,
+            "history": self.history,
+        }
+
+    @classmethod
+    def restored(cls, saved: dict) -> _Progress:
+        return cls(
+            history=list(saved["history"]),
+            best_state=saved["best_model"],
+            best_epoch=int(saved["best_epoch"]),
+            best_val_fev=float(saved["best_val_fev"]),
+            best_val_total=float(saved["best_val_total"]),
+            best_val_chi2=float(saved["best_val_chi2"]),
+            epochs_since_best=int(saved["epochs_since_best"]),
+            stopped_early=bool(saved["stopped_early"]),
+            resumed_from=int(saved["epoch"]),
+        )
+
+
+def _resume(
+    checkpoint_path: Path,
+    identity: dict,
+    model: ConvLSTMAutoencoder,
+    optimizer: torch.optim.Optimizer,
+    fresh: bool,
+    log: Callable[[str], None],
+) -> _Progress:
+    """The checkpoint's progress, its weights and optimiser loaded, when it matches
+    ``identity`` and ``fresh`` is false; else a start from epoch 1."""
+    start = _Progress(history=[], best_state=_state_copy(model))
+    if fresh and checkpoint_path.exists():
+        log(f"forced retraining: ignoring the checkpoint in {checkpoint_path}")
+        return start
+    if not checkpoint_path.exists():
+        return start
+    remedy = f"delete {checkpoint_path} to train from scratch"
+    saved = load_state_file(checkpoint_path, remedy)
+    if not (
+        isinstance(saved, dict) and all(saved.get(key) == value for key, value in identity.items())
+    ):
+        log(f"{checkpoint_path} is from other settings or data: training from scratch")
+        return start
+    load_weights(model, saved["model"], checkpoint_path, remedy)
+    try:
+        optimizer.load_state_dict(saved["optimizer"])
+    except (ValueError, KeyError) as error:
+        raise CheckpointError(
+            f"{checkpoint_path} holds an unusable optimizer state ({error}); {remedy}"
+        ) from error
+    progress = _Progress.restored(saved)
+    log(f"resuming from the checkpoint of epoch {progress.resumed_from} in {checkpoint_path}")
+    return progress
+
+
+def _training_forward(
+    model: ConvLSTMAutoencoder, train_config: TrainConfig, device: torch.device, ranks: Ranks
+) -> torch.nn.Module:
+    """What the training forward goes through: DDP (which averages the gradients) and, on
+    CUDA, torch.compile. The optimiser and evaluation hold the bare model."""
+    training_model = ranks.wrap(model)
+    if train_config.compile:
+        if device.type == "cuda":
+            training_model = torch.compile(training_model)
+        else:
+            set_compiled_steps(model, True)
+    return training_model
+
+
+def _log_start(
+    model: ConvLSTMAutoencoder,
+    training_set: TrainingSet,
+    val_split: str,
+    device: torch.device,
+    ranks: Ranks,
+    baseline: float,
+    log: Callable[[str], None],
+) -> None:
+    on = f"{ranks.world_size} processes ({device.type})" if ranks.world_size > 1 else device
+    log(
+        f"training {model.config.variant} ({model.get_num_params():,} parameters) on {on}: "
+        f"{len(training_set.rows('train'))} train / {len(training_set.rows(val_split))} "
+        f"{val_split} galaxies, mean-map val chi2 {baseline:.4g} per pixel"
+    )
+
+
+def _batch_size(train_config: TrainConfig, n_train: int, log: Callable[[str], None]) -> int:
+    batch_size = effective_batch_size(train_config.batch_size, n_train)
+    if batch_size < train_config.batch_size:
+        log(f"batches of {batch_size} galaxies, not {train_config.batch_size}: "
+            f"{n_train} training galaxies would give too few steps per epoch")  # fmt: skip
+    return batch_size
+
+
+@dataclass
+class _EpochRun:
+    """What every epoch of one training call works with."""
+
+    model: ConvLSTMAutoencoder
+    training_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    training_set: TrainingSet
+    dataset: GalaxyMapsDataset
+    train_config: TrainConfig
+    device: torch.device
+    ranks: Ranks
+    batch_size: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def set_learning_rate(self, epoch: int, step_in_epoch: int) -> float:
+        """Set the schedule's learning rate for a step (the floor's group at its own scale)."""
+        total_steps = self.steps_per_epoch * self.train_config.epochs
+        learning_rate = learning_rate_at(
+            (epoch - 1) * self.steps_per_epoch + step_in_epoch, total_steps, self.train_config
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate * group.get("lr_scale", 1.0)
+        return learning_rate
+
+
+@dataclass
+class _EpochSums:
+    """One epoch's training losses, as sums (reduced over the ranks before dividing)."""
+
+    learning_rate: float = math.nan  # at the epoch's last step
+    chi2_sum: float = 0.0
+    n_valid: int = 0
+    kl_sum: float = 0.0
+    n_galaxies: int = 0
+
+    def summed_over(self, ranks: Ranks) -> _EpochSums:
+        chi2_sum, n_valid, kl_sum, n_galaxies = ranks.sum(
+            self.chi2_sum, self.n_valid, self.kl_sum, self.n_galaxies
+        )
+        return _EpochSums(self.learning_rate, chi2_sum, n_valid, kl_sum, n_galaxies)
+
+    @property
+    def train_chi2(self) -> float:
+        return self.chi2_sum / max(self.n_valid, 1)
+
+    @property
+    def train_kl(self) -> float:
+        return self.kl_sum / max(self.n_galaxies, 1)
+
+
+def _train_epoch(run: _EpochRun, epoch: int) -> _EpochSums:
+    """One pass over this rank's share of the training split, from the (seed, epoch) streams."""
+    epoch_seed = _epoch_seed(run.train_config.seed, epoch)
+    torch.manual_seed(run.ranks.seed(epoch_seed))  # the VAE's reparameterisation noise
+    # The same on every rank: augmentation is drawn for the global batch (_augment).
+    augment_generator = torch.Generator().manual_seed(epoch_seed + 1)
+    run.model.train()
+    sums = _EpochSums()
+    steps = epoch_steps(len(run.dataset), run.batch_size, epoch_seed, run.ranks)
+    for step_in_epoch, step in enumerate(steps):
+        batch = run.dataset.__getitems__(step.mine.tolist())
+        sums.learning_rate = run.set_learning_rate(epoch, step_in_epoch)
+        losses, batch_valid = _train_step(run, epoch, batch, step, augment_generator)
+        sums.chi2_sum += float(losses["chi2"].detach()) * batch_valid
+        sums.n_valid += batch_valid
+        sums.kl_sum += float(losses["kl"].detach()) * len(batch.rows)
+        sums.n_galaxies += len(batch.rows)
+    return sums
+
+
+def _train_step(
+    run: _EpochRun,
+    epoch: int,
+    batch: Batch,
+    step: Step,
+    augment_generator: torch.Generator,
+) -> tuple[dict[str, torch.Tensor], int]:
+    """One optimiser step on a batch; returns its losses and its valid pixels."""
+    config, device = run.train_config, run.device
+    x, valid, weight = batch.x, batch.valid, batch.weight
+    finite = torch.isfinite(x).flatten(1).all(dim=1)
+    if not finite.all():
+        bad = batch.rows[~finite.numpy()]
+        raise TrainingError(
+            f"non-finite input values in galaxies {run.training_set.plateifus(bad)} of the "
+            f"training set at {run.training_set.path}; rebuild the training set"
+        )
+    input_valid = valid
+    if config.augment:
+        x, valid, weight, input_valid = _augment(x, valid, weight, step, augment_generator)
+    x = x.to(device, non_blocking=True)
+    valid = valid.to(device, non_blocking=True)
+    weight = weight.to(device, non_blocking=True)
+    input_valid = input_valid.to(device, non_blocking=True)
+    batch_valid = int(valid.sum())
+    share = run.ranks.loss_weight(len(batch.rows))  # the loss is a mean over galaxies
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        _, losses = run.training_model(x, valid, weight, input_valid)
+    total = losses["total"]
+    if not torch.isfinite(total):
+        raise TrainingError(
+            f"the loss became {float(total)} at epoch {epoch} in a batch of galaxies "
+            f"{run.training_set.plateifus(batch.rows)}; check these cubes, or lower the "
+            f"learning rate (now {config.learning_rate})"
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    (total * share if run.ranks.world_size > 1 else total).backward()
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+    run.optimizer.step()
+    return losses, batch_valid
+
+
+def _history_entry(
+    epoch: int,
+    sums: _EpochSums,
+    val: dict[str, float],
+    epoch_started: float,
+    train_seconds: float,
+) -> dict:
+    return {
+        "epoch": epoch,
+        "learning_rate": sums.learning_rate,
+        "train_chi2": sums.train_chi2,
+        "train_kl": sums.train_kl,
+        "val_fev": val["fev"],
+        "val_chi2": val["chi2"],
+        "val_kl": val["kl"],
+        "val_total": val["total"],
+        "seconds": time.perf_counter() - epoch_started,
+        "train_seconds": train_seconds,
+        "galaxies_per_second": sums.n_galaxies / train_seconds,
+    }
+
+
+def _epoch_line(
+    epoch: int,
+    train_config: TrainConfig,
+    sums: _EpochSums,
+    val: dict[str, float],
+    baseline: float,
+    train_seconds: float,
+) -> str:
+    return (
+        f"epoch {epoch}/{train_config.epochs}: lr {sums.learning_rate:.2e} | train chi2 "
+        f"{sums.train_chi2:.4g} kl {sums.train_kl:.3g} | val: typical galaxy's FEV "
+        f"{val['fev']:.3f}, chi2 {val['chi2']:.4g} per pixel (mean map {baseline:.4g}) | "
+        f"{sums.n_galaxies / train_seconds:.1f} galaxies/s"
+    )
+
+
+def _result(
+    model: ConvLSTMAutoencoder,
+    progress: _Progress,
+    training_set: TrainingSet,
+    baseline: float,
+    started: float,
+    device: torch.device,
+    ranks: Ranks,
+) -> TrainResult:
+    history = progress.history
     seen = sum(entry["galaxies_per_second"] * entry["train_seconds"] for entry in history)
     train_time = sum(entry["train_seconds"] for entry in history)
     return TrainResult(
         model=model,
         history=history,
-        best_epoch=best_epoch,
-        best_val_fev=best_val_fev,
-        best_val_chi2=best_val_chi2,
-        best_val_total=best_val_total,
+        best_epoch=progress.best_epoch,
+        best_val_fev=progress.best_val_fev,
+        best_val_chi2=progress.best_val_chi2,
+        best_val_total=progress.best_val_total,
         baseline_val_chi2=baseline,
         wall_seconds=time.perf_counter() - started,
         galaxies_per_second=seen / train_time if train_time > 0 else 0.0,
         device=str(device),
-        n_parameters=n_parameters,
-        n_train=len(train_rows),
+        n_parameters=model.get_num_params(),
+        n_train=len(training_set.rows("train")),
         n_val=len(training_set.rows("val")),
-        stopped_early=stopped_early,
-        resumed_from_epoch=resumed_from,
+        stopped_early=progress.stopped_early,
+        resumed_from_epoch=progress.resumed_from,
         processes=ranks.world_size,
     )
