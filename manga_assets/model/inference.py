@@ -318,6 +318,70 @@ def embed(
     InferenceError
         If a latent vector is not finite (the galaxy is named).
     """
+    flux, mask, names = _checked_cubes(model_config, flux, ivar, mask, lines, plateifus)
+    n_galaxies = flux.shape[0]
+    device = torch.device(device)
+    model = model.to(device).eval()
+    latents = np.empty((n_galaxies, model_config.latent_dim), dtype=np.float32)
+    per_line = {
+        field: np.zeros(
+            (n_galaxies, model_config.n_lines),
+            dtype=np.int64 if field == "n_valid_per_line" else np.float64,
+        )
+        for field in PER_LINE_FIELDS.values()
+    }
+    median_snr = np.zeros(n_galaxies, dtype=np.float64)
+    integrated_snr = np.zeros(n_galaxies, dtype=np.float64)
+    scales = np.empty(n_galaxies, dtype=np.float64)
+    with torch.inference_mode():
+        for start in range(0, n_galaxies, batch_size):
+            stop = min(start + batch_size, n_galaxies)
+            inputs = model_inputs(
+                flux[start:stop],
+                None if ivar is None else ivar[start:stop],
+                mask[start:stop],
+                model_config,
+            )
+            scales[start:stop] = inputs.scale
+            median_snr[start:stop], integrated_snr[start:stop] = reference_line_snr(
+                flux[start:stop], inputs, model_config
+            )
+            fit = _fit_batch(model, inputs, device, names[start:stop])
+            latents[start:stop] = fit.pop("latents")
+            for field, values in fit.items():
+                per_line[field][start:stop] = values
+    count_line = per_line["n_valid_per_line"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n_valid = count_line.sum(axis=1)
+        chi2_sum = per_line["chi2_per_line"].sum(axis=1)
+        recon_error = np.where(n_valid > 0, chi2_sum / n_valid, np.nan)
+    return EmbedResult(
+        latents=latents,
+        recon_error=recon_error,
+        **per_line,
+        n_valid_pixels=n_valid,
+        median_snr=median_snr,
+        integrated_snr=integrated_snr,
+        scale=scales,
+        plateifus=names,
+    )
+
+
+def _checked_cubes(
+    model_config: ModelConfig,
+    flux: np.ndarray,
+    ivar: np.ndarray | None,
+    mask: np.ndarray,
+    lines: Sequence[str] | None,
+    plateifus: Sequence[str] | None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``flux`` and ``mask`` as arrays, and the galaxies' names, once they fit the model.
+
+    Raises
+    ------
+    ValueError
+        If the cubes' lines or grid differ from the model's, or the arrays disagree in shape.
+    """
     expected = (model_config.n_lines, model_config.grid, model_config.grid)
     if lines is not None and tuple(lines) != tuple(model_config.line_names):
         raise ValueError(
@@ -342,97 +406,123 @@ def embed(
     if plateifus is not None and len(plateifus) != n_galaxies:
         raise ValueError(f"{len(plateifus)} plate-IFUs for {n_galaxies} cubes")
     names = list(plateifus) if plateifus is not None else [f"#{i}" for i in range(n_galaxies)]
+    return flux, mask, names
 
-    device = torch.device(device)
-    model = model.to(device).eval()
+
+@dataclass
+class ModelInputs:
+    """Cubes as the model sees them (`model_inputs`).
+
+    Attributes
+    ----------
+    x : numpy.ndarray, float32 (N, L, H, W)
+        Normalised fluxes (`manga_assets.model.normalise.normalise`).
+    valid : numpy.ndarray of bool, (N, L, H, W)
+    weight : numpy.ndarray, float32 (N, L, H, W)
+        Inverse variances in normalised units (`manga_assets.model.dataset.noise_weight`);
+        1 on every valid pixel when no inverse variances were given.
+    scale : numpy.ndarray, float64 (N,)
+        Each cube's normalisation scale (1E-17 erg/s/cm^2/spaxel).
+    """
+
+    x: np.ndarray
+    valid: np.ndarray
+    weight: np.ndarray
+    scale: np.ndarray
+
+
+def model_inputs(
+    flux: np.ndarray,
+    ivar: np.ndarray | None,
+    mask: np.ndarray,
+    model_config: ModelConfig,
+) -> ModelInputs:
+    """Normalise cubes with the model's normalisation, as `embed` does before encoding.
+
+    Parameters
+    ----------
+    flux, ivar, mask : numpy.ndarray, (N, L, H, W)
+        As `embed` takes them (``ivar`` may be None); the lines must be the model's.
+    model_config : ModelConfig
+    """
     normalisation = model_config.normalisation
-    latents = np.empty((n_galaxies, model_config.latent_dim), dtype=np.float32)
-    chi2_line = np.zeros((n_galaxies, model_config.n_lines), dtype=np.float64)
-    count_line = np.zeros((n_galaxies, model_config.n_lines), dtype=np.int64)
-    peak_line = np.zeros((n_galaxies, model_config.n_lines), dtype=np.float64)
-    extended_line = np.zeros((n_galaxies, model_config.n_lines), dtype=np.float64)
-    median_snr = np.zeros(n_galaxies, dtype=np.float64)
-    integrated_snr = np.zeros(n_galaxies, dtype=np.float64)
-    lines = list(model_config.line_names)
-    reference = normalisation.reference_line
-    reference_index = lines.index(reference) if reference in lines else None
-    scales = np.empty(n_galaxies, dtype=np.float64)
-    with torch.inference_mode():
-        for start in range(0, n_galaxies, batch_size):
-            stop = min(start + batch_size, n_galaxies)
-            batch_ivar = None if ivar is None else np.asarray(ivar[start:stop])
-            valid = valid_pixels(flux[start:stop], mask[start:stop], batch_ivar)
-            for offset, galaxy in enumerate(range(start, stop)):
-                scales[galaxy] = galaxy_scale(
-                    flux[galaxy], valid[offset], model_config.line_names, normalisation
-                )
-            x = normalise(flux[start:stop], valid, scales[start:stop], normalisation)
-            if batch_ivar is None:
-                weight = valid.astype(np.float32)
-            else:
-                weight = np.stack(
-                    [
-                        noise_weight(batch_ivar[offset], valid[offset], scales[start + offset])
-                        for offset in range(stop - start)
-                    ]
-                )
-            x_tensor = torch.from_numpy(x).to(device)
-            valid_tensor = torch.from_numpy(valid).to(device)
-            weight_tensor = torch.from_numpy(weight).to(device)
-            if reference_index is not None:
-                for offset in range(stop - start):
-                    good = valid[offset, reference_index] & (weight[offset, reference_index] > 0)
-                    x_good = flux[start + offset, reference_index][good] / scales[start + offset]
-                    w_good = weight[offset, reference_index][good]
-                    if x_good.size:
-                        median_snr[start + offset] = float(np.median(x_good * np.sqrt(w_good)))
-                        integrated_snr[start + offset] = float(
-                            x_good.sum() / np.sqrt((1.0 / w_good).sum())
-                        )
-            latent = model.encode(x_tensor, valid_tensor)  # (B, D)
-            reconstruction = model.decode(latent)  # (B, L, H, W)
-            latent = latent.float().cpu().numpy()
-            finite = np.isfinite(latent).all(axis=1)
-            if not finite.all():
-                bad = [names[start + i] for i in np.flatnonzero(~finite)]
-                raise InferenceError(
-                    f"non-finite latent vectors for galaxies {bad}; check these cubes, or the "
-                    f"model (retrain it if every galaxy fails)"
-                )
-            latents[start:stop] = latent
-            # Scores count residuals against the noise and the model's own uncertainty.
-            terms = model.uncertain_chi_square_terms(
-                reconstruction, x_tensor, weight_tensor, valid_tensor
-            )
-            chi2, count = per_line_chi_square(terms, valid_tensor)
-            chi2_line[start:stop] = chi2.double().cpu().numpy()
-            count_line[start:stop] = count.cpu().numpy()
-            signed = torch.sign(x_tensor - reconstruction.float()) * terms.sqrt()
-            model_flux = model.model_flux(reconstruction)
-            floor = model.line_floor()
-            model_snr = model_flux.abs() * effective_weight(model_flux, weight_tensor, floor).sqrt()
-            peak_line[start:stop] = (
-                coherent_peaks(signed, model_snr, valid_tensor, floor).double().cpu().numpy()
-            )
-            extended_line[start:stop] = (
-                extended_residuals(signed, model_snr, valid_tensor, floor).double().cpu().numpy()
-            )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        n_valid = count_line.sum(axis=1)
-        per_galaxy = np.where(n_valid > 0, chi2_line.sum(axis=1) / n_valid, np.nan)
-    return EmbedResult(
-        latents=latents,
-        recon_error=per_galaxy,
-        chi2_per_line=chi2_line,
-        n_valid_per_line=count_line,
-        coherent_peak_per_line=peak_line,
-        extended_residual_per_line=extended_line,
-        n_valid_pixels=n_valid,
-        median_snr=median_snr,
-        integrated_snr=integrated_snr,
-        scale=scales,
-        plateifus=names,
+    ivar = None if ivar is None else np.asarray(ivar)
+    valid = valid_pixels(flux, mask, ivar)
+    scale = np.array(
+        [
+            galaxy_scale(flux[i], valid[i], model_config.line_names, normalisation)
+            for i in range(len(flux))
+        ],
+        dtype=np.float64,
     )
+    x = normalise(flux, valid, scale, normalisation)
+    if ivar is None:
+        weight = valid.astype(np.float32)
+    else:
+        weight = np.stack([noise_weight(ivar[i], valid[i], scale[i]) for i in range(len(flux))])
+    return ModelInputs(x=x, valid=valid, weight=weight, scale=scale)
+
+
+def reference_line_snr(
+    flux: np.ndarray, inputs: ModelInputs, model_config: ModelConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per galaxy, the median S/N per valid pixel of the reference line and the S/N of its
+    summed flux (`EmbedResult.median_snr`, `EmbedResult.integrated_snr`); 0 without one."""
+    median_snr = np.zeros(len(flux), dtype=np.float64)
+    integrated_snr = np.zeros(len(flux), dtype=np.float64)
+    lines = list(model_config.line_names)
+    reference = model_config.normalisation.reference_line
+    if reference not in lines:
+        return median_snr, integrated_snr
+    line = lines.index(reference)
+    for i in range(len(flux)):
+        good = inputs.valid[i, line] & (inputs.weight[i, line] > 0)
+        x_good = flux[i, line][good] / inputs.scale[i]
+        w_good = inputs.weight[i, line][good]
+        if x_good.size:
+            median_snr[i] = float(np.median(x_good * np.sqrt(w_good)))
+            integrated_snr[i] = float(x_good.sum() / np.sqrt((1.0 / w_good).sum()))
+    return median_snr, integrated_snr
+
+
+def _fit_batch(
+    model: ConvLSTMAutoencoder,
+    inputs: ModelInputs,
+    device: torch.device,
+    names: Sequence[str],
+) -> dict[str, np.ndarray]:
+    """Latents and per-line residual measures of one batch (`EmbedResult`'s field names)."""
+    x = torch.from_numpy(inputs.x).to(device)
+    valid = torch.from_numpy(inputs.valid).to(device)
+    weight = torch.from_numpy(inputs.weight).to(device)
+    latent = model.encode(x, valid)  # (B, D)
+    reconstruction = model.decode(latent)  # (B, L, H, W)
+    latent = latent.float().cpu().numpy()
+    finite = np.isfinite(latent).all(axis=1)
+    if not finite.all():
+        bad = [names[i] for i in np.flatnonzero(~finite)]
+        raise InferenceError(
+            f"non-finite latent vectors for galaxies {bad}; check these cubes, or the "
+            f"model (retrain it if every galaxy fails)"
+        )
+    # Scores count residuals against the noise and the model's own uncertainty.
+    terms = model.uncertain_chi_square_terms(reconstruction, x, weight, valid)
+    chi2, count = per_line_chi_square(terms, valid)
+    signed = torch.sign(x - reconstruction.float()) * terms.sqrt()
+    model_flux = model.model_flux(reconstruction)
+    floor = model.line_floor()
+    model_snr = model_flux.abs() * effective_weight(model_flux, weight, floor).sqrt()
+    return {
+        "latents": latent,
+        "chi2_per_line": chi2.double().cpu().numpy(),
+        "n_valid_per_line": count.cpu().numpy(),
+        "coherent_peak_per_line": (
+            coherent_peaks(signed, model_snr, valid, floor).double().cpu().numpy()
+        ),
+        "extended_residual_per_line": (
+            extended_residuals(signed, model_snr, valid, floor).double().cpu().numpy()
+        ),
+    }
 
 
 def embed_cubes(
