@@ -314,24 +314,15 @@ def spawn(
     import torch.multiprocessing as mp
 
     backend = config.resolved_backend(device_type)
-    if device_type == "cuda":
-        import torch
-
-        if torch.cuda.device_count() < config.processes:
-            raise ValueError(
-                f"{config.processes} processes need as many GPUs, "
-                f"{torch.cuda.device_count()} are visible"
-            )
+    _check_gpus(config.processes, device_type)
     start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     context = mp.get_context(start_method)
     if start_method == "forkserver":
         # Only takes effect when this call starts the forkserver (the first in this process).
         # DDP's constructor imports torch._dynamo (seconds): once in the server, not per rank.
         context.set_forkserver_preload([target.__module__, "torch._dynamo"])
-    messages = context.Queue()
+    inbox = _Inbox(context.Queue(), log, on_epoch_end)
     alive, alive_writer = context.Pipe(duplex=False)
-    result: Any = None
-    rank_error: tuple | None = None
     with tempfile.TemporaryDirectory(prefix="manga-ddp-") as store_dir:
         launch = _Launch(
             world_size=config.processes,
@@ -344,49 +335,89 @@ def spawn(
         )
         processes = mp.start_processes(
             _rank_main,
-            args=(launch, messages, alive),
+            args=(launch, inbox.messages, alive),
             nprocs=config.processes,
             join=False,
             start_method=start_method,
         )
-
-        def drain(wait: float) -> None:
-            nonlocal result, rank_error
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    message = messages.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue_module.Empty:
-                    return
-                if message[0] == "log":
-                    log(message[1])
-                elif message[0] == "epoch_end":
-                    on_epoch_end(message[1])
-                elif message[0] == "result":
-                    result = pickle.loads(message[1])
-                elif rank_error is None:  # the first error is the cause; later ones follow it
-                    rank_error = message[1:]
-
         try:
-            done = False
-            while not done:
-                drain(0.2)
-                try:
-                    done = processes.join(timeout=0)
-                except (mp.ProcessRaisedException, mp.ProcessExitedException) as failure:
-                    drain(1.0)
-                    raise _rank_failure(rank_error, raisable, failure) from None
-            drain(0.0)
+            _wait_for_ranks(processes, inbox, raisable)
         finally:
-            for process in processes.processes:
-                if process.is_alive():
-                    process.terminate()
-            for process in processes.processes:
-                process.join(timeout=30)
+            _stop_ranks(processes)
             alive_writer.close()
-    if rank_error is not None:
-        raise _rank_failure(rank_error, raisable, None)
-    return result
+    if inbox.rank_error is not None:
+        raise _rank_failure(inbox.rank_error, raisable, None)
+    return inbox.result
+
+
+def _check_gpus(processes: int, device_type: str) -> None:
+    if device_type == "cuda":
+        import torch
+
+        if torch.cuda.device_count() < processes:
+            raise ValueError(
+                f"{processes} processes need as many GPUs, {torch.cuda.device_count()} are visible"
+            )
+
+
+class _Inbox:
+    """The launcher's end of the ranks' message queue: it passes rank 0's log lines and epoch
+    ends on in order, and keeps rank 0's result and the first rank error."""
+
+    def __init__(
+        self,
+        messages: Any,
+        log: Callable[[str], None],
+        on_epoch_end: Callable[[int], None],
+    ) -> None:
+        self.messages = messages
+        self.log = log
+        self.on_epoch_end = on_epoch_end
+        self.result: Any = None
+        self.rank_error: tuple | None = None
+
+    def drain(self, wait: float) -> None:
+        """Handle the messages that arrive within ``wait`` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                message = self.messages.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue_module.Empty:
+                return
+            if message[0] == "log":
+                self.log(message[1])
+            elif message[0] == "epoch_end":
+                self.on_epoch_end(message[1])
+            elif message[0] == "result":
+                self.result = pickle.loads(message[1])
+            elif self.rank_error is None:  # the first error is the cause; later ones follow it
+                self.rank_error = message[1:]
+
+
+def _wait_for_ranks(
+    processes: Any, inbox: _Inbox, raisable: tuple[type[BaseException], ...]
+) -> None:
+    """Relay the ranks' messages until they have all exited; raise if one failed."""
+    import torch.multiprocessing as mp
+
+    done = False
+    while not done:
+        inbox.drain(0.2)
+        try:
+            done = processes.join(timeout=0)
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as failure:
+            inbox.drain(1.0)
+            raise _rank_failure(inbox.rank_error, raisable, failure) from None
+    inbox.drain(0.0)
+
+
+def _stop_ranks(processes: Any) -> None:
+    """Terminate the ranks still running (after a failure, or a ``log`` that raised)."""
+    for process in processes.processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes.processes:
+        process.join(timeout=30)
 
 
 def _rank_failure(
