@@ -365,46 +365,39 @@ def iau_name(params: GalaxyParams) -> str:
     return _iau_name(params.ra, params.dec)
 
 
-def draw_galaxy(
-    spec: SyntheticReleaseSpec,
-    plateifu: PlateIFU,
-    bpt_class: str,
-    anomaly_kind: str,
-    plate_centre: tuple[float, float],
-) -> GalaxyParams:
-    """Draw one galaxy's parameters from the ``(seed, plate, ifudesign)`` stream."""
-    if bpt_class not in BPT_CLASSES:
-        raise ValueError(f"unknown BPT class {bpt_class!r}; known: {', '.join(BPT_CLASSES)}")
-    rng = seeded_rng(spec.seed, plateifu.plate, plateifu.ifu, GALAXY_STREAM)
-    ifu_size = plateifu.ifu_size
-    # Position within the 1.49-degree radius of the plate.
+_LOG_MASS_MEAN = {"sf": 9.9, "composite": 10.5, "seyfert": 10.6, "liner": 10.9, "lineless": 10.9}
+_EBV_CENTRE_RANGE = {
+    "sf": (0.15, 0.5),
+    "composite": (0.2, 0.6),
+    "seyfert": (0.2, 0.6),
+    "liner": (0.05, 0.3),
+    "lineless": (0.0, 0.1),
+}
+_AGN_TARGET_PROBABILITY = {"seyfert": 0.8, "liner": 0.15, "composite": 0.1}
+
+
+def _sky_position(
+    rng: np.random.Generator, plate_centre: tuple[float, float]
+) -> tuple[float, float]:
+    """(ra, dec) within the 1.49-degree radius of the plate."""
     radius, angle = 1.45 * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
     dec = float(np.clip(plate_centre[1] + radius * np.sin(angle), -89.0, 89.0))
     ra = float((plate_centre[0] + radius * np.cos(angle) / np.cos(np.deg2rad(dec))) % 360.0)
-    early_type = bpt_class in ("liner", "lineless")
-    log_mass = float(
-        rng.normal(
-            {"sf": 9.9, "composite": 10.5, "seyfert": 10.6, "liner": 10.9, "lineless": 10.9}[
-                bpt_class
-            ],
-            0.4,
-        )
-    )
-    # The Primary sample reaches 1.5 effective radii, the Secondary 2.5.
-    primary = rng.uniform() < 0.67
-    reach = 1.5 if primary else 2.5
-    re_arcsec = float(FOOTPRINT_DIAMETER_ARCSEC[ifu_size] / 2 / reach * rng.uniform(0.75, 1.25))
+    return ra, dec
+
+
+def _cos_inclination(rng: np.random.Generator, anomaly_kind: str, early_type: bool) -> float:
     if anomaly_kind == "misaligned_line":
         # A line map turned by 90 degrees differs from H-alpha's only if the disk looks
         # elongated: b/a <= 0.57.
-        cos_i = float(rng.uniform(0.15, 0.55))
-    else:
-        cos_i = float(rng.uniform(0.5, 1.0) if early_type else rng.uniform(0.15, 1.0))
-    intrinsic_thickness = 0.2
-    axis_ratio = float(np.sqrt(intrinsic_thickness**2 + (1 - intrinsic_thickness**2) * cos_i**2))
-    z = float(10 ** rng.uniform(np.log10(0.015), np.log10(0.12 if not primary else 0.08)))
+        return float(rng.uniform(0.15, 0.55))
+    return float(rng.uniform(0.5, 1.0) if early_type else rng.uniform(0.15, 1.0))
 
-    disk = _disk(rng, bpt_class, log_mass, anomaly_kind)
+
+def _nuclei(
+    rng: np.random.Generator, bpt_class: str, anomaly_kind: str, disk: Disk, ifu_size: int
+) -> tuple[Nucleus, ...]:
+    """The active nucleus of an AGN-like class, and a merging companion's."""
     nuclei: list[Nucleus] = []
     if bpt_class in ("composite", "seyfert", "liner"):
         nuclei.append(_nucleus(rng, bpt_class))
@@ -424,33 +417,70 @@ def draw_galaxy(
                 extent_arcsec=float(rng.uniform(1.0, 1.6)),
             )
         )
+    return tuple(nuclei)
 
-    ebv_range = {
-        "sf": (0.15, 0.5),
-        "composite": (0.2, 0.6),
-        "seyfert": (0.2, 0.6),
-        "liner": (0.05, 0.3),
-        "lineless": (0.0, 0.1),
-    }[bpt_class]
-    ebv_centre = float(rng.uniform(*ebv_range))
-    if anomaly_kind == "extreme_oiii":
-        ebv_centre = float(rng.uniform(0.02, 0.1))
-    anomaly_line = ""
+
+def _anomaly_line(rng: np.random.Generator, anomaly_kind: str) -> str:
+    """The line an anomaly of one line affects ('' for other kinds)."""
     if anomaly_kind in ("missing_line", "garbled_line"):
-        anomaly_line = str(rng.choice(ANOMALY_LINE_CANDIDATES))
-    elif anomaly_kind == "misaligned_line":
-        anomaly_line = str(rng.choice(MISALIGNED_LINE_CANDIDATES))
+        return str(rng.choice(ANOMALY_LINE_CANDIDATES))
+    if anomaly_kind == "misaligned_line":
+        return str(rng.choice(MISALIGNED_LINE_CANDIDATES))
+    return ""
 
+
+def _targeting_bits(
+    rng: np.random.Generator, bpt_class: str, primary: bool
+) -> tuple[int, int, int]:
+    """MNGTARG1, MNGTARG3 (AGN programmes, likelier for AGN-like classes) and DRP3QUAL."""
     mngtarg1 = MNGTARG1_PRIMARY if primary else MNGTARG1_SECONDARY
+    # Only a Primary galaxy draws here: the stream's later draws depend on it.
     if primary and rng.uniform() < 0.2:
         mngtarg1 |= MNGTARG1_COLOR_ENHANCED
-    agn_target_probability = {"seyfert": 0.8, "liner": 0.15, "composite": 0.1}.get(bpt_class, 0.02)
     mngtarg3 = 0
-    if rng.uniform() < agn_target_probability:
+    if rng.uniform() < _AGN_TARGET_PROBABILITY.get(bpt_class, 0.02):
         bits = rng.choice(list(MNGTARG3_AGN_BITS.values()), size=rng.integers(1, 3), replace=False)
         for bit in bits:
             mngtarg3 |= 1 << int(bit)
     drp3qual = DRP3QUAL_BADDEPTH if rng.uniform() < 0.05 else 0
+    return mngtarg1, mngtarg3, drp3qual
+
+
+def draw_galaxy(
+    spec: SyntheticReleaseSpec,
+    plateifu: PlateIFU,
+    bpt_class: str,
+    anomaly_kind: str,
+    plate_centre: tuple[float, float],
+) -> GalaxyParams:
+    """Draw one galaxy's parameters from the ``(seed, plate, ifudesign)`` stream.
+
+    Every draw comes from that one stream in a fixed order (the helpers below each draw in turn,
+    then the parameters drawn as `GalaxyParams` is filled): moving a draw, or adding one before
+    the last, changes every later parameter and so every synthetic release.
+    """
+    if bpt_class not in BPT_CLASSES:
+        raise ValueError(f"unknown BPT class {bpt_class!r}; known: {', '.join(BPT_CLASSES)}")
+    rng = seeded_rng(spec.seed, plateifu.plate, plateifu.ifu, GALAXY_STREAM)
+    ifu_size = plateifu.ifu_size
+    ra, dec = _sky_position(rng, plate_centre)
+    early_type = bpt_class in ("liner", "lineless")
+    log_mass = float(rng.normal(_LOG_MASS_MEAN[bpt_class], 0.4))
+    # The Primary sample reaches 1.5 effective radii, the Secondary 2.5.
+    primary = rng.uniform() < 0.67
+    reach = 1.5 if primary else 2.5
+    re_arcsec = float(FOOTPRINT_DIAMETER_ARCSEC[ifu_size] / 2 / reach * rng.uniform(0.75, 1.25))
+    cos_i = _cos_inclination(rng, anomaly_kind, early_type)
+    intrinsic_thickness = 0.2
+    axis_ratio = float(np.sqrt(intrinsic_thickness**2 + (1 - intrinsic_thickness**2) * cos_i**2))
+    z = float(10 ** rng.uniform(np.log10(0.015), np.log10(0.12 if not primary else 0.08)))
+    disk = _disk(rng, bpt_class, log_mass, anomaly_kind)
+    nuclei = _nuclei(rng, bpt_class, anomaly_kind, disk, ifu_size)
+    ebv_centre = float(rng.uniform(*_EBV_CENTRE_RANGE[bpt_class]))
+    if anomaly_kind == "extreme_oiii":
+        ebv_centre = float(rng.uniform(0.02, 0.1))
+    anomaly_line = _anomaly_line(rng, anomaly_kind)
+    mngtarg1, mngtarg3, drp3qual = _targeting_bits(rng, bpt_class, primary)
 
     return GalaxyParams(
         plateifu=plateifu,
@@ -470,7 +500,7 @@ def draw_galaxy(
         anomaly_kind=anomaly_kind,
         anomaly_line=anomaly_line,
         disk=disk,
-        nuclei=tuple(nuclei),
+        nuclei=nuclei,
         ebv_centre=ebv_centre,
         ebv_gradient=float(rng.uniform(0.15, 0.4)),
         ha_noise=float(10 ** rng.uniform(-1.2, -0.9)),
