@@ -76,6 +76,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -546,46 +547,14 @@ def anomaly_scores(
     plateifus, matrix = latent_matrix(latents, latent_columns)
     if len(plateifus) < 2:
         raise ValueError(f"anomaly scores need at least 2 galaxies, got {len(plateifus)}")
-    lines = _line_names(latents, "chi2_")
-    missing = [
-        f"{prefix}{line}"
-        for line in lines
-        for prefix in ("n_", "peak_", "extended_")
-        if f"{prefix}{line}" not in latents.columns
-    ]
-    if not lines or missing:
-        raise ValueError(
-            f"the latents table lacks per-line columns ({missing or 'chi2_<line>'}); rebuild "
-            f"the latents with this version of the pipeline"
-        )
-    chi2 = latents[[f"chi2_{line}" for line in lines]].to_numpy(dtype=np.float64)
-    n_valid = latents[[f"n_{line}" for line in lines]].to_numpy(dtype=np.float64)
-    peaks = latents[[f"peak_{line}" for line in lines]].to_numpy(dtype=np.float64)
-    extended = latents[[f"extended_{line}" for line in lines]].to_numpy(dtype=np.float64)
-    require_finite(chi2, plateifus, "per-line chi-square")
-
-    with np.errstate(invalid="ignore", divide="ignore"):
-        log_reduced = np.where(n_valid > 0, np.log(np.maximum(chi2, 1e-3) / n_valid), np.nan)
-        relative = log_reduced - others_median(log_reduced)
-        peaks = np.where(n_valid > 0, peaks, np.nan)
-        extended = np.where(n_valid > 0, extended, np.nan)
-    depth = (
-        latents["median_snr"].to_numpy(dtype=np.float64) if "median_snr" in latents else None
-    )
-    if calibration_classes is not None:
-        labels = np.asarray(calibration_classes, dtype=object)
-        if labels.shape != (len(plateifus),):
-            raise ValueError(
-                f"calibration_classes has {labels.size} labels for {len(plateifus)} galaxies; "
-                f"give one label per row of the latents table"
-            )
-        groups = pd.factorize(labels)[0]
-    else:
-        groups = None
-    line_value, line_index, n_lines = worst_line(relative, groups, depth)
-    peak_value, peak_index, _ = worst_line(peaks, groups, depth)
-    extended_value, extended_index, _ = worst_line(extended, groups, depth, two_sided=True)
-    total = chi2.sum(axis=1) / np.maximum(n_valid.sum(axis=1), 1)
+    lines = _per_line_names(latents)
+    fits = _LineFits.read(latents, lines, plateifus)
+    depth = latents["median_snr"].to_numpy(dtype=np.float64) if "median_snr" in latents else None
+    groups = _calibration_groups(calibration_classes, len(plateifus))
+    line_value, line_index, n_lines = worst_line(fits.relative, groups, depth)
+    peak_value, peak_index, _ = worst_line(fits.peaks, groups, depth)
+    extended_value, extended_index, _ = worst_line(fits.extended, groups, depth, two_sided=True)
+    total = fits.chi2.sum(axis=1) / np.maximum(fits.n_valid.sum(axis=1), 1)
     components = {
         "line_excess": line_value,
         "galaxy_excess": depth_residual(np.log(np.maximum(total, 1e-3)), depth),
@@ -607,17 +576,103 @@ def anomaly_scores(
         "extended_residual": model_rarity(extended_value, n_lines, two_sided=True),
         "latent_density": model_rarity(comparison_z(components["latent_density"], groups, depth)),
     }
-    line_absence = components["line_absence"]
-    log10_p, combined_rarity, score = calibrate(rarity, line_absence, in_reference)
-    # The reference is usually the sample itself, anomalies included; counted, they make normal
-    # galaxies look more ordinary than they are (10 % anomalies put 5 % of the normal galaxies
-    # above 1, not 10 %). Its discoveries at a false-discovery rate of `DISCOVERY_FDR` leave it
-    # once: in a sample of normal galaxies that removes none, with probability 1 - q.
+    log10_p, combined, score = _calibrate_without_discoveries(
+        rarity, components["line_absence"], in_reference
+    )
+    worst_line_of = {
+        "line_excess": np.array(lines, dtype=object)[line_index],
+        "coherent_residual": np.array(lines, dtype=object)[peak_index],
+        "extended_residual": np.array(lines, dtype=object)[extended_index],
+    }
+    table = _score_table(plateifus, components, log10_p, score, worst_line_of)
+    table["rank"] = _ranks(plateifus, rarity, combined)
+    table["quality_flags"] = quality_flags(fits.n_valid, lines)
+    return table
+
+
+def _per_line_names(latents: pd.DataFrame) -> list[str]:
+    """The lines of a latents table, once every per-line column is there for each."""
+    lines = _line_names(latents, "chi2_")
+    missing = [
+        f"{prefix}{line}"
+        for line in lines
+        for prefix in ("n_", "peak_", "extended_")
+        if f"{prefix}{line}" not in latents.columns
+    ]
+    if not lines or missing:
+        raise ValueError(
+            f"the latents table lacks per-line columns ({missing or 'chi2_<line>'}); rebuild "
+            f"the latents with this version of the pipeline"
+        )
+    return lines
+
+
+@dataclass(frozen=True)
+class _LineFits:
+    """The per-line columns of a latents table, (N, L) each; NaN where a line has no data."""
+
+    chi2: np.ndarray
+    n_valid: np.ndarray
+    relative: np.ndarray  # log reduced chi-square less the median over the galaxy's other lines
+    peaks: np.ndarray
+    extended: np.ndarray
+
+    @classmethod
+    def read(cls, latents: pd.DataFrame, lines: list[str], plateifus: Sequence[str]) -> _LineFits:
+        def columns(prefix: str) -> np.ndarray:
+            return latents[[f"{prefix}{line}" for line in lines]].to_numpy(dtype=np.float64)
+
+        chi2, n_valid = columns("chi2_"), columns("n_")
+        peaks, extended = columns("peak_"), columns("extended_")
+        require_finite(chi2, plateifus, "per-line chi-square")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            log_reduced = np.where(n_valid > 0, np.log(np.maximum(chi2, 1e-3) / n_valid), np.nan)
+            relative = log_reduced - others_median(log_reduced)
+            peaks = np.where(n_valid > 0, peaks, np.nan)
+            extended = np.where(n_valid > 0, extended, np.nan)
+        return cls(chi2=chi2, n_valid=n_valid, relative=relative, peaks=peaks, extended=extended)
+
+
+def _calibration_groups(
+    calibration_classes: Sequence | np.ndarray | None, n: int
+) -> np.ndarray | None:
+    """One integer group per galaxy from its class label; None: the whole sample is one."""
+    if calibration_classes is None:
+        return None
+    labels = np.asarray(calibration_classes, dtype=object)
+    if labels.shape != (n,):
+        raise ValueError(
+            f"calibration_classes has {labels.size} labels for {n} galaxies; "
+            f"give one label per row of the latents table"
+        )
+    return pd.factorize(labels)[0]
+
+
+def _calibrate_without_discoveries(
+    rarity: dict[str, np.ndarray], line_absence: np.ndarray, in_reference: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """`calibrate` on the reference, less the reference's own discoveries when enough remain.
+
+    The reference is usually the sample itself, anomalies included; counted, they make normal
+    galaxies look more ordinary than they are (10 % anomalies put 5 % of the normal galaxies
+    above 1, not 10 %). Its discoveries at a false-discovery rate of `DISCOVERY_FDR` leave it
+    once: in a sample of normal galaxies that removes none, with probability 1 - q.
+    """
+    log10_p, combined, score = calibrate(rarity, line_absence, in_reference)
     discovered = benjamini_hochberg(score, in_reference, DISCOVERY_FDR)
     if discovered.any() and (in_reference & ~discovered).sum() >= MIN_REFERENCE:
-        log10_p, combined_rarity, score = calibrate(
-            rarity, line_absence, in_reference & ~discovered
-        )
+        return calibrate(rarity, line_absence, in_reference & ~discovered)
+    return log10_p, combined, score
+
+
+def _score_table(
+    plateifus: Sequence[str],
+    components: dict[str, np.ndarray],
+    log10_p: dict[str, np.ndarray],
+    score: np.ndarray,
+    worst_line_of: dict[str, np.ndarray],
+) -> pd.DataFrame:
+    """Components, their p-values, the score and what decided it (its component and line)."""
     table = pd.DataFrame({"plateifu": plateifus})
     for name in COMPONENTS:
         table[name] = components[name]
@@ -625,22 +680,21 @@ def anomaly_scores(
     deciding = np.stack([log10_p[name] for name in COMPONENTS], axis=1).argmin(axis=1)
     table["anomaly_score"] = score
     table["anomaly_component"] = np.array(COMPONENTS, dtype=object)[deciding]
-    line_of = {
-        "line_excess": np.array(lines, dtype=object)[line_index],
-        "coherent_residual": np.array(lines, dtype=object)[peak_index],
-        "extended_residual": np.array(lines, dtype=object)[extended_index],
-    }
     table["anomaly_line"] = [
-        line_of[component][i] if component in line_of else ""
+        worst_line_of[component][i] if component in worst_line_of else ""
         for i, component in enumerate(table["anomaly_component"])
     ]
-
-    # By the combined rarity, which keeps ordering galaxies whose score is 0; galaxies that a
-    # small sample calls equally rare (each the rarest of its component) by their model rarity.
-    model_rarest = np.max(np.stack(list(rarity.values()), axis=1), axis=1)
-    order = np.lexsort((plateifus, -model_rarest, -np.round(combined_rarity, 9)))
-    rank = np.empty(len(table), dtype=np.int64)
-    rank[order] = np.arange(1, len(table) + 1)
-    table["rank"] = rank
-    table["quality_flags"] = quality_flags(n_valid, lines)
     return table
+
+
+def _ranks(
+    plateifus: Sequence[str], rarity: dict[str, np.ndarray], combined: np.ndarray
+) -> np.ndarray:
+    """1 = most anomalous, by the combined rarity, which keeps ordering galaxies whose score
+    is 0; galaxies that a small sample calls equally rare (each the rarest of its component)
+    by their model rarity, then by name."""
+    model_rarest = np.max(np.stack(list(rarity.values()), axis=1), axis=1)
+    order = np.lexsort((plateifus, -model_rarest, -np.round(combined, 9)))
+    rank = np.empty(len(plateifus), dtype=np.int64)
+    rank[order] = np.arange(1, len(plateifus) + 1)
+    return rank
