@@ -17,7 +17,8 @@ killed at any instant is repaired by the next (DESIGN.md, "Habits"):
 - an analysis also records the settings it was made with (neighbours, UMAP, anomaly settings):
   other settings make it stale like other inputs do.
 
-Plain Python over pandas and pyarrow; ``defs/`` writes and compares these records.
+Plain Python over pandas and pyarrow; ``defs/`` writes these records and
+:mod:`manga_assets.staleness` compares them with what the products would record now.
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ import pyarrow.parquet as pq
 
 # The Parquet key-value metadata key under which a product's provenance (JSON) is stored.
 PROVENANCE_KEY = b"manga_assets.provenance"
+
+# Code versions recorded in the products they name (and the assets' Dagster code versions): bump
+# one when the code that makes the product changes what it writes, and the product is stale.
+TRAINING_SET_CODE_VERSION = "2"
+# 3: latents rows carry model_id and cube_digest, files record their provenance.
+# 4: and the integrated H-alpha S/N, for the line_absence anomaly component.
+# 5: and per line the residual summed over the footprint, for extended_residual.
+# 6: the coherent peaks count the model's systematic floor once over the smoothing kernel.
+# 7: residuals counted against the model's own per-line uncertainty.
+LATENTS_CODE_VERSION = "7"
 
 
 def digest(*parts: object) -> str:

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 from manga_assets.cubes.extract import ExtractionSettings, extract_galaxy
@@ -40,8 +39,8 @@ def extract_plate(
     written, the manifest status when the file never arrived, or 'invalid' with the reader's
     message when the file could not be read as a MAPS file of this release. Every row records
     ``maps_sha256`` (the manifest's) and ``settings_key``, so staleness can be computed from the
-    products alone (:func:`stale_plates`). A plate where every galaxy failed is a table of
-    failed rows, never an error.
+    products alone (:func:`manga_assets.staleness.stale_features`). A plate where every galaxy
+    failed is a table of failed rows, never an error.
 
     ``previous`` is the plate's last features table: a galaxy whose MAPS file (by sha256) and
     extraction settings are unchanged, and whose cube is still on disk, keeps its row and cube
@@ -91,50 +90,3 @@ def extract_plate(
     leading = ["plateifu", "status", "reason"]
     frame = pd.DataFrame(rows, columns=None if rows else [*leading, *CATALOG_FEATURE_COLUMNS[1:]])
     return frame[leading + [c for c in frame.columns if c not in leading]]
-
-
-def stale_plates(
-    manifests: dict[str, pd.DataFrame],
-    features: dict[str, pd.DataFrame | None],
-    layout: DataLayout,
-    settings_key: str,
-) -> set[str]:
-    """The plates whose features (and cubes) were not made from exactly what their manifest lists.
-
-    Decided from the products alone, so it holds after any interruption: every features row must
-    record its manifest row's MAPS sha256 and the current extraction ``settings_key``, keep the
-    manifest's failure status when the download failed, and have its cube on disk when 'ok'.
-    All plates are compared in one table: this runs on every ``manga-assets run``.
-    """
-    usable = {
-        plate: table
-        for plate, table in features.items()
-        if table is not None and {"maps_sha256", "settings_key"} <= set(table.columns)
-    }
-    stale = set(manifests) - set(usable)
-    if not usable:
-        return stale
-    # One concatenation each (per-plate pandas calls cost ~1 s at survey scale).
-    listed = pd.concat({k: m for k, m in manifests.items() if k in usable}, names=["key", None])
-    listed = listed.reset_index(level="key")[["key", "plateifu", "status", "sha256"]]
-    recorded = pd.concat(usable.values())[["plateifu", "status", "maps_sha256", "settings_key"]]
-    joined = listed.merge(
-        recorded, on="plateifu", how="outer", suffixes=("_manifest", ""), indicator=True
-    )
-    downloaded = joined["status_manifest"] == "ok"
-    current = (
-        (joined["_merge"] == "both")
-        & (joined["maps_sha256"] == joined["sha256"])
-        & (joined["settings_key"] == settings_key)
-        & (
-            (downloaded & joined["status"].isin(["ok", "invalid"]))
-            | (~downloaded & (joined["status"] == joined["status_manifest"]))
-        )
-    )
-    current = current.to_numpy(copy=True)
-    ok = (joined["status"] == "ok").to_numpy()
-    cubes = [layout.cube(PlateIFU.parse(p)).exists() for p in joined.loc[ok, "plateifu"]]
-    current[ok] &= np.array(cubes, dtype=bool)
-    # A features row without a manifest row has no key: it belongs to the plate in its name.
-    plates = joined["key"].fillna(joined["plateifu"].str.split("-").str[0]).to_numpy()
-    return stale | set(plates[~current]) & set(manifests)

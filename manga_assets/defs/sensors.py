@@ -13,6 +13,7 @@ from manga_assets.defs.partitions import plate_partitions
 from manga_assets.defs.resources import DataDirResource, SasResource
 from manga_assets.sas.credentials import credentials_for
 from manga_assets.sas.watch import release_available, release_url
+from manga_assets.staleness import new_plates
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -31,13 +32,20 @@ def batches(keys: list[str], size: int = PLATES_PER_RUN) -> list[list[str]]:
     job=plates_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING
 )
 def new_plates_sensor(context: dg.SensorEvaluationContext, data_dir: DataDirResource):
-    """Adds the catalogue's new plates as partitions and requests their runs in batches."""
+    """Adds the catalogue's new plates as partitions and requests their runs in batches.
+
+    Which plates are new is decided as ``manga-assets run`` decides it
+    (:func:`manga_assets.staleness.new_plates`). Plates whose products are stale are left to the
+    runner: it holds the data directory's lock, and a run this sensor requested while it works
+    would rebuild the same plates beside it.
+    """
     path = data_dir.layout.product("catalog.parquet")
     if not path.exists():
         return dg.SkipReason("no catalogue yet: materialise the catalog asset first")
     plates = sorted(pd.read_parquet(path, columns=["plate"])["plate"].astype(int).unique())
-    known = set(context.instance.get_dynamic_partitions(PLATES_PARTITION))
-    new = [str(plate) for plate in plates if str(plate) not in known]
+    new = new_plates(
+        [str(plate) for plate in plates], context.instance.get_dynamic_partitions(PLATES_PARTITION)
+    )
     if not new:
         return dg.SkipReason(f"all {len(plates)} plates of the catalogue are partitions already")
     return dg.SensorResult(

@@ -6,8 +6,9 @@ import dagster as dg
 import pandas as pd
 
 from manga_assets.defs.definitions import build_definitions
-from manga_assets.defs.io_managers import write_parquet
+from manga_assets.defs.io_managers import PRODUCT_PATH, write_parquet
 from manga_assets.defs.sensors import RANGE_END, RANGE_START, new_plates_sensor
+from manga_assets.layout import product_path
 from manga_assets.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +45,19 @@ def test_assets_and_plate_partitions_are_defined(tmp_path):
     cubes = graph.get(dg.AssetKey("line_cubes"))
     assert cubes.partitions_def.name == "plates"
     assert dg.AssetKey("maps_files") in cubes.parent_keys
+
+
+def test_every_product_lives_where_staleness_reads_it(tmp_path):
+    """Each asset's PRODUCT_PATH metadata is the path layout.product_path gives staleness."""
+    defs = build_definitions(Settings(data_dir=tmp_path))
+    paths = {}
+    for assets_def in defs.resolve_asset_graph().assets_defs:
+        for key, metadata in assets_def.metadata_by_key.items():
+            if PRODUCT_PATH in metadata:
+                template = metadata[PRODUCT_PATH]
+                paths[key.to_user_string()] = getattr(template, "value", template)
+    assert {"line_cubes", "ae/latents", "vae/latent_table", "agn_sample"} <= set(paths)
+    assert paths == {name: product_path(name) for name in paths}
 
 
 def _evaluate_new_plates_sensor(instance, tmp_path):

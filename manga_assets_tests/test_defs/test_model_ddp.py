@@ -7,10 +7,10 @@ import json
 import dagster as dg
 import torch
 
-from manga_assets.defs.assets.model import TRAINING_SET_DIR, build_model_asset
+from manga_assets.defs.assets.model import build_model_asset
 from manga_assets.defs.model_io import ModelIOManager
 from manga_assets.defs.resources import DataDirResource
-from manga_assets.layout import DataLayout
+from manga_assets.layout import TRAINING_SET_DIR, DataLayout
 from manga_assets.model.checkpoint import load_model
 from manga_assets.model.dataset import build_training_set
 from manga_assets_tests.test_model.cubes import write_cubes

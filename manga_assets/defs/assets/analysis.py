@@ -19,15 +19,15 @@ from manga_assets.defs.crash import crash_point
 from manga_assets.defs.io_managers import PRODUCT_PATH, PROVENANCE
 from manga_assets.defs.markdown import markdown_table
 from manga_assets.defs.resources import DataDirResource
+from manga_assets.layout import REPORT_PROVENANCE, product_path
 from manga_assets.provenance import cubes_provenance, latents_provenance, with_config
 from manga_assets.sas.paths import PlateIFU
+from manga_assets.staleness import REPORT_INPUTS
 
 # 2: the extended_residual anomaly component.
 # 3: tail probabilities and the combined score calibrated on the sample.
 # 4: comparison galaxies nearest in depth; two residual views must agree.
 ANALYSIS_CODE_VERSION = "4"
-# The report's provenance, beside it under products/.
-REPORT_PROVENANCE = "reports/agn_report.provenance.json"
 
 
 def config_record(config: dg.Config) -> dict:
@@ -70,7 +70,7 @@ def _table_asset_kwargs(variant: str, name: str, description: str) -> dict:
         "kinds": {"parquet"},
         "code_version": ANALYSIS_CODE_VERSION,
         "description": description,
-        "metadata": {PRODUCT_PATH: f"{variant}/{name}.parquet"},
+        "metadata": {PRODUCT_PATH: product_path(f"{variant}/{name}")},
         "io_manager_key": "products_io_manager",
         "ins": {"latents": dg.AssetIn(key=[variant, "latent_table"])},
         "automation_condition": dg.AutomationCondition.eager(),
@@ -200,7 +200,7 @@ class AgnSampleConfig(dg.Config):
     owners=[OWNER],
     kinds={"parquet"},
     code_version=ANALYSIS_CODE_VERSION,
-    metadata={PRODUCT_PATH: "agn_sample.parquet"},
+    metadata={PRODUCT_PATH: product_path("agn_sample")},
     automation_condition=dg.AutomationCondition.eager(),
     io_manager_key="products_io_manager",
 )
@@ -261,7 +261,7 @@ class ReportConfig(dg.Config):
 def _report_ins() -> dict[str, dg.AssetIn]:
     ins = {"agn_sample": dg.AssetIn(key="agn_sample")}
     for variant in VARIANTS:
-        for name in ("umap", "anomaly_scores", "neighbours"):
+        for name in REPORT_INPUTS:
             ins[f"{variant}_{name}"] = dg.AssetIn(key=[variant, name])
     return ins
 

@@ -20,9 +20,12 @@ from manga_assets.defs.markdown import markdown_table
 from manga_assets.defs.model_io import TrainedModel
 from manga_assets.defs.partitions import plate_partitions
 from manga_assets.defs.resources import DataDirResource
+from manga_assets.layout import TRAINING_SET_DIR
 from manga_assets.model import defaults
 from manga_assets.model.typical_fit import MIN_TYPICAL_GALAXIES
 from manga_assets.provenance import (
+    LATENTS_CODE_VERSION,
+    TRAINING_SET_CODE_VERSION,
     cube_digests,
     digest,
     embeddable,
@@ -33,17 +36,9 @@ from manga_assets.provenance import (
 )
 from manga_assets.sas.paths import PlateIFU
 
-TRAINING_SET_CODE_VERSION = "2"
 # 3: likelihood with a learned per-line floor, bounded per galaxy; the typical galaxy chooses
 #    the epoch and passes the gate.
 MODEL_CODE_VERSION = "3"
-# 3: latents rows carry model_id and cube_digest, files record their provenance.
-# 4: and the integrated H-alpha S/N, for the line_absence anomaly component.
-# 5: and per line the residual summed over the footprint, for extended_residual.
-# 6: the coherent peaks count the model's systematic floor once over the smoothing kernel.
-# 7: residuals counted against the model's own per-line uncertainty.
-LATENTS_CODE_VERSION = "7"
-TRAINING_SET_DIR = "training_set"
 
 
 class TrainingSetConfig(dg.Config):
