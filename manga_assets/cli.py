@@ -155,7 +155,7 @@ def command_mirror_build(args: argparse.Namespace) -> int:
 
 
 def command_mirror_serve(args: argparse.Namespace) -> int:
-    from manga_assets.sas.mirror import serve_forever
+    from manga_assets.mirror.server import serve_forever
 
     credentials = None
     if args.user:
@@ -185,7 +185,7 @@ DEMO_TRAINING = {"epochs": 30, "batch_size": 8, "learning_rate": 3e-3, "patience
 
 def command_demo(args: argparse.Namespace) -> int:
     from manga_assets.defs.runner import run_pipeline
-    from manga_assets.sas.mirror import MirrorServer
+    from manga_assets.mirror.server import MirrorServer
 
     directory = Path(args.dir).resolve()
     mirror_dir = directory / "mirror"

@@ -55,6 +55,8 @@ from manga_assets.defs.assets.analysis import (
 )
 from manga_assets.defs.constants import CRASH_AT_ENV
 from manga_assets.defs.runner import RunSummary, run_pipeline
+from manga_assets.mirror.server import MirrorServer
+from manga_assets.mirror.transfer_faults import Fault, FaultPlan
 from manga_assets.provenance import (
     cubes_provenance,
     expected_latents_provenance,
@@ -63,8 +65,6 @@ from manga_assets.provenance import (
     read_sidecar,
     with_config,
 )
-from manga_assets.sas.faults import Fault, FaultPlan
-from manga_assets.sas.mirror import MirrorServer
 from manga_assets.sas.paths import PlateIFU
 from manga_assets.sas.releases import get_release
 from manga_assets.sas.sidecar import part_path

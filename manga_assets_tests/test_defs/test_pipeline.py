@@ -16,7 +16,7 @@ from dagster import AssetKey, DagsterInstance
 from manga_assets.cli import DEMO_TRAINING
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets.defs.runner import run_pipeline
-from manga_assets.sas.mirror import MirrorServer
+from manga_assets.mirror.server import MirrorServer
 from manga_assets.settings import Settings
 from manga_assets_tests.conftest import build_small_release
 

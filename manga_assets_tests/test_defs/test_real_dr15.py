@@ -11,7 +11,7 @@ from dagster import AssetKey, DagsterInstance
 
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets.defs.runner import run_pipeline
-from manga_assets.sas.mirror import MirrorServer
+from manga_assets.mirror.server import MirrorServer
 from manga_assets.settings import Settings
 from manga_assets.synthetic.inject import inject_maps
 from manga_assets_tests.conftest import build_small_release
