@@ -49,7 +49,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from manga_assets.cubes.extract import ExtractionSettings, extract_galaxy, read_cube
+from manga_assets.cubes.cube_file import read_cube
+from manga_assets.cubes.extract import ExtractionSettings, extract_galaxy
 from manga_assets.synthetic.release import build_release
 from manga_assets.synthetic.spec import WORLDS, SyntheticReleaseSpec
 

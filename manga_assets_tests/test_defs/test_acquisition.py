@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance
 
-from manga_assets.cubes.extract import read_cube
+from manga_assets.cubes.cube_file import read_cube
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets.defs.runner import run_pipeline
 from manga_assets.mirror.server import read_access_log

@@ -45,7 +45,8 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from manga_assets.cubes.extract import ExtractionSettings, extract_galaxy, read_cube
+from manga_assets.cubes.cube_file import read_cube
+from manga_assets.cubes.extract import ExtractionSettings, extract_galaxy
 from manga_assets.defs.assets.analysis import (
     AgnSampleConfig,
     AnomalyConfig,

@@ -214,7 +214,7 @@ def agn_sample(
     """BPT class of every galaxy's centre and whether it hosts an AGN, with the evidence."""
     from manga_assets.analysis.agn import build_agn_sample
     from manga_assets.analysis.bpt import classify_centre
-    from manga_assets.cubes.extract import read_cube
+    from manga_assets.cubes.cube_file import read_cube
 
     features = pd.concat(line_cubes.values(), ignore_index=True)
     rows = []
@@ -289,7 +289,7 @@ def agn_report(
     """The AGN report: UMAPs, anomaly scores, the most anomalous AGN and their neighbours."""
     from manga_assets.analysis.evaluation import evaluate
     from manga_assets.analysis.report import write_report
-    from manga_assets.cubes.extract import read_cube
+    from manga_assets.cubes.cube_file import read_cube
 
     layout = data_dir.layout
     agn = agn_sample
