@@ -5,6 +5,7 @@ manga-assets run [--release DR17] [--sas-url URL] [--data-dir DIR] [--limit N] [
                  [--wait]
 manga-assets demo [--dir DIR] [--plates N] [--galaxies-per-plate N] [--seed S] [--epochs N]
                   [--world realistic|smooth] [--lean] [--hostile] [--release DR17]
+                  [--faults] (the demo always plants broken files; the flag changes nothing)
 manga-assets mirror build DIR [--release DR17] [--plates N] [--galaxies-per-plate N] [--seed S]
                               [--lean] [--faults] [--hostile] [--survey]
                               [--world realistic|smooth] [--inject MAPS ...]
