@@ -232,20 +232,7 @@ def build_training_set(
             cube_list, tmp_dir, line_names, grid, normalisation, content_hash, log
         )
         index = _write_index(tmp_dir, rows, seed, val_fraction)
-        # The fingerprint covers the arrays (hashed row by row above), the parameters and the split.
-        content_hash.update(json.dumps(parameters, sort_keys=True).encode())
-        content_hash.update(index["split"].str.cat().encode())
-        meta = {
-            "format_version": FORMAT_VERSION,
-            **parameters,
-            "n_galaxies": len(index),
-            "n_train": int((index["split"] == "train").sum()),
-            "n_val": int((index["split"] == "val").sum()),
-            "excluded": [asdict(cube) for cube in excluded],
-            "fingerprint": content_hash.hexdigest(),
-            "made_from": made_from,
-        }
-        (tmp_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+        meta = _write_meta(tmp_dir, index, parameters, excluded, content_hash, made_from)
         replace_directory(tmp_dir, out_dir, durable=True)  # existing means done: fsync first
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -265,6 +252,32 @@ def build_training_set(
         normalisation=normalisation,
         fingerprint=meta["fingerprint"],
     )
+
+
+def _write_meta(
+    directory: Path,
+    index: pd.DataFrame,
+    parameters: dict,
+    excluded: list[ExcludedCube],
+    content_hash,
+    made_from: dict | None,
+) -> dict:
+    """Write ``meta.json``; the fingerprint covers the arrays (already in ``content_hash``, row by
+    row), the parameters and the split."""
+    content_hash.update(json.dumps(parameters, sort_keys=True).encode())
+    content_hash.update(index["split"].str.cat().encode())
+    meta = {
+        "format_version": FORMAT_VERSION,
+        **parameters,
+        "n_galaxies": len(index),
+        "n_train": int((index["split"] == "train").sum()),
+        "n_val": int((index["split"] == "val").sum()),
+        "excluded": [asdict(cube) for cube in excluded],
+        "fingerprint": content_hash.hexdigest(),
+        "made_from": made_from,
+    }
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2))
+    return meta
 
 
 def _unique_cubes(cubes: Iterable[tuple[str, Path]]) -> list[tuple[str, Path]]:
