@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from manga_assets.defs.definitions import build_definitions  # noqa: E402
 from manga_assets.defs.sensors import plate_range_tags  # noqa: E402
-from manga_assets.sas.mirror import MirrorServer  # noqa: E402
+from manga_assets.mirror.server import MirrorServer  # noqa: E402
 from manga_assets.settings import Settings  # noqa: E402
 from manga_assets.synthetic.release import SyntheticReleaseSpec, build_release  # noqa: E402
 from manga_assets_tests.test_deploy.celery_services import (  # noqa: E402

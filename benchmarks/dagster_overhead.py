@@ -31,7 +31,7 @@ from manga_assets.cubes.plate import extract_plate
 from manga_assets.dap.catalog import read_dapall, read_drpall, select_cubes
 from manga_assets.defs.runner import run_pipeline
 from manga_assets.layout import DataLayout
-from manga_assets.sas.mirror import MirrorServer
+from manga_assets.mirror.server import MirrorServer
 from manga_assets.sas.paths import PlateIFU, maps_location
 from manga_assets.sas.releases import get_release
 from manga_assets.sas.transfer import Downloader

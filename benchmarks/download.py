@@ -22,7 +22,7 @@ import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
-from manga_assets.sas.mirror import MirrorServer
+from manga_assets.mirror.server import MirrorServer
 from manga_assets.sas.transfer import Downloader, DownloadResult
 
 FITS_HEADER = (

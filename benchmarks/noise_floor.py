@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from manga_assets.cubes.extract import ExtractionSettings, extract_galaxy, read_cube
+from manga_assets.cubes.cube_file import read_cube
+from manga_assets.cubes.extract import ExtractionSettings, extract_galaxy
 from manga_assets.cubes.realisations import (
     compared_pixels,
     difference_chi_square,

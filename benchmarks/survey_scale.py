@@ -226,7 +226,7 @@ def run_survey(args: argparse.Namespace) -> tuple[Bench, dict]:
 
     from manga_assets.defs.constants import PLATES_PARTITION
     from manga_assets.defs.sensors import batches, plate_range_tags
-    from manga_assets.sas.mirror import MirrorServer
+    from manga_assets.mirror.server import MirrorServer
     from manga_assets.synthetic.spec import DR17_SURVEY
 
     directory = args.dir.resolve()

@@ -5,6 +5,7 @@ manga-assets run [--release DR17] [--sas-url URL] [--data-dir DIR] [--limit N] [
                  [--wait]
 manga-assets demo [--dir DIR] [--plates N] [--galaxies-per-plate N] [--seed S] [--epochs N]
                   [--world realistic|smooth] [--lean] [--hostile] [--release DR17]
+                  [--faults] (the demo always plants broken files; the flag changes nothing)
 manga-assets mirror build DIR [--release DR17] [--plates N] [--galaxies-per-plate N] [--seed S]
                               [--lean] [--faults] [--hostile] [--survey]
                               [--world realistic|smooth] [--inject MAPS ...]
@@ -155,7 +156,7 @@ def command_mirror_build(args: argparse.Namespace) -> int:
 
 
 def command_mirror_serve(args: argparse.Namespace) -> int:
-    from manga_assets.sas.mirror import serve_forever
+    from manga_assets.mirror.server import serve_forever
 
     credentials = None
     if args.user:
@@ -185,7 +186,7 @@ DEMO_TRAINING = {"epochs": 30, "batch_size": 8, "learning_rate": 3e-3, "patience
 
 def command_demo(args: argparse.Namespace) -> int:
     from manga_assets.defs.runner import run_pipeline
-    from manga_assets.sas.mirror import MirrorServer
+    from manga_assets.mirror.server import MirrorServer
 
     directory = Path(args.dir).resolve()
     mirror_dir = directory / "mirror"

@@ -44,7 +44,7 @@ def dr17_release(tmp_path_factory):
 
 @pytest.fixture
 def served(dr17_release, tmp_path):
-    from manga_assets.sas.mirror import MirrorServer
+    from manga_assets.mirror.server import MirrorServer
 
     with MirrorServer(dr17_release.root, access_log=tmp_path / "access.log") as server:
         yield server

@@ -204,7 +204,7 @@ def test_cubes_and_parquet_tables_are_fsynced_before_their_rename(tmp_path, monk
     import numpy as np
     import pandas as pd
 
-    from manga_assets.cubes.extract import Cube, write_cube
+    from manga_assets.cubes.cube_file import Cube, write_cube
     from manga_assets.defs.io_managers import write_parquet
 
     cube = Cube(

@@ -15,20 +15,66 @@ galaxies that are not AGN.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from manga_assets.analysis.bpt import BPT_CLASSES
+from manga_assets.analysis.bpt import BPT_CLASSES, classify_centre
 from manga_assets.dap.datamodel import MNGTARG3_AGN_BITS
 from manga_assets.sas.paths import PlateIFU
+
+if TYPE_CHECKING:
+    from manga_assets.cubes.cube_file import Cube
 
 logger = logging.getLogger(__name__)
 
 AGN_BPT_CLASSES: tuple[str, ...] = ("seyfert", "liner")
 AGN_SOURCES: tuple[str, ...] = ("bpt", "mngtarg3", "catalog")
 MNGTARG3_AGN_MASK: int = sum(1 << bit for bit in MNGTARG3_AGN_BITS.values())
+# How the anomaly scores pick each galaxy's comparison galaxies: its measured central BPT class,
+# or (None) galaxies of similar depth from the whole sample.
+CALIBRATIONS: tuple[str, ...] = ("bpt_class", "depth")
+
+
+def centre_classes(cubes: Iterable[tuple[str, Cube]], snr_min: float = 3.0) -> pd.DataFrame:
+    """The BPT class of each galaxy's centre with its evidence, one row per galaxy.
+
+    ``cubes`` yields ``(plateifu, cube)``; each row is ``plateifu`` and the fields of
+    :func:`~.bpt.classify_centre` (``bpt_class`` among them), as the ``agn_sample`` asset records
+    them and :func:`build_agn_sample` reads them.
+    """
+    rows = []
+    for plateifu, cube in cubes:
+        centre = classify_centre(cube.flux, cube.ivar, cube.mask, cube.lines, snr_min=snr_min)
+        rows.append({"plateifu": plateifu, **centre.as_row()})
+    return pd.DataFrame(rows)
+
+
+def calibration_classes(
+    calibrate_by: str, plateifus: Sequence[str], agn_sample: pd.DataFrame
+) -> list[str] | None:
+    """Per galaxy of ``plateifus``, the label its anomaly score is calibrated with.
+
+    ``calibrate_by`` "bpt_class": the galaxy's measured central class from ``agn_sample`` (a
+    galaxy the sample has not classified, none should be, is "unclassified"); "depth": None
+    (:func:`~.anomaly.anomaly_scores` then compares galaxies of similar depth).
+
+    Raises
+    ------
+    ValueError
+        If ``calibrate_by`` is not one of :data:`CALIBRATIONS`.
+    """
+    if calibrate_by not in CALIBRATIONS:
+        raise ValueError(
+            f"anomaly_scores: calibrate_by must be one of {CALIBRATIONS}, got {calibrate_by!r}"
+        )
+    if calibrate_by == "depth":
+        return None
+    by_galaxy = agn_sample.set_index("plateifu")["bpt_class"].astype(str)
+    return by_galaxy.reindex(list(plateifus)).fillna("unclassified").tolist()
 
 
 def read_agn_catalog(path: Path) -> list[str]:

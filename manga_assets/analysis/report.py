@@ -210,6 +210,39 @@ def write_report(
         If the model keys of ``umaps`` and ``anomaly_scores`` differ, or ``primary_model`` is
         not one of them.
     """
+    models, primary = _models(umaps, anomaly_scores, primary_model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    agn_plateifus = agn_sample.loc[agn_sample["is_agn"].astype(bool), "plateifu"].astype(str)
+    figures = [plot_umap_pair(umaps, anomaly_scores, set(agn_plateifus), out_dir / UMAP_FIGURE)]
+    body = _introduction(title, agn_sample, len(agn_plateifus), anomaly_scores[primary], primary)
+    top_agn = most_anomalous_agn(anomaly_scores[primary], agn_sample, max(n_gallery, 2))
+    if top_agn.empty:
+        body.append("<p>No AGN in the sample: no AGN gallery or neighbours.</p>")
+    else:
+        gallery_body, gallery_figures = _agn_galleries(
+            out_dir, top_agn, neighbours[primary], primary, load_cube, lines,
+            n_gallery=n_gallery, n_neighbours=n_neighbours,
+        )  # fmt: skip
+        body += gallery_body
+        figures += gallery_figures
+    body += _score_tables(
+        models, anomaly_scores, neighbours, agn_sample, n_table_rows, with_agn=not top_agn.empty
+    )
+    body += _sample_tables(agn_sample)
+    if evaluation:
+        body += _evaluation_section(evaluation)
+    html_path = out_dir / REPORT_NAME
+    _write_text_atomically(html_path, _page(title, body))
+    return WrittenReport(html_path, tuple(figures), thumbnail_base64(figures[0]))
+
+
+def _models(
+    umaps: Mapping[str, pd.DataFrame],
+    anomaly_scores: Mapping[str, pd.DataFrame],
+    primary_model: str | None,
+) -> tuple[list[str], str]:
+    """The models of the report and the one whose scores pick the galleries (checked)."""
     if set(umaps) != set(anomaly_scores):
         raise ValueError(
             f"umaps and anomaly_scores must cover the same models, got {sorted(umaps)} and "
@@ -219,15 +252,17 @@ def write_report(
     primary = primary_model if primary_model is not None else models[0]
     if primary not in anomaly_scores:
         raise ValueError(f"primary_model {primary!r} is not one of {models!r}")
+    return models, primary
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    agn_plateifus = agn_sample.loc[agn_sample["is_agn"].astype(bool), "plateifu"].astype(str)
-    figures = [plot_umap_pair(umaps, anomaly_scores, set(agn_plateifus), out_dir / UMAP_FIGURE)]
-    body = [
+
+def _introduction(
+    title: str, agn_sample: pd.DataFrame, n_agn: int, primary_scores: pd.DataFrame, primary: str
+) -> list[str]:
+    """The title, what the score means and how it is calibrated here, and the UMAP figure."""
+    return [
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. '
-        f"{len(agn_sample)} galaxies, {len(agn_plateifus)} AGN. Anomaly score: -log10 of the "
+        f"{len(agn_sample)} galaxies, {n_agn} AGN. Anomaly score: -log10 of the "
         f"combined tail probability of {len(COMPONENTS)} components in units of the noise "
         "(the worst line's misfit against the galaxy's other lines, the galaxy's whole misfit, "
         "the peak of the PSF-smoothed residual, a line's residual summed over the footprint, "
@@ -236,8 +271,8 @@ def write_report(
         "under 200 galaxies, too small for fitted tails, the smallest probability) and "
         "calibrated again, so that a score above 1 means a 1-in-10 galaxy and "
         "above 2 a 1-in-100 one; here "
-        f"{_share_above(anomaly_scores[primary], 1.0):.1%} of the galaxies score above 1 "
-        f"(nominal 10%) and {_share_above(anomaly_scores[primary], 2.0):.1%} above 2 "
+        f"{_share_above(primary_scores, 1.0):.1%} of the galaxies score above 1 "
+        f"(nominal 10%) and {_share_above(primary_scores, 2.0):.1%} above 2 "
         f"(nominal 1%; anomalies add to both) ({html.escape(primary)}). The tables "
         "name the component and line that decided; data-quality flags (e.g. a line missing over "
         "the footprint) are listed apart and not ranked. Galleries and neighbours use the "
@@ -251,51 +286,73 @@ def write_report(
         ),
     ]
 
-    top_agn = most_anomalous_agn(anomaly_scores[primary], agn_sample, max(n_gallery, 2))
-    if top_agn.empty:
-        body.append("<p>No AGN in the sample: no AGN gallery or neighbours.</p>")
-    else:
-        gallery_rows = [
-            GalleryRow(str(r["plateifu"]), _caption(r, primary))
-            for _, r in top_agn.head(n_gallery).iterrows()
-        ]
-        figures.append(
-            plot_map_gallery(
-                gallery_rows,
-                load_cube,
-                lines,
-                out_dir / GALLERY_FIGURE,
-                title=f"Most anomalous AGN ({primary})",
-            )  # fmt: skip
-        )
-        body += [
-            "<h2>Most anomalous AGN</h2>",
-            _figure_html(
-                GALLERY_FIGURE,
-                "Line maps of the most anomalous AGN",
-                "log flux maps and the spaxel BPT classification of the most anomalous AGN.",
-            ),
-        ]
-        neighbour_rows = _neighbour_rows(top_agn, neighbours[primary], primary, n_neighbours)
-        figures.append(
-            plot_map_gallery(
-                neighbour_rows,
-                load_cube,
-                lines,
-                out_dir / NEIGHBOURS_FIGURE,
-                title=f"Latent neighbours of the most anomalous AGN ({primary})",
-            )  # fmt: skip
-        )
-        body += [
-            "<h2>Latent neighbours of the two most anomalous AGN</h2>",
-            _figure_html(
-                NEIGHBOURS_FIGURE,
-                "Latent nearest neighbours of the most anomalous AGN",
-                "Each AGN followed by its nearest galaxies in the standardised latent space.",
-            ),
-        ]
 
-    body.append("<h2>Scores</h2>")
+def _agn_galleries(
+    out_dir: Path,
+    top_agn: pd.DataFrame,
+    neighbours: pd.DataFrame,
+    primary: str,
+    load_cube: LoadCube,
+    lines: Sequence[str],
+    *,
+    n_gallery: int,
+    n_neighbours: int,
+) -> tuple[list[str], list[Path]]:
+    """The map galleries of the most anomalous AGN and of their latent neighbours."""
+    gallery_rows = [
+        GalleryRow(str(r["plateifu"]), _caption(r, primary))
+        for _, r in top_agn.head(n_gallery).iterrows()
+    ]
+    figures = [
+        plot_map_gallery(
+            gallery_rows,
+            load_cube,
+            lines,
+            out_dir / GALLERY_FIGURE,
+            title=f"Most anomalous AGN ({primary})",
+        )  # fmt: skip
+    ]
+    body = [
+        "<h2>Most anomalous AGN</h2>",
+        _figure_html(
+            GALLERY_FIGURE,
+            "Line maps of the most anomalous AGN",
+            "log flux maps and the spaxel BPT classification of the most anomalous AGN.",
+        ),
+    ]
+    neighbour_rows = _neighbour_rows(top_agn, neighbours, primary, n_neighbours)
+    figures.append(
+        plot_map_gallery(
+            neighbour_rows,
+            load_cube,
+            lines,
+            out_dir / NEIGHBOURS_FIGURE,
+            title=f"Latent neighbours of the most anomalous AGN ({primary})",
+        )  # fmt: skip
+    )
+    body += [
+        "<h2>Latent neighbours of the two most anomalous AGN</h2>",
+        _figure_html(
+            NEIGHBOURS_FIGURE,
+            "Latent nearest neighbours of the most anomalous AGN",
+            "Each AGN followed by its nearest galaxies in the standardised latent space.",
+        ),
+    ]
+    return body, figures
+
+
+def _score_tables(
+    models: Sequence[str],
+    anomaly_scores: Mapping[str, pd.DataFrame],
+    neighbours: Mapping[str, pd.DataFrame],
+    agn_sample: pd.DataFrame,
+    n_table_rows: int,
+    *,
+    with_agn: bool,
+) -> list[str]:
+    """Per model: the most anomalous galaxies and AGN, the data-quality flags, and (where there
+    are AGN) the neighbours of the two most anomalous AGN."""
+    body = ["<h2>Scores</h2>"]
     agn_columns = ["plateifu", "bpt_class", "is_agn", "agn_source"]
     for model in models:
         table = anomaly_scores[model].merge(agn_sample[agn_columns], on="plateifu", how="left")
@@ -310,16 +367,20 @@ def write_report(
                 f"<h3>{html.escape(model)}: data-quality flags ({len(flagged)} galaxies)</h3>",
                 _table_html(flagged[["plateifu", "quality_flags"]].head(n_table_rows)),
             ]
-        if model in neighbours and not top_agn.empty:
+        if model in neighbours and with_agn:
             wanted = most_anomalous_agn(anomaly_scores[model], agn_sample, 2)["plateifu"]
             rows = neighbours[model].loc[neighbours[model]["plateifu"].isin(wanted)]
             body += [
                 f"<h3>{html.escape(model)}: neighbours of the two most anomalous AGN</h3>",
                 _table_html(rows),
             ]
+    return body
 
+
+def _sample_tables(agn_sample: pd.DataFrame) -> list[str]:
+    """The AGN by source and the galaxies by central BPT class."""
     counts = agn_sample.loc[agn_sample["is_agn"].astype(bool), "agn_source"].value_counts()
-    body += [
+    return [
         "<h2>AGN sample</h2>",
         _table_html(counts.rename_axis("agn_source").reset_index(name="galaxies")),
         _table_html(
@@ -329,16 +390,24 @@ def write_report(
             .reset_index(name="galaxies")
         ),  # fmt: skip
     ]
-    if evaluation:
-        metrics = pd.DataFrame(evaluation).rename_axis("metric").reset_index()
-        body += ["<h2>Evaluation against the planted truth</h2>", _table_html(metrics)]
 
-    page = (
+
+def _evaluation_section(evaluation: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """The figures of :func:`~.evaluation.evaluate` per model, metric by metric."""
+    metrics = pd.DataFrame(evaluation).rename_axis("metric").reset_index()
+    return [
+        "<h2>Evaluation against the planted truth</h2>",
+        '<p class="note">anomaly_auc: all planted anomalies against the unremarkable galaxies; '
+        "anomaly_auc_line_bearing: without the data-quality kinds (missing_line), which are "
+        "flagged and not ranked (benchmarks/science.py reports this one).</p>",
+        _table_html(metrics),
+    ]
+
+
+def _page(title: str, body: list[str]) -> str:
+    return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
     )
-    html_path = out_dir / REPORT_NAME
-    _write_text_atomically(html_path, page)
-    return WrittenReport(html_path, tuple(figures), thumbnail_base64(figures[0]))

@@ -1,4 +1,8 @@
-"""From a MAPS file to the fixed-grid cube file and the galaxy's features row."""
+"""From a MAPS file to the fixed-grid cube file and the galaxy's features row.
+
+The cube file itself (:class:`Cube`, :func:`write_cube`, :func:`read_cube`) is
+:mod:`manga_assets.cubes.cube_file`.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from manga_assets.atomic import atomic_path
+from manga_assets.cubes.cube_file import Cube, CubeFormatError, read_cube, write_cube
 from manga_assets.cubes.features import galaxy_features
 from manga_assets.cubes.resample import SPAXEL_CORRELATION_SIGMA, resample_maps
 from manga_assets.dap.datamodel import DEFAULT_INVALID_BITS, PROJECT_LINES
 
 if TYPE_CHECKING:
     from manga_assets.dap.fitsstream import FitsLimits
+
+# The cube file is read and written by cube_file; importers of these names from here still work.
+__all__ = [
+    "Cube",
+    "CubeFormatError",
+    "ExtractionSettings",
+    "extract_galaxy",
+    "read_cube",
+    "write_cube",
+]
 
 DEFAULT_GRID = 32
 # Bump when extraction changes what a cube holds: every cube is then extracted again.
@@ -43,50 +55,6 @@ class ExtractionSettings:
         text = f"{EXTRACTION_VERSION}|{self.grid}|{self.lines}|{self.invalid_bits}|"
         text += f"{self.min_valid_fraction}|{self.correlation_sigma}"
         return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-@dataclass(frozen=True)
-class Cube:
-    """One galaxy on the fixed grid (the contract of ``cubes/{plate}/{plateifu}.npz``).
-
-    Attributes
-    ----------
-    flux : ndarray, float32, (lines, grid, grid)
-        Mean flux per DAP spaxel (1E-17 erg/s/cm^2/spaxel) of the area each cell covers; 0 where
-        invalid.
-    ivar : ndarray, float32, (lines, grid, grid)
-        Inverse variance of ``flux``.
-    mask : ndarray of bool, (lines, grid, grid)
-        True where invalid: DAP-flagged, IVAR 0, or too little valid area in the cell.
-    lines : tuple of str
-        Line names in wavelength order.
-    """
-
-    flux: np.ndarray
-    ivar: np.ndarray
-    mask: np.ndarray
-    lines: tuple[str, ...]
-
-
-def write_cube(path: Path, cube: Cube) -> None:
-    """Write ``cube`` as an uncompressed NPZ, atomically (temporary name, then rename).
-
-    Durable (fsynced before the rename): a cube that exists is taken as done, so after a power
-    cut it must not be an empty file under its final name.
-    """
-    with atomic_path(path, durable=True) as temporary, open(temporary, "wb") as stream:
-        np.savez(stream, flux=cube.flux, ivar=cube.ivar, mask=cube.mask, lines=np.array(cube.lines))
-
-
-def read_cube(path: Path) -> Cube:
-    """Read a cube file written by :func:`write_cube` (no pickles are ever loaded)."""
-    with np.load(path, allow_pickle=False) as data:
-        return Cube(
-            flux=data["flux"],
-            ivar=data["ivar"],
-            mask=data["mask"],
-            lines=tuple(str(line) for line in data["lines"]),
-        )
 
 
 def extract_galaxy(

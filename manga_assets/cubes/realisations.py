@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from manga_assets.cubes.extract import Cube, ExtractionSettings
+from manga_assets.cubes.cube_file import Cube
+from manga_assets.cubes.extract import ExtractionSettings
 from manga_assets.cubes.resample import overlap_matrix
 from manga_assets.dap.maps import read_maps
 from manga_assets.model.normalise import valid_pixels

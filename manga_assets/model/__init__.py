@@ -11,8 +11,9 @@ Modules, one job each:
   reconstruction and its losses; ``encode``; ``decode``).
 - ``normalise``: the per-galaxy scale and asinh stretch (`Normalisation`) and its inverse.
 - ``augment``: the eight sky symmetries.
-- ``dataset``: `read_cube`, `build_training_set` / `open_training_set` (memory-mapped arrays and an
-  index), and the batch loader.
+- ``dataset``: `build_training_set` / `open_training_set` (memory-mapped arrays and an index),
+  the batch loader, and `read_cube` (a cube's arrays from `manga_assets.cubes.cube_file`, checked
+  against the model's lines and grid).
 - ``train``: `TrainConfig`, `train_model`, `baseline_chi_square`, `evaluate`.
 - ``distributed``: `DistributedConfig` and the DDP processes `train_model` starts with it.
 - ``checkpoint``: `save_model` / `load_model` (state_dict + config.json + metrics.json).

@@ -39,15 +39,15 @@ from manga_assets.atomic import (
     resolve_published,
     temporary_directory,
 )
+
+# A cube that does not fit the training set raises the cube reader's error (re-exported).
+from manga_assets.cubes.cube_file import CubeFormatError as CubeFormatError
+from manga_assets.cubes.cube_file import read_cube as read_cube_file
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets.model.normalise import Normalisation, galaxy_scale, normalise, valid_pixels
 
 FORMAT_VERSION = 2
 SPLITS = ("train", "val")
-
-
-class CubeFormatError(ValueError):
-    """A cube file that does not have the layout the training set needs."""
 
 
 class TrainingSetError(ValueError):
@@ -114,64 +114,16 @@ def read_cube(
     line_names: tuple[str, ...] | list[str] = PROJECT_LINES,
     grid: int | None = 32,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read and check one ``cubes/{plate}/{plateifu}.npz`` file.
-
-    Parameters
-    ----------
-    path : Path
-        The NPZ file (loaded with ``allow_pickle=False``).
-    plateifu : str
-        The galaxy, named in error messages.
-    line_names : sequence of str
-        Lines the cube must hold, in this order (checked against its ``lines`` array if present).
-    grid : int or None
-        Required map side; None accepts any square size.
-
-    Returns
-    -------
-    flux : numpy.ndarray, float32 (L, H, W)
-    ivar : numpy.ndarray, float32 (L, H, W)
-    mask : numpy.ndarray, bool (L, H, W), True where invalid
+    """``(flux, ivar, mask)`` of one cube, read and checked by
+    :func:`manga_assets.cubes.cube_file.read_cube` against the model's lines and grid.
 
     Raises
     ------
     CubeFormatError
         If the file cannot be read, lacks an array, or has other lines or another grid.
     """
-    line_names = tuple(line_names)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [name for name in ("flux", "ivar", "mask") if name not in npz.files]
-            if missing:
-                raise CubeFormatError(
-                    f"cube {plateifu} ({path}) lacks the arrays {missing}; rebuild it with the "
-                    f"line_cubes asset"
-                )
-            flux = np.asarray(npz["flux"], dtype=np.float32)
-            ivar = np.asarray(npz["ivar"], dtype=np.float32)
-            mask = np.asarray(npz["mask"], dtype=bool)
-            lines = tuple(str(name) for name in npz["lines"]) if "lines" in npz.files else None
-    except CubeFormatError:
-        raise
-    except (OSError, ValueError, EOFError) as error:
-        raise CubeFormatError(
-            f"cube {plateifu} ({path}) cannot be read ({error}); delete it and rebuild it with "
-            f"the line_cubes asset"
-        ) from error
-    if lines is not None and lines != line_names:
-        raise CubeFormatError(
-            f"cube {plateifu} ({path}) holds the lines {list(lines)}, but the model needs "
-            f"{list(line_names)} in this order"
-        )
-    expected = (len(line_names), grid or flux.shape[-1], grid or flux.shape[-1])
-    for name, array in (("flux", flux), ("ivar", ivar), ("mask", mask)):
-        if array.shape != expected:
-            raise CubeFormatError(
-                f"cube {plateifu} ({path}) has {name} of shape {array.shape}, expected "
-                f"{expected} ({len(line_names)} lines on a {expected[1]}x{expected[2]} grid); "
-                f"rebuild the cubes or the training set with the same grid"
-            )
-    return flux, ivar, mask
+    cube = read_cube_file(path, plateifu=plateifu, line_names=line_names, grid=grid)
+    return cube.flux, cube.ivar, cube.mask
 
 
 def noise_weight(ivar: np.ndarray, valid: np.ndarray, scale: float) -> np.ndarray:
@@ -264,84 +216,23 @@ def build_training_set(
     log = log or (lambda message: None)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    cube_list = [(str(plateifu), Path(path)) for plateifu, path in cubes]
-    seen: set[str] = set()
-    for plateifu, _ in cube_list:
-        if plateifu in seen:
-            raise TrainingSetError(f"plate-IFU {plateifu} appears twice in the cube list")
-        seen.add(plateifu)
-    if not cube_list:
-        raise TrainingSetError("no cubes were given to build the training set from")
-
+    cube_list = _unique_cubes(cubes)
+    parameters = {
+        "line_names": list(line_names),
+        "grid": grid,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "normalisation": normalisation.to_dict(),
+    }
     out_dir = Path(out_dir)
     tmp_dir = temporary_directory(out_dir)
     try:
-        n_max = len(cube_list)
-        shape = (n_max, len(line_names), grid, grid)
-        flux_out = _new_array(tmp_dir / "flux.npy", np.float32, shape)
-        valid_out = _new_array(tmp_dir / "valid.npy", np.bool_, shape)
-        weight_out = _new_array(tmp_dir / "weight.npy", np.float32, shape)
         content_hash = hashlib.sha256()
-        rows: list[dict] = []
-        excluded: list[ExcludedCube] = []
-        for number, (plateifu, path) in enumerate(cube_list, start=1):
-            flux, ivar, mask = read_cube(path, plateifu, line_names=line_names, grid=grid)
-            valid = valid_pixels(flux, mask, ivar)
-            n_valid = int(valid.sum())
-            if n_valid == 0:
-                excluded.append(ExcludedCube(plateifu, str(path), "every pixel is invalid"))
-                continue
-            scale = galaxy_scale(flux, valid, line_names, normalisation)
-            row = len(rows)
-            flux_out[row] = normalise(flux, valid, scale, normalisation)
-            valid_out[row] = valid
-            weight_out[row] = noise_weight(ivar, valid, scale)
-            content_hash.update(plateifu.encode())
-            content_hash.update(flux_out[row].tobytes())
-            content_hash.update(valid.tobytes())
-            content_hash.update(weight_out[row].tobytes())
-            rows.append(
-                {"plateifu": plateifu, "row": row, "n_valid_pixels": n_valid, "scale": scale}
-            )
-            if number % 1000 == 0:
-                log(f"training set: {number}/{n_max} cubes read")
-        flux_out.flush()
-        valid_out.flush()
-        weight_out.flush()
-        del flux_out, valid_out, weight_out
-        if not rows:
-            reasons = "; ".join(f"{cube.plateifu}: {cube.reason}" for cube in excluded[:10])
-            raise TrainingSetError(f"none of the {n_max} cubes is usable for training ({reasons})")
-        if len(rows) < n_max:
-            _truncate_rows(tmp_dir, "flux.npy", len(rows))
-            _truncate_rows(tmp_dir, "valid.npy", len(rows))
-            _truncate_rows(tmp_dir, "weight.npy", len(rows))
-
-        index = pd.DataFrame(rows, columns=["plateifu", "row", "n_valid_pixels", "scale"])
-        index.insert(2, "split", _assign_splits(list(index["plateifu"]), seed, val_fraction))
-        index = index.astype({"row": "int64", "n_valid_pixels": "int64", "scale": "float64"})
-        index.to_parquet(tmp_dir / "index.parquet", index=False)
-        parameters = {
-            "line_names": list(line_names),
-            "grid": grid,
-            "seed": seed,
-            "val_fraction": val_fraction,
-            "normalisation": normalisation.to_dict(),
-        }
-        content_hash.update(json.dumps(parameters, sort_keys=True).encode())
-        content_hash.update(index["split"].str.cat().encode())
-        fingerprint = content_hash.hexdigest()
-        meta = {
-            "format_version": FORMAT_VERSION,
-            **parameters,
-            "n_galaxies": len(index),
-            "n_train": int((index["split"] == "train").sum()),
-            "n_val": int((index["split"] == "val").sum()),
-            "excluded": [asdict(cube) for cube in excluded],
-            "fingerprint": fingerprint,
-            "made_from": made_from,
-        }
-        (tmp_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+        rows, excluded = _write_arrays(
+            cube_list, tmp_dir, line_names, grid, normalisation, content_hash, log
+        )
+        index = _write_index(tmp_dir, rows, seed, val_fraction)
+        meta = _write_meta(tmp_dir, index, parameters, excluded, content_hash, made_from)
         replace_directory(tmp_dir, out_dir, durable=True)  # existing means done: fsync first
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -359,8 +250,107 @@ def build_training_set(
         line_names=line_names,
         grid=grid,
         normalisation=normalisation,
-        fingerprint=fingerprint,
+        fingerprint=meta["fingerprint"],
     )
+
+
+def _write_meta(
+    directory: Path,
+    index: pd.DataFrame,
+    parameters: dict,
+    excluded: list[ExcludedCube],
+    content_hash,
+    made_from: dict | None,
+) -> dict:
+    """Write ``meta.json``; the fingerprint covers the arrays (already in ``content_hash``, row by
+    row), the parameters and the split."""
+    content_hash.update(json.dumps(parameters, sort_keys=True).encode())
+    content_hash.update(index["split"].str.cat().encode())
+    meta = {
+        "format_version": FORMAT_VERSION,
+        **parameters,
+        "n_galaxies": len(index),
+        "n_train": int((index["split"] == "train").sum()),
+        "n_val": int((index["split"] == "val").sum()),
+        "excluded": [asdict(cube) for cube in excluded],
+        "fingerprint": content_hash.hexdigest(),
+        "made_from": made_from,
+    }
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def _unique_cubes(cubes: Iterable[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    """The (plateifu, path) pairs as a list; a repeated plate-IFU or no cube at all is refused."""
+    cube_list = [(str(plateifu), Path(path)) for plateifu, path in cubes]
+    seen: set[str] = set()
+    for plateifu, _ in cube_list:
+        if plateifu in seen:
+            raise TrainingSetError(f"plate-IFU {plateifu} appears twice in the cube list")
+        seen.add(plateifu)
+    if not cube_list:
+        raise TrainingSetError("no cubes were given to build the training set from")
+    return cube_list
+
+
+def _write_arrays(
+    cube_list: list[tuple[str, Path]],
+    directory: Path,
+    line_names: tuple[str, ...],
+    grid: int,
+    normalisation: Normalisation,
+    content_hash,
+    log: Callable[[str], None],
+) -> tuple[list[dict], list[ExcludedCube]]:
+    """Normalise each cube into the flux, valid and weight arrays of ``directory``, one at a time.
+
+    Returns the index rows of the kept galaxies and the excluded cubes; each kept galaxy's name
+    and arrays are added to ``content_hash``. The arrays are trimmed to the kept rows.
+    """
+    n_max = len(cube_list)
+    shape = (n_max, len(line_names), grid, grid)
+    flux_out = _new_array(directory / "flux.npy", np.float32, shape)
+    valid_out = _new_array(directory / "valid.npy", np.bool_, shape)
+    weight_out = _new_array(directory / "weight.npy", np.float32, shape)
+    rows: list[dict] = []
+    excluded: list[ExcludedCube] = []
+    for number, (plateifu, path) in enumerate(cube_list, start=1):
+        flux, ivar, mask = read_cube(path, plateifu, line_names=line_names, grid=grid)
+        valid = valid_pixels(flux, mask, ivar)
+        n_valid = int(valid.sum())
+        if n_valid == 0:
+            excluded.append(ExcludedCube(plateifu, str(path), "every pixel is invalid"))
+            continue
+        scale = galaxy_scale(flux, valid, line_names, normalisation)
+        row = len(rows)
+        flux_out[row] = normalise(flux, valid, scale, normalisation)
+        valid_out[row] = valid
+        weight_out[row] = noise_weight(ivar, valid, scale)
+        for part in (plateifu.encode(), flux_out[row], valid, weight_out[row]):
+            content_hash.update(part if isinstance(part, bytes) else part.tobytes())
+        rows.append({"plateifu": plateifu, "row": row, "n_valid_pixels": n_valid, "scale": scale})
+        if number % 1000 == 0:
+            log(f"training set: {number}/{n_max} cubes read")
+    for array in (flux_out, valid_out, weight_out):
+        array.flush()
+    # The memory maps are closed before the files are trimmed (replaced) below.
+    del flux_out, valid_out, weight_out, array
+    if not rows:
+        reasons = "; ".join(f"{cube.plateifu}: {cube.reason}" for cube in excluded[:10])
+        raise TrainingSetError(f"none of the {n_max} cubes is usable for training ({reasons})")
+    if len(rows) < n_max:
+        for name in ("flux.npy", "valid.npy", "weight.npy"):
+            _truncate_rows(directory, name, len(rows))
+    return rows, excluded
+
+
+def _write_index(directory: Path, rows: list[dict], seed: int, val_fraction: float) -> pd.DataFrame:
+    """Write ``index.parquet``: the kept galaxies, their rows, splits, valid pixels and scales."""
+    index = pd.DataFrame(rows, columns=["plateifu", "row", "n_valid_pixels", "scale"])
+    index.insert(2, "split", _assign_splits(list(index["plateifu"]), seed, val_fraction))
+    index = index.astype({"row": "int64", "n_valid_pixels": "int64", "scale": "float64"})
+    index.to_parquet(directory / "index.parquet", index=False)
+    return index
 
 
 def _new_array(path: Path, dtype: type, shape: tuple[int, ...]) -> np.memmap:

@@ -1,1 +1,1 @@
-"""Where MaNGA files live and how they arrive: releases, SAS paths, transfer, the mirror."""
+"""Where MaNGA files live and how they arrive: releases, SAS paths, transfer, integrity."""

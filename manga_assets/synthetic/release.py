@@ -13,14 +13,14 @@ from pathlib import Path
 from manga_assets.dap.datamodel import EMLINE_CHANNELS, FLUX_EXTENSION
 from manga_assets.sas.paths import PlateIFU, dapall_location, drpall_location, maps_location
 from manga_assets.sas.releases import Release, get_release
-from manga_assets.synthetic.catalogues import dap_measurements, write_dapall, write_drpall
-from manga_assets.synthetic.extensions import MapsContent
-from manga_assets.synthetic.faults import (
+from manga_assets.synthetic.broken_files import (
     TRUNCATE_INTO_FLUX,
     fault_recipe,
     plant_hostile,
     truncate_file,
 )
+from manga_assets.synthetic.catalogues import dap_measurements, write_dapall, write_drpall
+from manga_assets.synthetic.extensions import MapsContent
 from manga_assets.synthetic.fitsfile import maps_blocks, write_gzipped
 from manga_assets.synthetic.physics import model_galaxy, observe_lines
 from manga_assets.synthetic.population import (

@@ -115,3 +115,17 @@ def test_unknown_bpt_class_raises():
 def test_catalog_without_mngtarg3_raises():
     with pytest.raises(ValueError, match="'mngtarg3'"):
         build_agn_sample(BPT_ROWS, CATALOG.drop(columns="mngtarg3"), None)
+
+
+def test_calibration_classes_are_the_agn_samples_measured_classes_or_none_by_depth():
+    from manga_assets.analysis.agn import calibration_classes
+
+    sample = pd.DataFrame({"plateifu": ["1-1", "1-2"], "bpt_class": ["liner", "sf"]})
+    assert calibration_classes("bpt_class", ["1-2", "1-1", "1-3"], sample) == [
+        "sf",
+        "liner",
+        "unclassified",
+    ]
+    assert calibration_classes("depth", ["1-2"], sample) is None
+    with pytest.raises(ValueError, match="calibrate_by must be one of"):
+        calibration_classes("mass", ["1-2"], sample)

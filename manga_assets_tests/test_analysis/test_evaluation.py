@@ -4,7 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from manga_assets.analysis.evaluation import evaluate, precision_at_k, roc_auc
+from manga_assets.analysis.evaluation import (
+    bootstrap_auc_interval,
+    bootstrap_intervals,
+    budget_k,
+    evaluate,
+    precision_at_k,
+    ranking_figures,
+    roc_auc,
+)
 
 
 def tables(anomaly_kind, score, true_class, pred_class, true_agn, pred_agn):
@@ -87,3 +95,46 @@ def test_missing_column_raises():
     truth, scores, agn = HAND_MADE
     with pytest.raises(ValueError, match="anomaly_kind"):
         evaluate(truth.drop(columns="anomaly_kind"), scores, agn)
+
+
+def test_line_bearing_figures_leave_the_data_quality_kinds_out_and_say_so():
+    truth, scores, agn = tables(
+        anomaly_kind=["none", "none", "ring", "missing_line", "blob", "none"],
+        score=[10.0, 20.0, 90.0, 5.0, 80.0, 40.0],
+        true_class=["sf"] * 6,
+        pred_class=["sf"] * 6,
+        true_agn=[False] * 6,
+        pred_agn=[False] * 6,
+    )
+    metrics = evaluate(truth, scores, agn)
+    # All planted: the missing_line galaxy scores lowest of all, so it costs the AUC.
+    assert metrics["anomaly_auc"] == pytest.approx(2 / 3)
+    assert metrics["anomaly_auc_line_bearing"] == 1.0
+    assert metrics["anomaly_average_precision_line_bearing"] == 1.0
+    assert metrics["anomaly_average_precision"] < 1.0
+    assert metrics["anomaly_auc_line_bearing_high"] == 1.0
+
+
+def test_one_precision_an_inspection_budget_is_a_k():
+    rng = np.random.default_rng(2)
+    kind = rng.choice(["none", "none", "none", "ring"], 250)
+    score = rng.normal(size=250) + (kind == "ring")
+    figures = ranking_figures(kind, score, k=7, budgets=(0.01, 0.05))
+    planted = kind != "none"
+    assert budget_k(0.01, 250) == 2 and budget_k(0.05, 250) == 12 and budget_k(0.001, 10) == 1
+    assert figures["precision_at_1pct"] == precision_at_k(planted, score, 2)
+    assert figures["precision_at_5pct"] == precision_at_k(planted, score, 12)
+    assert figures["precision_at_k"] == precision_at_k(planted, score, 7)
+    assert figures["auc_ring"] == figures["auc"] == roc_auc(planted, score)
+
+
+def test_bootstrap_intervals_resample_galaxies_as_the_report_does():
+    rng = np.random.default_rng(3)
+    planted = rng.random(60) < 0.2
+    score = rng.normal(size=60) + planted
+    intervals = bootstrap_intervals(
+        lambda index: {"auc": roc_auc(planted[index], score[index])}, 60, 50, seed=4
+    )
+    assert intervals["auc"][0] == roc_auc(planted, score)
+    assert intervals["auc"][1:] == bootstrap_auc_interval(planted, score, samples=50, seed=4)
+    assert intervals["auc"][1] < intervals["auc"][0] < intervals["auc"][2]

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from manga_assets.cubes.extract import ExtractionSettings, extract_galaxy, read_cube
+from manga_assets.cubes.cube_file import read_cube
+from manga_assets.cubes.extract import ExtractionSettings, extract_galaxy
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets_tests.fits_builders import line_values, write_maps
 

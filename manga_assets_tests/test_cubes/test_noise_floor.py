@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from manga_assets.cubes.extract import Cube, ExtractionSettings, extract_galaxy, read_cube
+from manga_assets.cubes.cube_file import Cube, read_cube
+from manga_assets.cubes.extract import ExtractionSettings, extract_galaxy
 from manga_assets.cubes.realisations import (
     compared_pixels,
     difference_chi_square,

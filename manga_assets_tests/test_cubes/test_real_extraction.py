@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from manga_assets.cubes.extract import ExtractionSettings, extract_galaxy, read_cube
+from manga_assets.cubes.cube_file import read_cube
+from manga_assets.cubes.extract import ExtractionSettings, extract_galaxy
 from manga_assets.dap.datamodel import PROJECT_LINES, TIED_FLUX_RATIOS
 from manga_assets.dap.errors import DapWarning
 from manga_assets.dap.maps import read_maps

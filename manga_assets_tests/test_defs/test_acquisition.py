@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance
 
-from manga_assets.cubes.extract import read_cube
+from manga_assets.cubes.cube_file import read_cube
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets.defs.runner import run_pipeline
-from manga_assets.sas.mirror import read_access_log
+from manga_assets.mirror.server import read_access_log
 from manga_assets.sas.paths import PlateIFU
 
 
@@ -129,7 +129,7 @@ def test_any_directory_in_the_sas_layout_works(tmp_path):
     from astropy.io import fits
     from astropy.table import Table
 
-    from manga_assets.sas.mirror import MirrorServer
+    from manga_assets.mirror.server import MirrorServer
     from manga_assets.sas.paths import dapall_location, drpall_location, maps_location
     from manga_assets.sas.releases import get_release
     from manga_assets.settings import Settings
@@ -177,7 +177,7 @@ def test_any_directory_in_the_sas_layout_works(tmp_path):
 
 
 def test_a_dr15_release_runs_with_its_own_layout(tmp_path):
-    from manga_assets.sas.mirror import MirrorServer
+    from manga_assets.mirror.server import MirrorServer
     from manga_assets.settings import Settings
     from manga_assets_tests.conftest import build_small_release
 

@@ -97,7 +97,7 @@ def test_sensor_skips_when_nothing_is_new(tmp_path):
 def test_a_watched_release_is_reported_once_when_it_appears(tmp_path):
     from manga_assets.defs.resources import SasResource
     from manga_assets.defs.sensors import release_watch_sensor
-    from manga_assets.sas.mirror import MirrorServer
+    from manga_assets.mirror.server import MirrorServer
 
     (tmp_path / "dr19" / "manga" / "spectro").mkdir(parents=True)
     with MirrorServer(tmp_path) as server:

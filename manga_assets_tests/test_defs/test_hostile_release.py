@@ -13,7 +13,7 @@ import pandas as pd
 from dagster import DagsterInstance
 
 from manga_assets.defs.runner import run_pipeline
-from manga_assets.sas.mirror import MirrorServer
+from manga_assets.mirror.server import MirrorServer
 from manga_assets.settings import Settings
 from manga_assets.synthetic.spec import HOSTILE_FAULT_KINDS
 from manga_assets_tests.conftest import build_small_release

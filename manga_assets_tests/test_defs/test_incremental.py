@@ -12,7 +12,7 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance
 
 from manga_assets.defs.runner import run_pipeline
-from manga_assets.sas.mirror import MirrorServer, read_access_log
+from manga_assets.mirror.server import MirrorServer, read_access_log
 from manga_assets.settings import Settings
 from manga_assets.synthetic.release import SyntheticReleaseSpec, build_release, rewrite_galaxy
 

@@ -45,7 +45,8 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from manga_assets.cubes.extract import ExtractionSettings, extract_galaxy, read_cube
+from manga_assets.cubes.cube_file import read_cube
+from manga_assets.cubes.extract import ExtractionSettings, extract_galaxy
 from manga_assets.defs.assets.analysis import (
     AgnSampleConfig,
     AnomalyConfig,
@@ -55,6 +56,8 @@ from manga_assets.defs.assets.analysis import (
 )
 from manga_assets.defs.constants import CRASH_AT_ENV
 from manga_assets.defs.runner import RunSummary, run_pipeline
+from manga_assets.mirror.server import MirrorServer
+from manga_assets.mirror.transfer_faults import Fault, FaultPlan
 from manga_assets.provenance import (
     cubes_provenance,
     expected_latents_provenance,
@@ -63,8 +66,6 @@ from manga_assets.provenance import (
     read_sidecar,
     with_config,
 )
-from manga_assets.sas.faults import Fault, FaultPlan
-from manga_assets.sas.mirror import MirrorServer
 from manga_assets.sas.paths import PlateIFU
 from manga_assets.sas.releases import get_release
 from manga_assets.sas.sidecar import part_path

@@ -16,7 +16,7 @@ from dagster import AssetKey, DagsterInstance
 from manga_assets.cli import DEMO_TRAINING
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets.defs.runner import run_pipeline
-from manga_assets.sas.mirror import MirrorServer
+from manga_assets.mirror.server import MirrorServer
 from manga_assets.settings import Settings
 from manga_assets_tests.conftest import build_small_release
 
@@ -148,7 +148,7 @@ def test_noise_level_alone_does_not_make_a_galaxy_anomalous(pipeline):
     """
     from manga_assets.analysis.anomaly import anomaly_scores
     from manga_assets.analysis.bpt import classify_centre
-    from manga_assets.cubes.extract import read_cube
+    from manga_assets.cubes.cube_file import read_cube
     from manga_assets.model.checkpoint import load_model
     from manga_assets.model.inference import embed
 

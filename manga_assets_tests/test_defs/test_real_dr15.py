@@ -11,7 +11,7 @@ from dagster import AssetKey, DagsterInstance
 
 from manga_assets.dap.datamodel import PROJECT_LINES
 from manga_assets.defs.runner import run_pipeline
-from manga_assets.sas.mirror import MirrorServer
+from manga_assets.mirror.server import MirrorServer
 from manga_assets.settings import Settings
 from manga_assets.synthetic.inject import inject_maps
 from manga_assets_tests.conftest import build_small_release
@@ -50,7 +50,7 @@ def test_the_real_galaxy_is_selected_and_recorded_with_its_dap_version(dr15_run)
 
 
 def test_the_real_galaxy_has_a_cube_features_latents_and_a_bpt_class(dr15_run):
-    from manga_assets.cubes.extract import read_cube
+    from manga_assets.cubes.cube_file import read_cube
 
     products, _, _ = dr15_run
     cube = read_cube(products / "cubes" / "7815" / f"{REAL_PLATEIFU}.npz")

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from dagster import DagsterEventType, DagsterInstance
 
-from manga_assets.sas.mirror import MirrorServer
+from manga_assets.mirror.server import MirrorServer
 from manga_assets_tests.conftest import build_small_release
 
 pytestmark = pytest.mark.slow

@@ -37,13 +37,13 @@ from manga_assets.atomic import clean_temporaries
 from manga_assets.defs.definitions import build_definitions
 from manga_assets.defs.sensors import plate_range_tags
 from manga_assets.layout import DataLayout
+from manga_assets.mirror.server import MirrorServer
 from manga_assets.provenance import (
     LATENTS_CODE_VERSION,
     latents_file_provenance,
     plate_cube_digests,
     read_provenance,
 )
-from manga_assets.sas.mirror import MirrorServer
 from manga_assets.settings import Settings
 from manga_assets_tests.conftest import build_small_release
 from manga_assets_tests.test_deploy.celery_services import (

@@ -17,7 +17,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from manga_assets.sas.mirror import MirrorServer
+from manga_assets.mirror.server import MirrorServer
 from manga_assets_tests.conftest import build_small_release
 
 pytestmark = pytest.mark.slow

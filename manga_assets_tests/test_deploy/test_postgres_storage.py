@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from manga_assets.defs.runner import run_pipeline
-from manga_assets.sas.mirror import MirrorServer
+from manga_assets.mirror.server import MirrorServer
 from manga_assets.settings import Settings
 from manga_assets_tests.conftest import build_small_release
 from manga_assets_tests.test_deploy.postgres import local_postgres, server_bin_dir

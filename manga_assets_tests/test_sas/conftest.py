@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from manga_assets.sas.faults import FaultPlan
-from manga_assets.sas.mirror import AccessLogEntry, MirrorServer, read_access_log
+from manga_assets.mirror.server import AccessLogEntry, MirrorServer, read_access_log
+from manga_assets.mirror.transfer_faults import FaultPlan
 
 # Above the downloader's 256 KiB read chunk, so that a body cut in half still leaves whole
 # chunks on disk to resume from.

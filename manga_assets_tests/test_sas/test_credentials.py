@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from manga_assets.mirror.server import MirrorServer, read_access_log
 from manga_assets.sas.credentials import (
     InsecureCredentialsError,
     credentials_for,
     origin_of,
     strip_credentials,
 )
-from manga_assets.sas.mirror import MirrorServer, read_access_log
 from manga_assets.sas.network import host_of, redact_url
 from manga_assets.sas.transfer import Downloader
 from manga_assets_tests.test_sas.conftest import ScriptedServer, fits_gz

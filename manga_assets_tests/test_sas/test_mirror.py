@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from manga_assets.sas.faults import Fault, FaultPlan
-from manga_assets.sas.mirror import MirrorServer, read_access_log
+from manga_assets.mirror.server import MirrorServer, read_access_log
+from manga_assets.mirror.transfer_faults import Fault, FaultPlan
 from manga_assets.sas.watch import release_available
 from manga_assets_tests.test_sas.conftest import Mirror
 
@@ -290,7 +290,8 @@ def test_serve_forever_serves_until_interrupted(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     code = (
-        "import sys; from pathlib import Path; from manga_assets.sas.mirror import serve_forever; "
+        "import sys; from pathlib import Path; "
+        "from manga_assets.mirror.server import serve_forever; "
         "serve_forever(Path(sys.argv[1]), int(sys.argv[2]), on_ready=lambda url: print(url, "
         "flush=True))"
     )

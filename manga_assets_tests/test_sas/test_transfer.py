@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from manga_assets.sas.faults import Fault
-from manga_assets.sas.mirror import MirrorServer
+from manga_assets.mirror.server import MirrorServer
+from manga_assets.mirror.transfer_faults import Fault
 from manga_assets.sas.transfer import (
     Downloader,
     ProgressEvent,

@@ -22,7 +22,7 @@ import requests
 from dagster import DagsterInstance
 
 from manga_assets.defs.runner import RunSummary, run_pipeline
-from manga_assets.sas.mirror import MirrorServer
+from manga_assets.mirror.server import MirrorServer
 from manga_assets.settings import Settings
 from manga_assets_tests.conftest import build_small_release
 

@@ -333,16 +333,17 @@ def line_cubes(
 
 
 def _cube_sanity(ok: pd.DataFrame, settings: ExtractionSettings, data_dir: DataDirResource):
-    from manga_assets.cubes.extract import read_cube
+    from manga_assets.cubes.cube_file import CubeFormatError, read_cube
 
     problems = []
     for plateifu in ok["plateifu"]:
-        cube = read_cube(data_dir.layout.cube(PlateIFU.parse(plateifu)))
-        expected = (len(settings.lines), settings.grid, settings.grid)
-        if cube.flux.shape != expected or cube.mask.shape != expected:
-            problems.append(f"{plateifu}: shape {cube.flux.shape}, expected {expected}")
-        elif not (_finite(cube.flux) and _finite(cube.ivar)):
-            problems.append(f"{plateifu}: non-finite values")
+        try:
+            read_cube(
+                data_dir.layout.cube(PlateIFU.parse(plateifu)), plateifu=plateifu,
+                line_names=settings.lines, grid=settings.grid, finite=True,
+            )  # fmt: skip
+        except CubeFormatError as error:
+            problems.append(str(error))
     empty = ok[ok["n_valid_pixels"] == 0]["plateifu"].tolist()
     return dg.AssetCheckResult(
         check_name="cube_sanity",
@@ -354,8 +355,3 @@ def _cube_sanity(ok: pd.DataFrame, settings: ExtractionSettings, data_dir: DataD
         },
     )
 
-
-def _finite(array) -> bool:
-    import numpy as np
-
-    return bool(np.isfinite(array).all())

@@ -77,23 +77,13 @@ def _table_asset_kwargs(variant: str, name: str, description: str) -> dict:
     }
 
 
-CALIBRATIONS = ("bpt_class", "depth")
-
-
 def calibration_classes(
     config: AnomalyConfig, latents: pd.DataFrame, agn_sample: pd.DataFrame
 ) -> list[str] | None:
     """Per galaxy of ``latents``, the label it is calibrated with (None: by depth)."""
-    if config.calibrate_by not in CALIBRATIONS:
-        raise ValueError(
-            f"anomaly_scores: calibrate_by must be one of {CALIBRATIONS}, got "
-            f"{config.calibrate_by!r}"
-        )
-    if config.calibrate_by == "depth":
-        return None
-    by_galaxy = agn_sample.set_index("plateifu")["bpt_class"].astype(str)
-    # A galaxy the AGN sample has not classified (none should be) is calibrated with its like.
-    return by_galaxy.reindex(latents["plateifu"]).fillna("unclassified").tolist()
+    from manga_assets.analysis.agn import calibration_classes as classes_of
+
+    return classes_of(config.calibrate_by, latents["plateifu"], agn_sample)
 
 
 def build_latent_space_assets(variant: str) -> list[dg.AssetsDefinition]:
@@ -212,19 +202,14 @@ def agn_sample(
     data_dir: DataDirResource,
 ) -> dg.Output[pd.DataFrame]:
     """BPT class of every galaxy's centre and whether it hosts an AGN, with the evidence."""
-    from manga_assets.analysis.agn import build_agn_sample
-    from manga_assets.analysis.bpt import classify_centre
-    from manga_assets.cubes.extract import read_cube
+    from manga_assets.analysis.agn import build_agn_sample, centre_classes
+    from manga_assets.cubes.cube_file import read_cube
 
     features = pd.concat(line_cubes.values(), ignore_index=True)
-    rows = []
-    for plateifu in features.loc[features["status"] == "ok", "plateifu"]:
-        cube = read_cube(data_dir.layout.cube(PlateIFU.parse(plateifu)))
-        centre = classify_centre(
-            cube.flux, cube.ivar, cube.mask, cube.lines, snr_min=config.snr_min
-        )
-        rows.append({"plateifu": plateifu, **centre.as_row()})
-    bpt_rows = pd.DataFrame(rows)
+    ok = features.loc[features["status"] == "ok", "plateifu"]
+    bpt_rows = centre_classes(
+        ((p, read_cube(data_dir.layout.cube(PlateIFU.parse(p)))) for p in ok), config.snr_min
+    )
     path = Path(config.agn_catalog_path) if config.agn_catalog_path else None
     sample, unknown = build_agn_sample(bpt_rows, catalog, path)
     if unknown:
@@ -289,7 +274,7 @@ def agn_report(
     """The AGN report: UMAPs, anomaly scores, the most anomalous AGN and their neighbours."""
     from manga_assets.analysis.evaluation import evaluate
     from manga_assets.analysis.report import write_report
-    from manga_assets.cubes.extract import read_cube
+    from manga_assets.cubes.cube_file import read_cube
 
     layout = data_dir.layout
     agn = agn_sample

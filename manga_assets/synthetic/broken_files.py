@@ -1,4 +1,4 @@
-"""Broken MAPS files a synthetic release can plant, and how each is made."""
+"""Broken MAPS files a synthetic release can plant (missing, truncated, hostile), and how."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Failures the loopback mirror can inject, so tests can show how the downloader copes with them.
+"""Failures the loopback mirror injects per request, to show how the downloader copes.
 
 A :class:`FaultPlan` maps a SAS-relative path ('dr17/manga/.../x.fits.gz') to a queue of
 :class:`Fault` objects. Each request for that path (GET or HEAD) takes the next fault from its

@@ -10,8 +10,8 @@ requests addressed to the loopback (a foreign Host header, as a DNS-rebinding pa
 sends, gets 421).
 
 For tests and benchmarks it can add a fixed latency to every response, inject failures from a
-:class:`~manga_assets.sas.faults.FaultPlan`, and write an access log with one line per request
-(read it back with :func:`read_access_log`).
+:class:`~manga_assets.mirror.transfer_faults.FaultPlan`, and write an access log with one line
+per request (read it back with :func:`read_access_log`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import IO, Literal
 from urllib.parse import unquote, urlsplit
 
-from manga_assets.sas.faults import Fault, FaultPlan
+from manga_assets.mirror.transfer_faults import Fault, FaultPlan
 
 logger = logging.getLogger(__name__)
 
