@@ -11,7 +11,9 @@ So after the output of a run over several plates, each plate's materialisation i
 more: the same provenance tags (code version, inputs) and metadata, the plate's own data version.
 Being the plate's latest materialisation, it is the one the stale-status resolver and the next
 range run's input versions read. The UI shows two materialisations per plate for such a run; a
-one-plate run sets the version on its output and records one.
+one-plate run sets the version on its output and records one. The asset's checks, evaluated
+after, log Dagster's "Data version mismatch ... most recent materialization will be used"
+warning: the most recent is the one meant.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def output_with_plate_versions(
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[plate]), limit=1
         ).records
-        if not records or records[0].run_id != context.run_id:
+        if not records or records[0].run_id != context.run.run_id:
             raise dg.DagsterInvariantViolationError(
                 f"{context.asset_key.to_user_string()}[{plate}]: the run's materialisation was "
                 "not found to record the plate's data version on; rerun the plate"

@@ -22,6 +22,7 @@ from manga_assets.defs.model_io import TrainedModel
 from manga_assets.defs.partitions import plate_partitions
 from manga_assets.defs.resources import DataDirResource
 from manga_assets.model import defaults
+from manga_assets.model.publish import Outcome
 from manga_assets.model.typical_fit import MIN_TYPICAL_GALAXIES
 from manga_assets.provenance import (
     cube_digests,
@@ -176,7 +177,7 @@ def _training_settings(variant: str, config: ModelTrainingConfig):
     return model, training, distributed
 
 
-def _model_metadata(outcome) -> dict:
+def _model_metadata(outcome: Outcome) -> dict:
     """What the model's materialisation shows: the core's report, the losses and learned floor."""
     history = pd.DataFrame(outcome.metrics["history"])
     return {
