@@ -45,17 +45,19 @@ def output_with_plate_versions(
         return
     yield dg.Output(value, metadata=metadata)
     # Dagster has recorded the output's materialisations by now: it finishes handling an output
-    # before the asset's generator goes on.
+    # before the asset's generator goes on. They are the plates' latest (one query for all).
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=list(versions)),
+        limit=len(versions),
+    ).records
+    latest = {r.partition_key: r for r in reversed(records) if r.run_id == context.run.run_id}
     for plate, version in versions.items():
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[plate]), limit=1
-        ).records
-        if not records or records[0].run_id != context.run.run_id:
+        if plate not in latest:
             raise dg.DagsterInvariantViolationError(
                 f"{context.asset_key.to_user_string()}[{plate}]: the run's materialisation was "
                 "not found to record the plate's data version on; rerun the plate"
             )
-        recorded = records[0].asset_materialization
+        recorded = latest[plate].asset_materialization
         yield dg.AssetMaterialization(
             asset_key=context.asset_key,
             partition=plate,
