@@ -57,6 +57,51 @@ class Outcome:
     def passed(self) -> bool:
         return bool(self.quality["passed"])
 
+    def gate_report(self) -> dict[str, Any]:
+        """The gate's figures, as its check reports them."""
+        quality = self.quality
+        return {
+            "fev": quality["fev"],
+            "fev_low": quality["fev_low"],
+            "fev_high": quality["fev_high"],
+            "min_fev": quality["min_fev"],
+            "val_chi2_model": quality["chi2_model"],
+            "val_chi2_weighted_pca": quality["chi2_pca"],
+            "fev_weighted_pca": quality["fev_pca"],
+            "fev_pooled": quality["fev_pooled"],
+            "val_chi2_mean_map": quality["chi2_mean_map"],
+            "val_galaxies": quality["n_val"],
+            "blocking": quality["blocking"],
+            "warnings": "; ".join(quality["problems"]) or "none",
+        }
+
+    def report(self) -> dict[str, Any]:
+        """The decision, the training and the fit, as scalars (what the asset reports)."""
+        metrics = self.metrics
+        return {
+            "retrained": self.decision.retrain,
+            "retrain_reason": self.decision.reason,
+            "model_id": self.model_id,
+            "galaxies_trained_on": metrics["n_galaxies_trained"],
+            "galaxies_in_training_set": self.n_galaxies,
+            "device": metrics["device"],
+            "training_processes": metrics.get("processes", 1),
+            "parameters": metrics["n_parameters"],
+            "epochs_run": len(metrics["history"]),
+            "resumed_from_epoch": metrics["resumed_from_epoch"] or 0,
+            "best_epoch": metrics["best_epoch"],
+            "best_val_chi2": metrics["best_val_chi2"],
+            "mean_map_val_chi2": metrics["baseline_val_chi2"],
+            "fev": self.quality["fev"],
+            "best_val_fev": metrics["best_val_fev"],
+            "active_latent_dims": self.quality["active_latent_dims"],
+            "training_seconds": metrics["wall_seconds"],
+            "galaxies_per_second": metrics["galaxies_per_second"],
+            "train_galaxies": metrics["n_train"],
+            "val_galaxies": metrics["n_val"],
+            "stopped_early": metrics["stopped_early"],
+        }
+
 
 def model_signature(code_version: str, model_config, train_config) -> dict:
     """What defines a model: the code version, the architecture and the training settings."""

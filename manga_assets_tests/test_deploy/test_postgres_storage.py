@@ -68,7 +68,7 @@ def test_runs_and_materialisations_are_recorded_in_postgres(tmp_path, monkeypatc
                 cursor.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'")
                 assert cursor.fetchone()[0] == len(summary.run_ids)
                 cursor.execute(
-                    "SELECT partition FROM event_logs WHERE dagster_event_type = "
+                    "SELECT DISTINCT partition FROM event_logs WHERE dagster_event_type = "
                     "'ASSET_MATERIALIZATION' AND asset_key = %s",
                     (dg.AssetKey("line_cubes").to_string(),),
                 )

@@ -49,6 +49,18 @@ def test_trains_without_a_model_then_keeps_the_saved_one(small_training_set, tmp
     forced = _call(small_training_set, tmp_path, force=True)
     assert forced.decision.reason == "retraining was requested"
 
+    # What the asset reports: the kept model's own training, and the decision of this call.
+    report = kept.report()
+    assert report["retrained"] is False and report["model_id"] == trained.model_id
+    assert report["epochs_run"] == len(trained.metrics["history"]) == 2
+    assert report["best_val_chi2"] == trained.metrics["best_val_chi2"]
+    assert report["galaxies_in_training_set"] == 24
+    assert forced.report()["retrain_reason"] == "retraining was requested"
+    gate = trained.gate_report()
+    assert gate["fev"] == trained.quality["fev"] == report["fev"]
+    assert gate["val_galaxies"] == trained.quality["n_val"]
+    assert gate["warnings"] == ("; ".join(trained.quality["problems"]) or "none")
+
 
 def test_the_identity_follows_the_signature_the_training_set_and_the_fit():
     signature = {"code_version": "1"}

@@ -16,10 +16,12 @@ from manga_assets.defs.constants import (
     OWNER,
     PLATES_PER_RUN,
 )
+from manga_assets.defs.data_versions import output_with_plate_versions
 from manga_assets.defs.io_managers import PRODUCT_PATH
 from manga_assets.defs.markdown import markdown_table
 from manga_assets.defs.partitions import plate_partitions
 from manga_assets.defs.resources import DataDirResource, SasResource
+from manga_assets.provenance import cubes_provenance
 from manga_assets.sas.manifest import build_manifest, manifests_by_plate, maps_digest
 from manga_assets.sas.network import redact_url
 from manga_assets.sas.paths import PlateIFU, dapall_location, drpall_location, maps_location
@@ -174,8 +176,7 @@ def maps_files(
 
     release = sas.release_info()
     layout = data_dir.layout
-    plates_run = list(context.partition_keys)
-    plates = [int(key) for key in plates_run]
+    plates = [int(key) for key in context.partition_keys]
     galaxies = catalog[catalog["plate"].isin(plates)]
     plateifus = [PlateIFU.parse(text) for text in galaxies["plateifu"]]
     locations = [maps_location(release, plateifu) for plateifu in plateifus]
@@ -208,15 +209,13 @@ def maps_files(
 
     failed = manifest[manifest["status"] != "ok"]
     share = len(failed) / max(len(manifest), 1)
-    digests = {plate: maps_digest(rows) for plate, rows in by_plate.items()}
-    yield dg.Output(
+    # A plate's data version is the digest of its MAPS files' checksums and statuses, recorded
+    # per plate in runs over many plates too (manga_assets.defs.data_versions).
+    yield from output_with_plate_versions(
+        context,
         by_plate,
-        # A plate's data version is the digest of its MAPS files' checksums and statuses. Dagster
-        # takes one data version per output (per-partition versions are for source assets only),
-        # so only a one-plate run can set it; batched runs list every plate's digest below.
-        data_version=dg.DataVersion(digests[plates_run[0]]) if len(digests) == 1 else None,
+        {plate: maps_digest(rows) for plate, rows in by_plate.items()},
         metadata={
-            "sha256_digest_by_plate": dg.MetadataValue.json(digests),
             # A run covers a batch of plates and Dagster copies output metadata onto every plate's
             # materialisation: totals say so in their names, and the per-plate counts are listed.
             "plates_in_run": len(by_plate),
@@ -303,17 +302,17 @@ def line_cubes(
             f"{release.dapver}, have its layout and were read as such: {', '.join(named[:10])}"
         )
     code_version = context.assets_def.code_versions_by_key[context.asset_key]
-    # What a plate's cubes are made from: this code, the extraction settings, the MAPS files (as
-    # for maps_files, Dagster takes it as the data version of one-plate runs only).
-    digests = {
-        plate: _digest(code_version, settings.key(), maps_digest(maps_files[plate]))
-        for plate in features
-    }
-    yield dg.Output(
+    # A plate's data version is the digest of its cubes' digests (each: the MAPS file's checksum
+    # and the extraction settings) and this code, recorded per plate in runs over many plates too
+    # (manga_assets.defs.data_versions).
+    yield from output_with_plate_versions(
+        context,
         features,
-        data_version=dg.DataVersion(next(iter(digests.values()))) if len(digests) == 1 else None,
+        {
+            plate: _digest(code_version, cubes_provenance(table)["cubes"])
+            for plate, table in features.items()
+        },
         metadata={
-            "input_digest_by_plate": dg.MetadataValue.json(digests),
             "plates_in_run": len(features),
             "galaxies_in_run": len(every),
             "cubes_in_run": len(ok),

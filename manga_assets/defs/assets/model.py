@@ -15,6 +15,7 @@ from manga_assets.defs.constants import (
     VARIANTS,
 )
 from manga_assets.defs.crash import crash_after_epoch, crash_point
+from manga_assets.defs.data_versions import output_with_plate_versions
 from manga_assets.defs.io_managers import PRODUCT_PATH, PROVENANCE
 from manga_assets.defs.markdown import markdown_table
 from manga_assets.defs.model_io import TrainedModel
@@ -22,6 +23,7 @@ from manga_assets.defs.partitions import plate_partitions
 from manga_assets.defs.resources import DataDirResource
 from manga_assets.layout import TRAINING_SET_DIR
 from manga_assets.model import defaults
+from manga_assets.model.publish import Outcome
 from manga_assets.model.typical_fit import MIN_TYPICAL_GALAXIES
 from manga_assets.provenance import (
     LATENTS_CODE_VERSION,
@@ -147,6 +149,46 @@ def _loss_curve_markdown(history: pd.DataFrame) -> str:
     return f"![loss curve](data:image/png;base64,{encoded})"
 
 
+def _training_settings(variant: str, config: ModelTrainingConfig):
+    """The core's model, training and distribution settings from the asset's config."""
+    from manga_assets.model.autoencoder import ModelConfig
+    from manga_assets.model.distributed import DistributedConfig
+    from manga_assets.model.train import TrainConfig
+
+    distributed = DistributedConfig(
+        processes=config.distributed.processes, backend=config.distributed.backend
+    )
+    training = TrainConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        patience=config.patience,
+        device=config.device,
+        # The step's CPUs are shared out between its training processes.
+        num_threads=max(1, step_threads() // distributed.processes),
+    )
+    model = ModelConfig(variant=variant, latent_dim=config.latent_dim, beta=config.beta)
+    return model, training, distributed
+
+
+def _model_metadata(outcome: Outcome) -> dict:
+    """What the model's materialisation shows: the core's report, the losses and learned floor."""
+    history = pd.DataFrame(outcome.metrics["history"])
+    return {
+        **outcome.report(),
+        "learned_floor": dg.MetadataValue.json(outcome.metrics.get("learned_floor", {})),
+        "losses": dg.MetadataValue.md(markdown_table(history.round(5))),
+        # Drawn when the model is trained: a kept model's curve is on the materialisation that
+        # trained it, and drawing costs a no-change rerun seconds.
+        **(
+            {"loss_curve": dg.MetadataValue.md(_loss_curve_markdown(history))}
+            if outcome.decision.retrain
+            else {}
+        ),
+    }
+
+
 def build_model_asset(variant: str) -> dg.AssetsDefinition:
     """The ``{variant}/model`` asset: a trained ConvLSTM autoencoder of that variant."""
     check_name = "quality_gate"
@@ -167,28 +209,14 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
     def model(
         context: dg.AssetExecutionContext, config: ModelTrainingConfig, data_dir: DataDirResource
     ):
-        from manga_assets.model.autoencoder import ModelConfig
-        from manga_assets.model.distributed import DistributedConfig
         from manga_assets.model.publish import GateSettings, gate_failure_message, train_or_keep
-        from manga_assets.model.train import TrainConfig
 
         layout = data_dir.layout
         model_dir = layout.model_dir(variant)
-        distributed = DistributedConfig(
-            processes=config.distributed.processes, backend=config.distributed.backend
-        )
+        model_config, train_config, distributed = _training_settings(variant, config)
         outcome = train_or_keep(
-            ModelConfig(variant=variant, latent_dim=config.latent_dim, beta=config.beta),
-            TrainConfig(
-                epochs=config.epochs,
-                batch_size=config.batch_size,
-                learning_rate=config.learning_rate,
-                seed=config.seed,
-                patience=config.patience,
-                device=config.device,
-                # The step's CPUs are shared out between its training processes.
-                num_threads=max(1, step_threads() // distributed.processes),
-            ),
+            model_config,
+            train_config,
             code_version=MODEL_CODE_VERSION,
             training_set_dir=layout.products / TRAINING_SET_DIR,
             model_dir=model_dir,
@@ -200,27 +228,13 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
             log=context.log.info,
             on_epoch_end=crash_after_epoch,
         )
-        metrics, quality, decision = outcome.metrics, outcome.quality, outcome.decision
-        for problem in quality["problems"]:
+        for problem in outcome.quality["problems"]:
             context.log.warning(f"{variant}/model: {problem}")
         gate = dg.AssetCheckResult(
             check_name=check_name,
             passed=outcome.passed,
-            description=None if outcome.passed else gate_failure_message(quality),
-            metadata={
-                "fev": quality["fev"],
-                "fev_low": quality["fev_low"],
-                "fev_high": quality["fev_high"],
-                "min_fev": quality["min_fev"],
-                "val_chi2_model": quality["chi2_model"],
-                "val_chi2_weighted_pca": quality["chi2_pca"],
-                "fev_weighted_pca": quality["fev_pca"],
-                "fev_pooled": quality["fev_pooled"],
-                "val_chi2_mean_map": quality["chi2_mean_map"],
-                "val_galaxies": quality["n_val"],
-                "blocking": quality["blocking"],
-                "warnings": "; ".join(quality["problems"]) or "none",
-            },
+            description=None if outcome.passed else gate_failure_message(outcome.quality),
+            metadata=outcome.gate_report(),
         )
         if not outcome.passed:
             # The gate runs before publication: a failing model never replaces models/{variant}
@@ -229,45 +243,15 @@ def build_model_asset(variant: str) -> dg.AssetsDefinition:
             raise dg.Failure(
                 description=f"{variant}/model was not published (the previous model, if any, "
                 f"stays in {model_dir})",
-                metadata={"fev_low": quality["fev_low"], "min_fev": quality["min_fev"]},
+                metadata={
+                    "fev_low": outcome.quality["fev_low"],
+                    "min_fev": outcome.quality["min_fev"],
+                },
             )
-
-        history = pd.DataFrame(metrics["history"])
         yield dg.Output(
-            TrainedModel(outcome.model, outcome.config, metrics),
+            TrainedModel(outcome.model, outcome.config, outcome.metrics),
             data_version=dg.DataVersion(outcome.model_id),
-            metadata={
-                "retrained": decision.retrain,
-                "retrain_reason": decision.reason,
-                "model_id": outcome.model_id,
-                "galaxies_trained_on": metrics["n_galaxies_trained"],
-                "galaxies_in_training_set": outcome.n_galaxies,
-                "device": metrics["device"],
-                "training_processes": metrics.get("processes", 1),
-                "parameters": metrics["n_parameters"],
-                "epochs_run": len(history),
-                "resumed_from_epoch": metrics["resumed_from_epoch"] or 0,
-                "best_epoch": metrics["best_epoch"],
-                "best_val_chi2": metrics["best_val_chi2"],
-                "mean_map_val_chi2": metrics["baseline_val_chi2"],
-                "fev": quality["fev"],
-                "best_val_fev": metrics["best_val_fev"],
-                "learned_floor": dg.MetadataValue.json(metrics.get("learned_floor", {})),
-                "active_latent_dims": quality["active_latent_dims"],
-                "training_seconds": metrics["wall_seconds"],
-                "galaxies_per_second": metrics["galaxies_per_second"],
-                "train_galaxies": metrics["n_train"],
-                "val_galaxies": metrics["n_val"],
-                "stopped_early": metrics["stopped_early"],
-                "losses": dg.MetadataValue.md(markdown_table(history.round(5))),
-                # Drawn when the model is trained: a kept model's curve is on the materialisation
-                # that trained it, and drawing costs a no-change rerun seconds.
-                **(
-                    {"loss_curve": dg.MetadataValue.md(_loss_curve_markdown(history))}
-                    if decision.retrain
-                    else {}
-                ),
-            },
+            metadata=_model_metadata(outcome),
         )
         yield gate
 
@@ -295,7 +279,7 @@ def build_latents_asset(variant: str) -> dg.AssetsDefinition:
         model: TrainedModel,
         line_cubes: dict[str, pd.DataFrame],
         data_dir: DataDirResource,
-    ) -> dg.Output[dict[str, pd.DataFrame]]:
+    ):
         import torch
 
         from manga_assets.cubes.extract import read_cube
@@ -316,19 +300,15 @@ def build_latents_asset(variant: str) -> dg.AssetsDefinition:
                 LATENTS_CODE_VERSION, model_id, set_digest(plateifus, made_from)
             )
         every = pd.concat(tables.values(), ignore_index=True)
-        versions = {plate: digest(*record.values()) for plate, record in provenance.items()}
-        return dg.Output(
+        # A plate's data version is the digest of its provenance (latents code, model, cubes),
+        # which the IO manager writes into the plate's file; recorded per plate in runs over
+        # many plates too (manga_assets.defs.data_versions).
+        yield from output_with_plate_versions(
+            context,
             tables,
-            # A plate's data version follows its model and cubes. Dagster takes one data version
-            # per output (per-partition versions are for source assets only), so only one-plate
-            # runs set it; every run records each plate's provenance, which the IO manager also
-            # writes into the plate's file.
-            data_version=(
-                dg.DataVersion(next(iter(versions.values()))) if len(versions) == 1 else None
-            ),
+            {plate: digest(*record.values()) for plate, record in provenance.items()},
             metadata={
                 PROVENANCE: dg.MetadataValue.json(provenance),
-                "data_version_by_plate": dg.MetadataValue.json(versions),
                 "model_id": model_id,
                 "plates_in_run": len(tables),
                 "galaxies_in_run": len(every),
