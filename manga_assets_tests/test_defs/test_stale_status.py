@@ -23,7 +23,7 @@ from dagster import DagsterInstance
 
 from manga_assets.defs.constants import CRASH_AT_ENV
 from manga_assets.defs.runner import run_pipeline
-from manga_assets.sas.mirror import MirrorServer
+from manga_assets.mirror.server import MirrorServer
 from manga_assets.settings import Settings
 from manga_assets.synthetic.release import SyntheticReleaseSpec, build_release, rewrite_galaxy
 
