@@ -1,0 +1,1 @@
+"""The human loop: labels that last, a review queue that learns from them, calibrated lists."""
