@@ -53,23 +53,43 @@ def _short(line: str) -> str:
     return line.replace("-", " ")
 
 
-def _panels(n_lines: int, extra_rows: float = 0.0):
+def _mosaic_figure(tiles: np.ndarray, labels, title: str, highlighted: int | None = None):
+    """One image of all lines' maps (``tiles``: (L, H, W, 4) RGBA), ``COLUMNS`` per row, each
+    titled with its label (tile ``highlighted`` in red). One axes and one image: 19 axes cost
+    several times as much to draw, and the page's images must render in well under a second."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = -(-n_lines // COLUMNS)
-    figure = Figure(figsize=(COLUMNS * PANEL_INCHES, (rows + extra_rows) * PANEL_INCHES))
+    n, height, width = tiles.shape[:3]
+    rows = -(-n // COLUMNS)
+    gap, label = max(1, width // 8), max(4, height // 4)
+    cell_h, cell_w = height + gap + label, width + gap
+    canvas = np.ones((rows * cell_h, COLUMNS * cell_w, 4))
+    figure = Figure(figsize=(COLUMNS * PANEL_INCHES, rows * PANEL_INCHES * cell_h / cell_w + 0.3))
     FigureCanvasAgg(figure)
-    # A fixed layout: constrained layout costs more than drawing the maps themselves.
-    grid = figure.subplots(rows, COLUMNS, squeeze=False)
-    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.93, wspace=0.05, hspace=0.22)
-    axes = list(grid.flat)
-    for panel in axes:
-        panel.set_xticks([])
-        panel.set_yticks([])
-    for panel in axes[n_lines:]:
-        panel.set_axis_off()
-    return figure, axes
+    axes = figure.add_axes((0.0, 0.0, 1.0, 1.0 - 0.3 / figure.get_figheight()))
+    for index in range(n):
+        row, column = divmod(index, COLUMNS)
+        top, left = row * cell_h + label, column * cell_w
+        # Maps have the origin at the bottom (north up): flip rows into the image's order.
+        canvas[top : top + height, left : left + width] = tiles[index][::-1]
+        decided = index == highlighted
+        axes.text(
+            left + width / 2, top - 1, labels[index], ha="center", va="bottom", fontsize=7,
+            color="#c00000" if decided else "black",
+            fontweight="bold" if decided else "normal",
+        )  # fmt: skip
+    axes.imshow(canvas, interpolation="nearest", aspect="auto")
+    axes.set_axis_off()
+    figure.suptitle(title, fontsize=9, y=0.995, va="top")
+    return figure
+
+
+def _coloured(image: np.ndarray, low: float, high: float, cmap) -> np.ndarray:
+    """RGBA of a map on the scale [low, high]; NaN in the colour map's 'bad' colour."""
+    with np.errstate(invalid="ignore"):
+        scaled = (image - low) / (high - low)
+    return cmap(np.ma.masked_invalid(scaled))
 
 
 def _log_map(flux: np.ndarray, shown: np.ndarray) -> np.ndarray:
@@ -90,40 +110,40 @@ def _limits(image: np.ndarray) -> tuple[float, float]:
 def draw_line_maps(
     flux: np.ndarray, valid: np.ndarray, lines, title: str, limits_from: np.ndarray | None = None
 ):
-    """log10 flux maps, one panel per line; colour limits per line from ``limits_from``
+    """log10 flux maps, one tile per line; colour limits per line from ``limits_from``
     (the data, so that a reconstruction is drawn on the data's scale) or the maps themselves."""
     from matplotlib import colormaps
 
     cmap = colormaps["inferno"].with_extremes(bad="0.85")
-    figure, axes = _panels(len(lines))
     reference = flux if limits_from is None else limits_from
-    for index, (panel, line) in enumerate(zip(axes, lines, strict=False)):
-        low, high = _limits(_log_map(reference[index], valid[index]))
-        image = _log_map(flux[index], valid[index])
-        panel.imshow(image, origin="lower", cmap=cmap, vmin=low, vmax=high)
-        panel.set_title(_short(line), fontsize=7)
-    figure.suptitle(title, fontsize=9)
-    return figure
+    tiles = np.stack(
+        [
+            _coloured(
+                _log_map(flux[index], valid[index]),
+                *_limits(_log_map(reference[index], valid[index])),
+                cmap,
+            )
+            for index in range(len(lines))
+        ]
+    )
+    return _mosaic_figure(tiles, [_short(line) for line in lines], title)
 
 
 def draw_residual_maps(maps: np.ndarray, lines, title: str, highlight: str = "", peaks=None):
-    """Signed maps in units of the noise (blue: data fainter than the model, red: brighter)."""
+    """Signed maps in units of the noise (blue: data fainter than the model, red: brighter),
+    saturating at +-`RESIDUAL_LIMIT`; ``peaks`` (one per line) join the titles."""
     from matplotlib import colormaps
 
     cmap = colormaps["RdBu_r"].with_extremes(bad="0.85")
-    figure, axes = _panels(len(lines))
-    for index, (panel, line) in enumerate(zip(axes, lines, strict=False)):
-        panel.imshow(
-            maps[index], origin="lower", cmap=cmap, vmin=-RESIDUAL_LIMIT, vmax=RESIDUAL_LIMIT
-        )
-        label = _short(line) if peaks is None else f"{_short(line)}  {peaks[index]:.1f}"
-        decided = line == highlight
-        panel.set_title(
-            label, fontsize=7, color="#c00000" if decided else "black",
-            fontweight="bold" if decided else "normal",
-        )  # fmt: skip
-    figure.suptitle(title, fontsize=9)
-    return figure
+    tiles = np.stack([_coloured(m, -RESIDUAL_LIMIT, RESIDUAL_LIMIT, cmap) for m in maps])
+    labels = [
+        _short(line) if peaks is None else f"{_short(line)}  {peaks[index]:.1f}"
+        for index, line in enumerate(lines)
+    ]
+    lines = list(lines)
+    return _mosaic_figure(
+        tiles, labels, title, lines.index(highlight) if highlight in lines else None
+    )
 
 
 def draw_bpt_map(codes: np.ndarray, title: str):

@@ -11,12 +11,10 @@ request always sees one consistent set of tables.
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,21 +33,10 @@ class NoProductsError(RuntimeError):
     """The data directory has no model's products to explore; the message says what to run."""
 
 
-def json_value(value: Any) -> Any:
-    """A table cell as JSON: numpy scalars as Python numbers, NaN and infinities as None."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def json_records(table: pd.DataFrame) -> list[dict]:
-    """The rows of ``table`` as JSON-safe dictionaries."""
-    return [
-        {str(key): json_value(value) for key, value in row.items()}
-        for row in table.to_dict("records")
-    ]
+    """The rows of ``table`` as JSON-safe dictionaries (NaN and infinities as None)."""
+    # pandas' own JSON writer: a Python loop over 10,000 rows of 20 columns takes seconds.
+    return json.loads(table.to_json(orient="records", double_precision=15))
 
 
 def p_values(scores: pd.DataFrame) -> np.ndarray:
@@ -67,6 +54,9 @@ class ModelProducts:
     variant: str
     model_id: str
     latents: pd.DataFrame
+    # anomaly_scores.parquet as written, for the review core (queue, false-discovery rates).
+    anomaly_scores: pd.DataFrame
+    # The same with p_value, q_value, UMAP position and BPT class, most anomalous first.
     scores: pd.DataFrame
     # plateifu -> the galaxy's score row (JSON-safe), with p_value and q_value.
     score_rows: dict[str, dict]
@@ -111,9 +101,9 @@ def _load_model(layout: DataLayout, variant: str, bpt: dict[str, dict]) -> Model
         return None
     latents = pd.read_parquet(paths["latents"])
     umap = pd.read_parquet(paths["umap"])
-    scores = pd.read_parquet(paths["anomaly_scores"])
+    anomaly_scores = pd.read_parquet(paths["anomaly_scores"])
     neighbours = pd.read_parquet(paths["neighbours"])
-    scores = scores.copy()
+    scores = anomaly_scores.copy()
     scores["p_value"] = p_values(scores)
     scores["q_value"] = benjamini_hochberg(scores["p_value"].to_numpy())
     scores = scores.merge(umap[["plateifu", "umap_x", "umap_y"]], on="plateifu", how="left")
@@ -121,10 +111,12 @@ def _load_model(layout: DataLayout, variant: str, bpt: dict[str, dict]) -> Model
     scores = scores.sort_values("rank").reset_index(drop=True)
     rows = json_records(scores)
     ordered = neighbours.sort_values(["plateifu", "neighbour_rank"])
-    grouped = {
-        str(plateifu): json_records(group[["neighbour_plateifu", "neighbour_rank", "distance"]])
-        for plateifu, group in ordered.groupby("plateifu", sort=False)
-    }
+    # One conversion of the whole table: per-group DataFrame work costs ms per galaxy.
+    grouped: dict[str, list[dict]] = {}
+    for row in json_records(
+        ordered[["plateifu", "neighbour_plateifu", "neighbour_rank", "distance"]]
+    ):
+        grouped.setdefault(str(row.pop("plateifu")), []).append(row)
     listing_columns = [
         "plateifu", "rank", "anomaly_score", "anomaly_component", "anomaly_line", "q_value",
         "bpt_class", "umap_x", "umap_y", "quality_flags",
@@ -138,6 +130,7 @@ def _load_model(layout: DataLayout, variant: str, bpt: dict[str, dict]) -> Model
         variant=variant,
         model_id=_model_id(layout, variant, latents),
         latents=latents,
+        anomaly_scores=anomaly_scores,
         scores=scores,
         score_rows={row["plateifu"]: row for row in rows},
         neighbours=grouped,

@@ -103,7 +103,10 @@ class Explorer:
             if key not in self._queues:
                 self._queues.clear()
                 self._queues[key] = review_queue(
-                    model.latents, model.scores, self.labels.table(), reviewer=self.reviewer
+                    model.latents,
+                    model.anomaly_scores,
+                    self.labels.table(),
+                    reviewer=self.reviewer,
                 )
             return self._queues[key]
 
@@ -293,9 +296,12 @@ def make_handler(explorer: Explorer) -> type[BaseHTTPRequestHandler]:
             if path == "/api/anomalies":
                 fdr = _number(query, "fdr", 0.1, 0.0, 1.0)
                 model = explorer.model(snapshot, query)
-                found = passing(model.scores, fdr)
-                columns = [c for c in found.columns if c not in ("umap_x", "umap_y")]
-                return self._json(json_records(found[columns]))
+                found = passing(model.anomaly_scores, fdr)
+                by_galaxy = model.scores.set_index("plateifu")
+                for column in ("p_value", "q_value"):
+                    if column not in found:  # the explorer's own, as on the galaxy pages
+                        found[column] = found["plateifu"].map(by_galaxy[column])
+                return self._json(json_records(found))
             if path == "/api/labels":
                 table = explorer.labels.table()
                 if reviewer := (query.get("reviewer") or [None])[0]:

@@ -34,6 +34,8 @@ CANVAS_INK = """() => {
 MAPS_LOADED = """() => ['img-residual', 'img-smoothed', 'img-reconstruction', 'img-lines']
   .every(id => { const image = document.getElementById(id);
                  return image.complete && image.naturalWidth > 0; })"""
+THUMBNAILS_LOADED = """() => [...document.querySelectorAll('#neighbours img')]
+  .every(image => image.complete && image.naturalWidth > 0)"""
 
 
 def test_a_person_clicks_a_galaxy_on_the_umap_sees_its_residuals_and_labels_it(explorer):
@@ -59,6 +61,7 @@ def test_a_person_clicks_a_galaxy_on_the_umap_sees_its_residuals_and_labels_it(e
             page.wait_for_selector("body[data-ready=true]")
             page.wait_for_function(MAPS_LOADED)
             assert page.locator("#neighbours img").count() > 0
+            page.wait_for_function(THUMBNAILS_LOADED)
             assert first in page.locator("#title").inner_text()
 
             ARTIFACTS.mkdir(exist_ok=True)
