@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import requests
 
+from manga_assets.analysis.anomaly import COMPONENTS
 from manga_assets.explorer.images import KINDS
 from manga_assets.explorer.products import RELOAD_CHECK_S
 from manga_assets_tests.test_explore.conftest import serving
@@ -48,9 +49,9 @@ def test_a_galaxy_page_has_its_scores_components_neighbours_and_images(explorer)
     assert page["scores"]["anomaly_score"] == pytest.approx(top.anomaly_score)
     assert page["scores"]["rank"] == 1
     assert 0 < page["p_value"] <= 1 and page["p_value"] <= page["q_value"] <= 1
-    assert {row["component"] for row in page["components"]} == {
-        name.removeprefix("p_") for name in table.columns if name.startswith("p_")
-    }
+    assert {row["component"] for row in page["components"]} == set(COMPONENTS)
+    for row in page["components"]:
+        assert row["p"] == pytest.approx(top[f"p_{row['component']}"])
     neighbours = pd.read_parquet(explorer.data_dir / "products" / "ae" / "neighbours.parquet")
     expected = neighbours[neighbours.plateifu == top.plateifu].sort_values("neighbour_rank")
     assert [n["plateifu"] for n in page["neighbours"]] == list(expected.neighbour_plateifu)
