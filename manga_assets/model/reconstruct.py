@@ -15,6 +15,7 @@ torch is imported inside the functions, so that importing this module stays chea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,22 @@ def reconstruct(
         valid=valid,
         scale=float(scale),
     )
+
+
+def explainer(
+    model_dir: Path | str, load_cube: Callable[[str], tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> Callable[[str], Reconstruction]:
+    """``explain(plateifu)``: the published model's reconstruction of a galaxy.
+
+    The model is loaded at the first call, so that a report with no galaxy to explain never
+    reads it; ``load_cube(plateifu)`` gives the galaxy's ``(flux, ivar, mask)``.
+    """
+    loaded: list[tuple[Any, Any]] = []
+
+    def explain(plateifu: str) -> Reconstruction:
+        if not loaded:
+            loaded.append(load_published_model(model_dir))
+        model, model_config = loaded[0]
+        return reconstruct(model, model_config, *load_cube(plateifu))
+
+    return explain

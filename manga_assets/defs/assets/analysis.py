@@ -278,6 +278,7 @@ def agn_report(
     from manga_assets.analysis.evaluation import evaluate
     from manga_assets.analysis.report import write_report
     from manga_assets.cubes.cube_file import read_cube
+    from manga_assets.model.reconstruct import explainer
 
     layout = data_dir.layout
     agn = agn_sample
@@ -304,6 +305,7 @@ def agn_report(
         agn_sample=agn,
         load_cube=load_cube,
         evaluation=evaluation,
+        explain=explainer(layout.model_dir(VARIANTS[0]), load_cube),
         n_gallery=config.n_gallery,
     )
     crash_point("report_written")
