@@ -327,7 +327,7 @@ def plot_explanations(rows: Sequence[ExplainedRow], path: Path, *, title: str = 
             vmin=-RESIDUAL_COLOUR_LIMIT, vmax=RESIDUAL_COLOUR_LIMIT,
         )  # fmt: skip
         peak = np.nanmax(np.abs(row.residual), initial=0.0)
-        residual_axes.set_title(f"{row.line} smoothed residual (peak {peak:.1f} sigma)", fontsize=8)
+        residual_axes.set_title(f"smoothed residual, peak {peak:.1f} sigma", fontsize=8)
         figure.colorbar(image, ax=residual_axes, shrink=0.8, label="sigma")
     if title:
         figure.suptitle(title, fontsize=10)
