@@ -11,6 +11,7 @@ manga-assets mirror build DIR [--release DR17] [--plates N] [--galaxies-per-plat
                               [--world realistic|smooth] [--inject MAPS ...]
 manga-assets mirror serve DIR [--port P] [--user USER]
 manga-assets neighbours PLATEIFU [--model ae|vae] [-k N] [--data-dir DIR]
+manga-assets explore [--data-dir DIR] [--port 8080] [--host 127.0.0.1] [--reviewer NAME]
 """
 
 from __future__ import annotations
@@ -232,6 +233,38 @@ def command_neighbours(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_explore(args: argparse.Namespace) -> int:
+    from manga_assets.explorer.products import NoProductsError
+    from manga_assets.explorer.server import make_server
+
+    data_dir = _settings(args).data_dir
+    try:
+        server = make_server(data_dir, host=args.host, port=args.port, reviewer=args.reviewer)
+    except NoProductsError as error:
+        print(f"manga-assets explore: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(
+            f"manga-assets explore: cannot listen on {args.host}:{args.port} ({error}); "
+            "choose another --port",
+            file=sys.stderr,
+        )
+        return 1
+    host, port = server.server_address[:2]
+    print(
+        f"exploring {data_dir} at http://{host}:{port}/ as reviewer "
+        f"{server.explorer.reviewer!r} (Ctrl-C stops)",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def _add_release_options(parser: argparse.ArgumentParser, plates: int = 4) -> None:
     parser.add_argument("--release", default=os.environ.get("MANGA_RELEASE", "DR17"))
     parser.add_argument("--plates", type=int, default=plates, help="plates to write")
@@ -343,6 +376,20 @@ def build_parser() -> argparse.ArgumentParser:
     near.add_argument("-k", type=int, default=10)
     near.add_argument("--data-dir", help="data directory (default MANGA_DATA_DIR or ./data)")
     near.set_defaults(handler=command_neighbours)
+    explore = commands.add_parser(
+        "explore", help="a local web application to look at galaxies and label them"
+    )
+    explore.add_argument("--data-dir", help="data directory (default MANGA_DATA_DIR or ./data)")
+    explore.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any)")
+    explore.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only)",
+    )
+    explore.add_argument(
+        "--reviewer", help="the name labels are stored under (default $MANGA_REVIEWER or the user)"
+    )
+    explore.set_defaults(handler=command_explore)
     return parser
 
 

@@ -278,3 +278,57 @@ def plot_map_gallery(
     if title:
         figure.suptitle(title, fontsize=10)
     return save_figure(figure, path)
+
+
+@dataclass(frozen=True)
+class ExplainedRow:
+    """One galaxy of the explanations figure: where, in its deciding line, the model failed.
+
+    ``flux`` is the line's map (1E-17 erg/s/cm^2/spaxel, NaN where invalid); ``residual`` the
+    PSF-smoothed residual significance of the same line (signed, in units of its noise).
+    """
+
+    caption: str
+    line: str
+    flux: np.ndarray
+    residual: np.ndarray
+
+
+# Residual significances beyond this saturate the colour scale.
+RESIDUAL_COLOUR_LIMIT = 5.0
+
+
+def plot_explanations(rows: Sequence[ExplainedRow], path: Path, *, title: str = "") -> Path:
+    """One row per galaxy: the log flux map of its deciding line beside the PSF-smoothed
+    residual of that line (red: brighter than the model, blue: fainter), saturating at
+    +-`RESIDUAL_COLOUR_LIMIT` sigma.
+
+    Raises
+    ------
+    ValueError
+        If ``rows`` is empty.
+    """
+    from matplotlib import colormaps
+
+    if not rows:
+        raise ValueError("an explanations figure needs at least one galaxy")
+    figure = new_figure(6.4, 2.1 * len(rows) + 0.5)
+    grid = figure.subplots(len(rows), 2, squeeze=False)
+    cmap = colormaps["RdBu_r"].with_extremes(bad="0.85")
+    for (flux_axes, residual_axes), row in zip(grid, rows, strict=True):
+        for axes in (flux_axes, residual_axes):
+            axes.set_xticks([])
+            axes.set_yticks([])
+        invalid = ~np.isfinite(row.flux)
+        _draw_line_map(flux_axes, _log_flux_map(np.nan_to_num(row.flux), invalid), row.line)
+        flux_axes.set_ylabel(row.caption, fontsize=7, rotation=0, ha="right", va="center")
+        image = residual_axes.imshow(
+            row.residual, origin="lower", cmap=cmap,
+            vmin=-RESIDUAL_COLOUR_LIMIT, vmax=RESIDUAL_COLOUR_LIMIT,
+        )  # fmt: skip
+        peak = np.nanmax(np.abs(row.residual), initial=0.0)
+        residual_axes.set_title(f"smoothed residual, peak {peak:.1f} sigma", fontsize=8)
+        figure.colorbar(image, ax=residual_axes, shrink=0.8, label="sigma")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return save_figure(figure, path)

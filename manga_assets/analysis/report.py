@@ -15,16 +15,21 @@ import base64
 import datetime as dt
 import html
 import io
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 import pandas as pd
 
 from manga_assets.analysis.anomaly import COMPONENTS
 from manga_assets.analysis.figures import (
+    ExplainedRow,
     GalleryRow,
     LoadCube,
+    plot_explanations,
     plot_map_gallery,
     plot_umap_pair,
 )
@@ -35,6 +40,9 @@ REPORT_NAME = "agn_report.html"
 UMAP_FIGURE = "umap_anomaly.png"
 GALLERY_FIGURE = "agn_gallery.png"
 NEIGHBOURS_FIGURE = "agn_neighbours.png"
+EXPLANATIONS_FIGURE = "agn_explanations.png"
+# AGN whose deciding line is shown with its residual.
+N_EXPLAINED = 4
 
 # Dagster metadata values should stay small; the thumbnail is shrunk until it fits.
 THUMBNAIL_MAX_BYTES = 100_000
@@ -68,6 +76,29 @@ class WrittenReport:
     html_path: Path
     figure_paths: tuple[Path, ...]
     thumbnail_png_base64: str
+
+
+logger = logging.getLogger(__name__)
+
+
+class Explanation(Protocol):
+    """What the published model makes of one galaxy (`manga_assets.model.reconstruct`)."""
+
+    lines: tuple[str, ...]
+    smoothed_residual: np.ndarray  # (L, H, W), signed significance of the PSF-smoothed residual
+    coherent_peak: np.ndarray  # (L,), the peak of |smoothed_residual| per line
+
+
+Explain = Callable[[str], Explanation]
+# What may go wrong for one galaxy (a cube or model that cannot be read): its row is left out.
+_EXPLAIN_ERRORS = (OSError, KeyError, ValueError, RuntimeError)
+
+
+def deciding_line(score_row: Mapping, lines: Sequence[str], coherent_peak: np.ndarray) -> str:
+    """The line that decided the galaxy's score, or, where no line did (the latent density,
+    say), the line whose smoothed residual peaks highest."""
+    line = str(score_row.get("anomaly_line") or "")
+    return line if line in lines else str(lines[int(np.argmax(coherent_peak))])
 
 
 def most_anomalous_agn(
@@ -161,6 +192,7 @@ def write_report(
     load_cube: LoadCube,
     lines: Sequence[str] = PROJECT_LINES,
     evaluation: Mapping[str, Mapping[str, float]] | None = None,
+    explain: Explain | None = None,
     primary_model: str | None = None,
     n_gallery: int = 6,
     n_neighbours: int = 3,
@@ -188,6 +220,10 @@ def write_report(
         Line names of the cubes, :data:`~manga_assets.dap.datamodel.PROJECT_LINES` by default.
     evaluation : mapping of model name to dict of float, optional
         Output of :func:`~.evaluation.evaluate` per model (synthetic releases), shown as a table.
+    explain : callable, optional
+        ``explain(plateifu)``: the primary model's reconstruction of a galaxy
+        (`manga_assets.model.reconstruct.reconstruct`). Given, the report shows, for the
+        most anomalous AGN, the residual map of the deciding line beside its flux map.
     primary_model : str, optional
         Model whose scores pick the gallery AGN and neighbours; the first key by default.
     n_gallery : int, optional
@@ -226,6 +262,12 @@ def write_report(
         )  # fmt: skip
         body += gallery_body
         figures += gallery_figures
+        if explain is not None:
+            explained_body, explained_figures = _explanations(
+                out_dir, top_agn, primary, load_cube, lines, explain
+            )
+            body += explained_body
+            figures += explained_figures
     body += _score_tables(
         models, anomaly_scores, neighbours, agn_sample, n_table_rows, with_agn=not top_agn.empty
     )
@@ -339,6 +381,51 @@ def _agn_galleries(
         ),
     ]
     return body, figures
+
+
+def _explanations(
+    out_dir: Path,
+    top_agn: pd.DataFrame,
+    primary: str,
+    load_cube: LoadCube,
+    lines: Sequence[str],
+    explain: Explain,
+) -> tuple[list[str], list[Path]]:
+    """Where, and in which line, the model failed for the most anomalous AGN."""
+    rows = []
+    for _, agn in top_agn.head(N_EXPLAINED).iterrows():
+        plateifu = str(agn["plateifu"])
+        try:
+            flux, _, mask = load_cube(plateifu)
+            explained = explain(plateifu)
+        except _EXPLAIN_ERRORS as error:
+            logger.warning("explanations: %s left out (%s)", plateifu, error)
+            continue
+        line = deciding_line(agn, explained.lines, explained.coherent_peak)
+        in_cube, in_model = list(lines).index(line), list(explained.lines).index(line)
+        line_flux = np.where(np.asarray(mask[in_cube]), np.nan, np.asarray(flux[in_cube]))
+        rows.append(
+            ExplainedRow(
+                _caption(agn, primary), line, line_flux, explained.smoothed_residual[in_model]
+            )
+        )
+    if not rows:
+        return ["<p>No residual maps: the model could not be run on the AGN's cubes.</p>"], []
+    path = plot_explanations(
+        rows, out_dir / EXPLANATIONS_FIGURE, title=f"Why the AGN are anomalous ({primary})"
+    )
+    body = [
+        "<h2>Why the most anomalous AGN are anomalous</h2>",
+        _figure_html(
+            EXPLANATIONS_FIGURE,
+            "Flux and smoothed residual of each AGN's deciding line",
+            "For each AGN, the flux map of the line that decided its score (or, where the "
+            "latent density decided, the line whose residual peaks highest) beside the "
+            "PSF-smoothed residual of that line in units of its noise: red where the galaxy "
+            "is brighter than the model, blue where fainter.",
+        ),
+    ]
+    return body, [path]
 
 
 def _score_tables(

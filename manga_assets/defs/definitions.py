@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from manga_assets.defs.assets import acquisition, analysis, model
+from manga_assets.defs.assets import acquisition, analysis, model, review
 from manga_assets.defs.constants import ANALYSIS, REPORTS
 from manga_assets.defs.io_managers import ProductsIOManager
 from manga_assets.defs.jobs import STAGE_JOBS, catalog_job, catalog_schedule, plates_job
@@ -64,6 +64,8 @@ def build_definitions(
             *analysis.latent_space_assets,
             analysis.agn_sample,
             analysis.agn_report,
+            review.labels,
+            *review.review_queue_assets,
         ],
         asset_checks=dg.load_asset_checks_from_modules([acquisition]),
         jobs=[catalog_job, plates_job, *STAGE_JOBS],
@@ -71,6 +73,8 @@ def build_definitions(
         sensors=[
             new_plates_sensor,
             release_watch_sensor,
+            # Observes the reviewers' labels and refreshes the review queues when they change.
+            review.labels_sensor,
             # Refreshes the whole-sample analyses and the report once new plates are embedded.
             dg.AutomationConditionSensorDefinition(
                 "analyses_automation",

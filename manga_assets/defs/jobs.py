@@ -55,8 +55,12 @@ latents_job = dg.define_asset_job(
 analyses_job = dg.define_asset_job(
     "analyses_job",
     selection=dg.AssetSelection.groups(ANALYSIS, REPORTS)
-    | dg.AssetSelection.assets(["ae", "latent_table"], ["vae", "latent_table"]),
-    description="Latent tables, UMAP, anomaly scores, neighbours, the AGN sample and the report.",
+    | dg.AssetSelection.assets(["ae", "latent_table"], ["vae", "latent_table"])
+    | dg.AssetSelection.assets(["ae", "review_queue"], ["vae", "review_queue"]),
+    description=(
+        "Latent tables, UMAP, anomaly scores, neighbours, the AGN sample, the report and the "
+        "review queues."
+    ),
 )
 
 STAGE_JOBS = (acquisition_job, models_job, latents_job, analyses_job)

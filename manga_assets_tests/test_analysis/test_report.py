@@ -1,4 +1,5 @@
 import base64
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -10,7 +11,13 @@ from manga_assets.analysis.agn import build_agn_sample
 from manga_assets.analysis.anomaly import anomaly_scores
 from manga_assets.analysis.bpt import classify_centre
 from manga_assets.analysis.neighbours import latent_neighbours
-from manga_assets.analysis.report import REPORT_NAME, write_report
+from manga_assets.analysis.report import (
+    EXPLANATIONS_FIGURE,
+    REPORT_NAME,
+    deciding_line,
+    most_anomalous_agn,
+    write_report,
+)
 from manga_assets_tests.test_analysis.helpers import LINES, cube_from_ratios, latents_table
 
 N_GALAXIES = 10
@@ -126,3 +133,44 @@ def test_report_without_agn_has_only_the_umap_figure(tmp_path, inputs):
 def test_unknown_primary_model_raises(tmp_path, inputs):
     with pytest.raises(ValueError, match="primary_model 'gpt'"):
         write_report(tmp_path, primary_model="gpt", **inputs)
+
+
+@dataclass
+class FakeExplanation:
+    lines: tuple[str, ...]
+    smoothed_residual: np.ndarray
+    coherent_peak: np.ndarray
+
+
+def test_explanations_show_the_deciding_line_beside_its_residual(tmp_path, inputs):
+    """The report's explanations draw, for each top AGN, the line that decided its score; a
+    galaxy the model cannot be run on is left out, the others still drawn."""
+    scores = inputs["anomaly_scores"]["ae"]
+    top = most_anomalous_agn(scores, inputs["agn_sample"], 2)
+    failing = str(top["plateifu"].iloc[1])
+    asked: list[str] = []
+
+    def explain(plateifu):
+        asked.append(plateifu)
+        if plateifu == failing:
+            raise RuntimeError("model unreadable")
+        peak = np.zeros(len(LINES))
+        peak[LINES.index("OIII-5008")] = 7.0  # where no line decided, the highest peak shows
+        return FakeExplanation(tuple(LINES), np.ones((len(LINES), SIZE, SIZE)), peak)
+
+    written = write_report(tmp_path, explain=explain, n_gallery=2, n_neighbours=1, **inputs)
+    assert asked[:2] == list(top["plateifu"])
+    assert (tmp_path / EXPLANATIONS_FIGURE) in written.figure_paths
+    assert EXPLANATIONS_FIGURE in image_sources(written.html_path)
+    assert "Why the most anomalous AGN are anomalous" in written.html_path.read_text()
+    first = top.iloc[0]
+    expected = first["anomaly_line"] if first["anomaly_line"] in LINES else "OIII-5008"
+    assert deciding_line(first, LINES, explain(str(first["plateifu"])).coherent_peak) == expected
+    assert deciding_line({"anomaly_line": "HeII-4687"}, LINES, np.arange(len(LINES))) == (
+        "HeII-4687"
+    )
+
+
+def test_without_a_model_the_report_has_no_explanations(tmp_path, inputs):
+    written = write_report(tmp_path, n_gallery=2, n_neighbours=1, **inputs)
+    assert EXPLANATIONS_FIGURE not in image_sources(written.html_path)

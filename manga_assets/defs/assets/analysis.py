@@ -27,7 +27,8 @@ from manga_assets.staleness import REPORT_INPUTS
 # 2: the extended_residual anomaly component.
 # 3: tail probabilities and the combined score calibrated on the sample.
 # 4: comparison galaxies nearest in depth; two residual views must agree.
-ANALYSIS_CODE_VERSION = "4"
+# 5: p_value and q_value (Benjamini-Hochberg) in anomaly_scores.
+ANALYSIS_CODE_VERSION = "5"
 
 
 def config_record(config: dg.Config) -> dict:
@@ -118,9 +119,11 @@ def build_latent_space_assets(variant: str) -> list[dg.AssetsDefinition]:
         config: AnomalyConfig, latents: pd.DataFrame, agn_sample: pd.DataFrame
     ) -> dg.Output[pd.DataFrame]:
         from manga_assets.analysis.anomaly import anomaly_scores as score
+        from manga_assets.review.fdr import with_fdr
 
         classes = calibration_classes(config, latents, agn_sample)
-        table = score(latents, k=config.k, calibration_classes=classes)
+        # p_value and q_value (Benjamini-Hochberg) beside the score: the list at a chosen FDR.
+        table = with_fdr(score(latents, k=config.k, calibration_classes=classes))
         top = table.sort_values("rank").head(20)
         histogram = pd.cut(table["anomaly_score"], bins=10).value_counts(sort=False)
         by_component = table.loc[table["anomaly_score"] >= 2, "anomaly_component"].value_counts()
@@ -275,6 +278,7 @@ def agn_report(
     from manga_assets.analysis.evaluation import evaluate
     from manga_assets.analysis.report import write_report
     from manga_assets.cubes.cube_file import read_cube
+    from manga_assets.model.reconstruct import explainer
 
     layout = data_dir.layout
     agn = agn_sample
@@ -301,6 +305,7 @@ def agn_report(
         agn_sample=agn,
         load_cube=load_cube,
         evaluation=evaluation,
+        explain=explainer(layout.model_dir(VARIANTS[0]), load_cube),
         n_gallery=config.n_gallery,
     )
     crash_point("report_written")
