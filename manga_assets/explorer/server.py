@@ -226,126 +226,135 @@ def _number(query, name: str, default: float, low: float, high: float, kind=floa
     return value
 
 
+class ExplorerHandler(BaseHTTPRequestHandler):
+    """The explorer's HTTP requests; `make_handler` binds a subclass to one `Explorer`."""
+
+    explorer: Explorer
+    protocol_version = "HTTP/1.1"
+    server_version = "manga-assets-explore"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
+        logger.debug("%s - %s", self.address_string(), format % args)
+
+    def _send(self, status: int, body: bytes, content_type: str, headers=None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, value: Any, status: int = 200) -> None:
+        body = json.dumps(value, allow_nan=False).encode()
+        self._send(status, body, "application/json", {"Cache-Control": "no-store"})
+
+    def _static(self, name: str, content_type: str | None = None) -> None:
+        resource = STATIC / name
+        if "/" in name or name.startswith(".") or not resource.is_file():
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no static file {name!r}")
+        kind = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        self._send(200, resource.read_bytes(), kind, {"Cache-Control": "no-cache"})
+
+    def _image(self, snapshot: Snapshot, variant: str, plateifu: str, kind: str) -> None:
+        model = self.explorer.model(snapshot, {"model": [variant]})
+        row = model.score_rows.get(plateifu)
+        if row is None and kind != "thumb":
+            raise HttpError(HTTPStatus.NOT_FOUND, f"galaxy {plateifu} is not in {variant}")
+        try:
+            path = self.explorer.images.get(
+                kind, variant, plateifu, model.model_id, model.cube_digests.get(plateifu, ""),
+                (row or {}).get("anomaly_line") or "",
+            )  # fmt: skip
+        except ImageError as error:
+            raise HttpError(HTTPStatus.NOT_FOUND, str(error)) from error
+        etag = f'"{path.parent.parent.name}-{path.name}"'
+        if self.headers.get("If-None-Match") == etag:
+            self.send_response(HTTPStatus.NOT_MODIFIED)
+            self.send_header("ETag", etag)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        headers = {"Cache-Control": f"public, max-age={IMAGE_MAX_AGE_S}", "ETag": etag}
+        self._send(200, path.read_bytes(), "image/png", headers)
+
+    def _route_get(self, path: str, query) -> None:
+        if path in ("/", "/index.html"):
+            return self._static("index.html", "text/html; charset=utf-8")
+        if path.startswith("/static/"):
+            return self._static(path.removeprefix("/static/"))
+        snapshot = self.explorer.products.snapshot()
+        if match := re.fullmatch(rf"/galaxy/({_PLATEIFU})", path):
+            if not snapshot.known(match[1]):
+                raise HttpError(HTTPStatus.NOT_FOUND, f"galaxy {match[1]} is not known here")
+            return self._static("galaxy.html", "text/html; charset=utf-8")
+        if match := re.fullmatch(rf"/images/(\w+)/({_PLATEIFU})/(\w+)\.png", path):
+            return self._image(snapshot, match[1], match[2], match[3])
+        if path.startswith("/api/"):
+            return self._route_api(snapshot, path, query)
+        raise HttpError(HTTPStatus.NOT_FOUND, f"nothing at {path}")
+
+    def _route_api(self, snapshot: Snapshot, path: str, query) -> None:
+        explorer = self.explorer
+        if match := re.fullmatch(r"/api/galaxy/([^/]+)", path):
+            return self._json(explorer.galaxy(snapshot, match[1], query))
+        if path == "/api/galaxies":
+            return self._json(explorer.model(snapshot, query).listing)
+        if path == "/api/queue":
+            n = _number(query, "n", 20, 1, MAX_QUEUE, int)
+            queue = explorer.queue(snapshot, explorer.model(snapshot, query))
+            return self._json(json_records(queue.head(n)))
+        if path == "/api/anomalies":
+            fdr = _number(query, "fdr", 0.1, 0.0, 1.0)
+            model = explorer.model(snapshot, query)
+            found = passing(model.scores, fdr)
+            return self._json(json_records(found))
+        if path == "/api/labels":
+            table = explorer.labels.table()
+            if reviewer := (query.get("reviewer") or [None])[0]:
+                table = table[table["reviewer"] == reviewer]
+            return self._json(json_records(table))
+        if path == "/api/info":
+            return self._json(explorer.info(snapshot))
+        raise HttpError(HTTPStatus.NOT_FOUND, f"nothing at {path}")
+
+    def _handle(self, route: Callable[[str, dict], None]) -> None:
+        parts = urlsplit(self.path)
+        try:
+            route(unquote(parts.path), parse_qs(parts.query))
+        except HttpError as error:
+            self._json({"error": error.message}, error.status)
+        except Exception as error:  # the server stays up; the client learns what failed
+            logger.exception("explorer: %s %s failed", self.command, self.path)
+            self._json({"error": f"{type(error).__name__}: {error}"}, 500)
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+        self._handle(self._route_get)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._handle(self._route_get)
+
+    def _route_post(self, path: str, query) -> None:
+        if path != "/api/labels":
+            raise HttpError(HTTPStatus.NOT_FOUND, f"nothing to POST at {path}")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "label body too large")
+        try:
+            body = json.loads(self.rfile.read(length) or b"null")
+        except ValueError:
+            raise HttpError(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
+        row = self.explorer.post_label(self.explorer.products.snapshot(), body, query)
+        self._json(row, HTTPStatus.CREATED)
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle(self._route_post)
+
+
 def make_handler(explorer: Explorer) -> type[BaseHTTPRequestHandler]:
     """A request handler class bound to ``explorer``."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "manga-assets-explore"
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
-            logger.debug("%s - %s", self.address_string(), format % args)
-
-        def _send(self, status: int, body: bytes, content_type: str, headers=None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def _json(self, value: Any, status: int = 200) -> None:
-            body = json.dumps(value, allow_nan=False).encode()
-            self._send(status, body, "application/json", {"Cache-Control": "no-store"})
-
-        def _static(self, name: str, content_type: str | None = None) -> None:
-            resource = STATIC / name
-            if "/" in name or name.startswith(".") or not resource.is_file():
-                raise HttpError(HTTPStatus.NOT_FOUND, f"no static file {name!r}")
-            kind = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
-            self._send(200, resource.read_bytes(), kind, {"Cache-Control": "no-cache"})
-
-        def _image(self, snapshot: Snapshot, variant: str, plateifu: str, kind: str) -> None:
-            model = explorer.model(snapshot, {"model": [variant]})
-            row = model.score_rows.get(plateifu)
-            if row is None and kind != "thumb":
-                raise HttpError(HTTPStatus.NOT_FOUND, f"galaxy {plateifu} is not in {variant}")
-            try:
-                path = explorer.images.get(
-                    kind, variant, plateifu, model.model_id, model.cube_digests.get(plateifu, ""),
-                    (row or {}).get("anomaly_line") or "",
-                )  # fmt: skip
-            except ImageError as error:
-                raise HttpError(HTTPStatus.NOT_FOUND, str(error)) from error
-            etag = f'"{path.parent.parent.name}-{path.name}"'
-            if self.headers.get("If-None-Match") == etag:
-                self.send_response(HTTPStatus.NOT_MODIFIED)
-                self.send_header("ETag", etag)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            headers = {"Cache-Control": f"public, max-age={IMAGE_MAX_AGE_S}", "ETag": etag}
-            self._send(200, path.read_bytes(), "image/png", headers)
-
-        def _route_get(self, path: str, query) -> None:
-            if path in ("/", "/index.html"):
-                return self._static("index.html", "text/html; charset=utf-8")
-            if path.startswith("/static/"):
-                return self._static(path.removeprefix("/static/"))
-            snapshot = explorer.products.snapshot()
-            if match := re.fullmatch(rf"/galaxy/({_PLATEIFU})", path):
-                if not snapshot.known(match[1]):
-                    raise HttpError(HTTPStatus.NOT_FOUND, f"galaxy {match[1]} is not known here")
-                return self._static("galaxy.html", "text/html; charset=utf-8")
-            if match := re.fullmatch(rf"/images/(\w+)/({_PLATEIFU})/(\w+)\.png", path):
-                return self._image(snapshot, match[1], match[2], match[3])
-            if match := re.fullmatch(r"/api/galaxy/([^/]+)", path):
-                return self._json(explorer.galaxy(snapshot, match[1], query))
-            if path == "/api/galaxies":
-                return self._json(explorer.model(snapshot, query).listing)
-            if path == "/api/queue":
-                n = _number(query, "n", 20, 1, MAX_QUEUE, int)
-                queue = explorer.queue(snapshot, explorer.model(snapshot, query))
-                return self._json(json_records(queue.head(n)))
-            if path == "/api/anomalies":
-                fdr = _number(query, "fdr", 0.1, 0.0, 1.0)
-                model = explorer.model(snapshot, query)
-                found = passing(model.scores, fdr)
-                return self._json(json_records(found))
-            if path == "/api/labels":
-                table = explorer.labels.table()
-                if reviewer := (query.get("reviewer") or [None])[0]:
-                    table = table[table["reviewer"] == reviewer]
-                return self._json(json_records(table))
-            if path == "/api/info":
-                return self._json(explorer.info(snapshot))
-            raise HttpError(HTTPStatus.NOT_FOUND, f"nothing at {path}")
-
-        def _handle(self, route: Callable[[str, dict], None]) -> None:
-            parts = urlsplit(self.path)
-            try:
-                route(unquote(parts.path), parse_qs(parts.query))
-            except HttpError as error:
-                self._json({"error": error.message}, error.status)
-            except Exception as error:  # the server stays up; the client learns what failed
-                logger.exception("explorer: %s %s failed", self.command, self.path)
-                self._json({"error": f"{type(error).__name__}: {error}"}, 500)
-
-        def do_GET(self) -> None:  # noqa: N802 (stdlib name)
-            self._handle(self._route_get)
-
-        def do_HEAD(self) -> None:  # noqa: N802
-            self._handle(self._route_get)
-
-        def _route_post(self, path: str, query) -> None:
-            if path != "/api/labels":
-                raise HttpError(HTTPStatus.NOT_FOUND, f"nothing to POST at {path}")
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "label body too large")
-            try:
-                body = json.loads(self.rfile.read(length) or b"null")
-            except ValueError:
-                raise HttpError(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
-            row = explorer.post_label(explorer.products.snapshot(), body, query)
-            self._json(row, HTTPStatus.CREATED)
-
-        def do_POST(self) -> None:  # noqa: N802
-            self._handle(self._route_post)
-
-    return Handler
+    return type("Handler", (ExplorerHandler,), {"explorer": explorer})
 
 
 def warm_up(explorer: Explorer) -> None:
