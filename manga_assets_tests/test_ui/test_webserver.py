@@ -5,7 +5,7 @@ import requests
 
 from manga_assets.defs.definitions import build_definitions
 
-GROUPS = {"acquisition", "model", "analysis", "reports"}
+GROUPS = {"acquisition", "model", "analysis", "reports", "review"}
 
 ASSET_NODES = """
 { assetNodes { assetKey { path } groupName isPartitioned partitionKeys
@@ -19,7 +19,7 @@ REPOSITORIES = """
 
 MATERIALISATIONS = """
 query ($path: [String!]!) { assetOrError(assetKey: {path: $path}) { __typename
-    ... on Asset { assetMaterializations(limit: 100) { partition runId
+    ... on Asset { assetMaterializations(limit: 100) { partition runId tags { key value }
         metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }
 """
 
@@ -70,6 +70,7 @@ def test_the_asset_graph_is_the_one_the_code_defines(webserver):
     assert groups["training_set"] == groups["ae/model"] == groups["vae/model"] == "model"
     assert groups["ae/umap"] == groups["agn_sample"] == "analysis"
     assert groups["agn_report"] == "reports"
+    assert groups["labels"] == groups["ae/review_queue"] == groups["vae/review_queue"] == "review"
 
 
 def test_the_plates_run_are_the_partitions(webserver):
@@ -93,8 +94,15 @@ def test_the_runs_materialisations_are_shown(webserver):
 
     for key in ("maps_files", "line_cubes"):
         events = materialisations(webserver, key)
-        assert sorted(e["partition"] for e in events) == summary.plates, key
+        # A run over several plates records each plate a second time with its own data version
+        # (defs/data_versions.py): the plates' latest data versions differ.
+        assert sorted({e["partition"] for e in events}) == summary.plates, key
         assert {e["runId"] for e in events} <= set(summary.run_ids[1:]), key
+        latest = {}
+        for event in events:  # newest first
+            tags = {tag["key"]: tag["value"] for tag in event["tags"]}
+            latest.setdefault(event["partition"], tags.get("dagster/data_version"))
+        assert None not in latest.values() and len(set(latest.values())) == len(latest), key
     cubes = materialisations(webserver, "line_cubes")
     assert all(
         {"cubes_in_run", "cubes_by_plate"} <= {entry["label"] for entry in event["metadataEntries"]}
