@@ -209,6 +209,7 @@ def command_demo(args: argparse.Namespace) -> int:
             return 1
     _print_summary(summary)
     print(f"synthetic truth table: {mirror_dir / 'truth.parquet'}")
+    print(f"explore and label the galaxies: manga-assets explore --data-dir {settings.data_dir}")
     return 0
 
 
