@@ -1,14 +1,12 @@
 """The explorer driven in headless Chromium as a person uses it (Playwright, the system's
 Chromium): open the UMAP, click a galaxy, see its residual maps, label it, see the next one.
 
-The galaxy page's screenshot is kept as ``test-artifacts/explorer_galaxy.png``; with
-``MANGA_UPDATE_DOCS=1`` it also replaces the README's ``docs/explorer_galaxy.png``.
+The galaxy page's screenshot is kept as ``test-artifacts/explorer_galaxy.png``. (The README's
+``docs/`` screenshots are of the demo's products, whose models are trained for longer.)
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import requests
@@ -68,9 +66,6 @@ def test_a_person_clicks_a_galaxy_on_the_umap_sees_its_residuals_and_labels_it(e
             screenshot = ARTIFACTS / "explorer_galaxy.png"
             page.screenshot(path=str(screenshot))
             assert png_size(screenshot) == (VIEWPORT["width"], VIEWPORT["height"])
-            if os.environ.get("MANGA_UPDATE_DOCS") == "1":
-                (REPO / "docs").mkdir(exist_ok=True)
-                shutil.copyfile(screenshot, REPO / "docs" / "explorer_galaxy.png")
 
             page.check("input[value=interesting]")
             page.fill("#note", "ring in [OIII]")
