@@ -214,6 +214,24 @@ def coherent_peaks(
         bright nucleus missed by a few per cent ordinary, while structure the model leaves out
         (a ring, a second nucleus, where x_hat is small) gains nothing from it.
     """
+    significance = smoothed_residual_significance(
+        residual, model_snr, valid, systematic_floor, sigma
+    )
+    return significance.abs().nan_to_num(0.0).amax(dim=(-2, -1))
+
+
+def smoothed_residual_significance(
+    residual: torch.Tensor,
+    model_snr: torch.Tensor,
+    valid: torch.Tensor,
+    systematic_floor: float | torch.Tensor,
+    sigma: float = RESIDUAL_SMOOTHING_CELLS,
+) -> torch.Tensor:
+    """The signed significance map of the PSF-smoothed residual, (B, T, H, W): the statistic
+    whose peak is `coherent_peaks`, kept per pixel so that a person can see where it peaks
+    (positive where the data are brighter than the model). NaN where the kernel saw fewer valid
+    pixels than ``MIN_SMOOTHING_COVERAGE``; the arguments are those of `coherent_peaks`.
+    """
     import torch.nn.functional as F
 
     kernel = _gaussian_kernel(sigma).to(residual.device)
@@ -231,8 +249,8 @@ def coherent_peaks(
         eps.view(-1, 1, 1, 1) * smooth(model_snr * valid_float)
     ) ** 2
     usable = smooth(valid_float) / kernel.sum() >= MIN_SMOOTHING_COVERAGE
-    significance = torch.where(usable, smoothed.abs() / spread.clamp_min(1e-12).sqrt(), 0.0)
-    return significance.amax(dim=(-2, -1)).reshape(batch, lines)
+    significance = torch.where(usable, smoothed / spread.clamp_min(1e-12).sqrt(), float("nan"))
+    return significance.reshape(batch, lines, height, width)
 
 
 def extended_residuals(

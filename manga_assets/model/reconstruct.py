@@ -65,45 +65,6 @@ def load_published_model(model_dir: Path | str) -> tuple[Any, Any]:
     return load_model(model_dir, device="cpu")
 
 
-def smoothed_residual_maps(residual, model_snr, valid, systematic_floor, sigma=None):
-    """Signed significance maps of the PSF-smoothed residual, (B, T, H, W) torch tensors.
-
-    The same statistic as `manga_assets.model.inference.coherent_peaks` (whose value is the
-    maximum of the absolute map over usable pixels), kept per pixel so that a person can see
-    where it peaks; pixels whose kernel saw less than the pipeline's minimum coverage are NaN.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from manga_assets.model.inference import (
-        MIN_SMOOTHING_COVERAGE,
-        RESIDUAL_SMOOTHING_CELLS,
-        per_line_floor,
-    )
-
-    sigma = RESIDUAL_SMOOTHING_CELLS if sigma is None else sigma
-    radius = max(1, int(np.ceil(3 * sigma)))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    profile = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel = (profile[:, None] * profile[None, :]).float().to(residual.device)
-    batch, lines, height, width = residual.shape
-
-    def smooth(image, weights=kernel):
-        flat = image.reshape(batch * lines, 1, height, width).float()
-        return F.conv2d(flat, weights[None, None], padding=radius)
-
-    valid_float = valid.float()
-    eps = per_line_floor(systematic_floor, lines, residual.device).repeat(batch)
-    spread = (
-        smooth(valid_float, kernel**2)
-        + (eps.view(-1, 1, 1, 1) * smooth(model_snr * valid_float)) ** 2
-    )
-    usable = smooth(valid_float) / kernel.sum() >= MIN_SMOOTHING_COVERAGE
-    significance = smooth(residual) / spread.clamp_min(1e-12).sqrt()
-    significance = torch.where(usable, significance, torch.full_like(significance, float("nan")))
-    return significance.reshape(batch, lines, height, width)
-
-
 def reconstruct(
     model: Any, model_config: Any, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray
 ) -> Reconstruction:
@@ -129,6 +90,7 @@ def reconstruct(
 
     from manga_assets.model.autoencoder import effective_weight
     from manga_assets.model.dataset import noise_weight
+    from manga_assets.model.inference import smoothed_residual_significance
     from manga_assets.model.normalise import galaxy_scale, normalise, valid_pixels
 
     expected = (model_config.n_lines, model_config.grid, model_config.grid)
@@ -155,7 +117,7 @@ def reconstruct(
         model_flux = model.model_flux(reconstruction)
         floor = model.line_floor()
         model_snr = model_flux.abs() * effective_weight(model_flux, weight_tensor, floor).sqrt()
-        smoothed = smoothed_residual_maps(signed, model_snr, valid_tensor, floor)
+        smoothed = smoothed_residual_significance(signed, model_snr, valid_tensor, floor)
     smoothed_map = smoothed[0].double().numpy()
     with np.errstate(invalid="ignore"):
         peak = np.nan_to_num(np.nanmax(np.abs(smoothed_map), axis=(1, 2), initial=0.0))
