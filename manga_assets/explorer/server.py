@@ -46,6 +46,7 @@ from manga_assets.review.labels import (
     LabelStore,
     default_reviewer,
     labels_path,
+    validate_plateifu,
 )
 from manga_assets.review.queue import rank_queue, review_space
 
@@ -53,7 +54,6 @@ logger = logging.getLogger(__name__)
 
 STATIC = resources.files("manga_assets.explorer") / "static"
 MAX_BODY_BYTES = 64 * 1024
-MAX_NOTE_CHARS = 10_000
 MAX_QUEUE = 1000
 IMAGE_MAX_AGE_S = 86_400
 _PLATEIFU = r"[0-9]{4,5}-[0-9]{3,5}"
@@ -165,36 +165,27 @@ class Explorer:
             raise HttpError(
                 HTTPStatus.BAD_REQUEST, 'send a JSON object {"plateifu", "label", "note"}'
             )
-        plateifu, label, note = body.get("plateifu"), body.get("label"), body.get("note", "")
-        if not isinstance(plateifu, str) or not re.fullmatch(_PLATEIFU, plateifu.strip()):
+        try:
+            plateifu = validate_plateifu(body.get("plateifu"))
+        except LabelError:
             raise HttpError(
                 HTTPStatus.BAD_REQUEST,
-                f"plateifu {plateifu!r} is not a MaNGA plate-IFU (e.g. '8485-1901'); "
+                f"plateifu {body.get('plateifu')!r} is not a MaNGA plate-IFU (e.g. '8485-1901'); "
                 "nothing stored",
-            )
-        plateifu = plateifu.strip()
+            ) from None
         if not snapshot.known(plateifu):
             raise HttpError(
                 HTTPStatus.NOT_FOUND,
                 f"galaxy {plateifu} is not in the catalogue or the products of "
                 f"{self.products.layout.data_dir}; nothing stored",
             )
-        if label not in LABELS:
-            raise HttpError(
-                HTTPStatus.BAD_REQUEST,
-                f"label {label!r} is not one of {', '.join(LABELS)}; nothing stored",
-            )
-        if not isinstance(note, str) or len(note) > MAX_NOTE_CHARS:
-            raise HttpError(
-                HTTPStatus.BAD_REQUEST,
-                f"note must be text of at most {MAX_NOTE_CHARS} characters; nothing stored",
-            )
         name = body.get("model") or (query.get("model") or [None])[0]
         model = self.model(snapshot, {"model": [name]} if name else {})
         row = model.score_rows.get(plateifu, {})
         try:
             return self.labels.add(
-                plateifu, label, note, self.reviewer, model.variant, model.model_id,
+                plateifu, body.get("label"), body.get("note", ""), self.reviewer,
+                model.variant, model.model_id,
                 row.get("anomaly_score"),
             )  # fmt: skip
         except LabelError as error:

@@ -111,7 +111,9 @@ def _validate(
         raise LabelError(f"label {label!r} is not one of {', '.join(LABELS)}; choose one of them")
     plateifu = validate_plateifu(plateifu)
     reviewer = validate_reviewer(reviewer)
-    note = "" if note is None else str(note)
+    note = "" if note is None else note
+    if not isinstance(note, str):
+        raise LabelError(f"the note must be text, got {type(note).__name__}")
     if len(note) > MAX_NOTE:
         raise LabelError(f"the note has {len(note)} characters; shorten it to {MAX_NOTE}")
     if not model or not str(model).strip():
