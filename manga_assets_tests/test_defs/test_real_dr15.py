@@ -75,3 +75,25 @@ def test_the_run_names_the_other_dap_version_it_read(dr15_run):
     records = instance.fetch_materializations(AssetKey("line_cubes"), limit=5).records
     versions = [r.asset_materialization.metadata["dap_versions_in_run"].value for r in records]
     assert versions and all(counts.get("2.2.3dev") == 1 for counts in versions)
+
+
+def test_the_explorer_shows_the_real_galaxy_through_the_published_model(dr15_run):
+    """The explorer's page of the real galaxy: its JSON, and every image of it, reconstruction
+    and residuals from the published model included, drawn from a file the DAP wrote."""
+    import requests
+
+    from manga_assets.explorer.images import KINDS
+    from manga_assets_tests.test_explore.conftest import serving
+
+    products, _, _ = dr15_run
+    with serving(products.parent) as explorer:
+        page = requests.get(
+            f"{explorer.url}/api/galaxy/{REAL_PLATEIFU}", params={"model": "ae"}, timeout=60
+        )
+        assert page.status_code == 200, page.text
+        galaxy = page.json()
+        assert galaxy["plateifu"] == REAL_PLATEIFU and set(galaxy["images"]) == set(KINDS)
+        for kind, url in galaxy["images"].items():
+            image = requests.get(explorer.url + url, timeout=120)
+            assert image.status_code == 200, (kind, image.text[:300])
+            assert image.content.startswith(b"\x89PNG"), kind
