@@ -97,7 +97,13 @@ class ModelConfig:
     encoder_channels : tuple of int
         Channels of each encoder stage; each stage halves the map size (default (16, 32)).
     kernel_size : int
-        Odd kernel size of every convolution (default 3).
+        Odd kernel size of every convolution but the ConvLSTMs' input convolutions (default 3).
+    input_kernel_size : int
+        Odd kernel size of the input convolution of the encoder's ConvLSTMs and of the decoder's
+        last (default 1: their inputs come out of a 3x3 per-map convolution, which has already
+        mixed each pixel's neighbourhood; see `manga_assets.model.convlstm`). The decoder's first
+        ConvLSTM reads the latent map, whose convolution is computed once per galaxy, and keeps
+        ``kernel_size``. Configurations saved without this field had 3 (``kernel_size``).
     latent_dim : int
         Size D of the latent vector (default 32).
     beta : float
@@ -116,6 +122,7 @@ class ModelConfig:
     line_names: tuple[str, ...] = PROJECT_LINES
     encoder_channels: tuple[int, ...] = (16, 32)
     kernel_size: int = 3
+    input_kernel_size: int = 1
     latent_dim: int = defaults.LATENT_DIM
     beta: float = defaults.BETA
     systematic_floor: float = DEFAULT_SYSTEMATIC_FLOOR
@@ -144,8 +151,10 @@ class ModelConfig:
                 f"grid={self.grid} must be a multiple of {factor}: each of the "
                 f"{len(self.encoder_channels)} encoder stages halves the map size"
             )
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer, got {self.kernel_size}")
+        for name in ("kernel_size", "input_kernel_size"):
+            size = getattr(self, name)
+            if size < 1 or size % 2 == 0:
+                raise ValueError(f"{name} must be a positive odd integer, got {size}")
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
         if self.beta < 0:
@@ -196,6 +205,8 @@ class ModelConfig:
             raise ValueError(
                 f"unknown ModelConfig fields {unknown}; known fields are {sorted(known)}"
             )
+        if "input_kernel_size" not in values:  # saved before the field existed
+            values = {**values, "input_kernel_size": values.get("kernel_size", cls.kernel_size)}
         return cls(**values)
 
 
@@ -274,15 +285,13 @@ def _init_weights(module: nn.Module) -> None:
     training sat on the mean-map plateau for hundreds of steps before the latent carried anything.
     """
     if isinstance(module, ConvLSTM):
-        # Gates are close to linear at initialisation: unit gain keeps the input's scale.
-        nn.init.kaiming_normal_(module.conv.weight, nonlinearity="linear")
-        nn.init.zeros_(module.conv.bias)
-        module.conv.bias.data[module.hidden_channels : 2 * module.hidden_channels] = 1.0
+        module.reset_parameters()  # unit gain: its gates are close to linear at first
     elif isinstance(module, nn.Conv2d | nn.Linear):
-        # nn.Module.apply visits children first, so a ConvLSTM's own conv is set here and then
+        # nn.Module.apply visits children first, so a ConvLSTM's own convs are set here and then
         # overwritten by the branch above.
         nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        nn.init.zeros_(module.bias)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 class ConvLSTMAutoencoder(nn.Module):
@@ -309,7 +318,9 @@ class ConvLSTMAutoencoder(nn.Module):
             nn.Conv2d(c_in, c_out, kernel, stride=2, padding=padding)
             for c_in, c_out in zip(in_channels, channels, strict=True)
         )
-        self.encoder_lstm = nn.ModuleList(ConvLSTM(c, c, kernel) for c in channels)
+        self.encoder_lstm = nn.ModuleList(
+            ConvLSTM(c, c, kernel, config.input_kernel_size) for c in channels
+        )
         latent_outputs = 2 * config.latent_dim if config.variant == "vae" else config.latent_dim
         self.to_latent = nn.Linear(flat_size, latent_outputs)
 
@@ -320,7 +331,11 @@ class ConvLSTMAutoencoder(nn.Module):
         # Which line is being drawn: the decoder would otherwise have to count steps.
         self.line_embedding = nn.Parameter(torch.zeros(config.n_lines, bottleneck_channels, 1, 1))
         decoder_channels = tuple(reversed(channels))  # e.g. (32, 16)
-        self.decoder_lstm = nn.ModuleList(ConvLSTM(c, c, kernel) for c in decoder_channels)
+        input_kernels = (kernel,) + (config.input_kernel_size,) * (len(decoder_channels) - 1)
+        self.decoder_lstm = nn.ModuleList(
+            ConvLSTM(c, c, kernel, input_kernel)
+            for c, input_kernel in zip(decoder_channels, input_kernels, strict=True)
+        )
         # Upsampling by sub-pixel convolution (Shi et al. 2016): a conv at the low resolution makes
         # 4x the channels, pixel_shuffle rearranges them into a map twice as large. Nearest
         # upsampling then a conv at the high resolution costs the same FLOPs but was 2x slower on
@@ -425,13 +440,16 @@ class ConvLSTMAutoencoder(nn.Module):
         state = self.latent_to_state(latent).view(batch, 2 * channels, side, side)
         hidden, cell = state.chunk(2, dim=1)  # (B, C, s, s) each
         hidden = torch.tanh(hidden)  # a hidden state is an LSTM output, within (-1, 1)
-        drive = self.latent_to_input(latent).view(batch, 1, channels, side, side)
-        sequence = drive + self.line_embedding  # (B, T, C, s, s)
+        drive = self.latent_to_input(latent).view(batch, channels, side, side)
         last = len(self.decoder_lstm) - 1
         for index, (lstm, upsample) in enumerate(
             zip(self.decoder_lstm, self.decoder_upsample, strict=True)
         ):
-            sequence, _ = lstm(sequence, (hidden, cell) if index == 0 else None)
+            if index == 0:
+                input_gates = self._first_decoder_input_gates(lstm, drive)
+                sequence, _ = lstm.forward_gates(input_gates, (hidden, cell))
+            else:
+                sequence, _ = lstm(sequence)
             frames = upsample(sequence.flatten(0, 1))  # (B*T, 4*C_next, s, s)
             frames = F.pixel_shuffle(frames, 2)  # (B*T, C_next, 2s, 2s)
             if index < last:
@@ -440,6 +458,17 @@ class ConvLSTMAutoencoder(nn.Module):
         maps = sequence.view(batch, steps, config.grid, config.grid)  # C_next = 1 at the end
         linear = self.latent_to_maps(latent).view(batch, steps, config.grid, config.grid)
         return maps + linear + self.mean_maps  # (B, T, H, W)
+
+    def _first_decoder_input_gates(self, lstm: ConvLSTM, drive: Tensor) -> list[Tensor]:
+        """The first decoder ConvLSTM's input gates at every step, for the input ``drive + e_t``
+        (the latent's map plus line t's embedding): by linearity of the convolution, the two
+        convolutions once each instead of T convolutions of the sum."""
+        conv = lstm.input_conv
+        drive_gates = conv(drive)  # (B, 4C, s, s), with the bias
+        side = drive.shape[-1]
+        embeddings = self.line_embedding.expand(-1, -1, side, side)  # (T, C, s, s)
+        line_gates = F.conv2d(embeddings, conv.weight, None, padding=conv.padding)  # (T, 4C, s, s)
+        return [drive_gates + line_gate for line_gate in line_gates.unbind(0)]
 
     @torch.no_grad()
     def set_mean_maps(self, mean_maps: Tensor) -> None:

@@ -555,3 +555,15 @@ def make_loader(
         collate_fn=_keep_batch,
         drop_last=False,
     )
+
+
+def nonfinite_galaxies(training_set: TrainingSet, split: str, chunk: int = 512) -> list[str]:
+    """The galaxies of a split whose maps hold a NaN or an infinity (none in a training set
+    `build_training_set` wrote; a damaged or hand-edited one may)."""
+    rows = training_set.rows(split)
+    bad: list[int] = []
+    for start in range(0, len(rows), chunk):
+        block = rows[start : start + chunk]
+        finite = np.isfinite(training_set.flux[block].reshape(len(block), -1)).all(axis=1)
+        bad.extend(block[~finite].tolist())
+    return training_set.plateifus(bad)

@@ -46,11 +46,13 @@ from manga_assets.model.checkpoint import (
     unwrap,
 )
 from manga_assets.model.convlstm import set_compiled_steps
+from manga_assets.model.cuda_graph import GraphedLosses
 from manga_assets.model.dataset import (
     Batch,
     GalaxyMapsDataset,
     TrainingSet,
     TrainingSetError,
+    nonfinite_galaxies,
     open_training_set,
 )
 from manga_assets.model.distributed import (
@@ -63,6 +65,7 @@ from manga_assets.model.distributed import (
     shard_of,
     spawn,
 )
+from manga_assets.model.resident import ResidentSplit, resident_by_default
 from manga_assets.model.typical_fit import MIN_TYPICAL_GALAXIES, galaxy_fev, typical_fev
 
 CHECKPOINT_FILE = "training_state.pt"
@@ -72,6 +75,9 @@ MIN_STEPS_PER_EPOCH = 4
 CHECKPOINT_FORMAT_VERSION = 4
 # The learned floor's learning rate, in units of the weights' (see `parameter_groups`).
 FLOOR_LEARNING_RATE_SCALE = 20.0
+# Steps between two looks at whether the loss is still finite: each look waits for a GPU to
+# finish the queued steps, so it is not made at every step.
+STEPS_PER_LOSS_CHECK = 32
 
 
 class TrainingError(RuntimeError):
@@ -118,6 +124,14 @@ class TrainConfig:
         whole model. Needs a C++ compiler or Triton (default False).
     bf16 : bool
         bfloat16 autocast for the forward pass (CUDA; default False).
+    resident_data : bool or None
+        Copy the training split onto the training device once and gather every batch there
+        (`manga_assets.model.resident`). None (default): on a GPU when the split takes under half
+        its free memory, never on the CPU. The batches, and so the model, are the same.
+    cuda_graphs : bool
+        Replay the forward and backward of every full batch as CUDA graphs
+        (`manga_assets.model.cuda_graph`; one process on a GPU, with the data resident; default
+        False until benchmarks/gpu.sh has measured it).
     """
 
     epochs: int = defaults.EPOCHS
@@ -134,6 +148,8 @@ class TrainConfig:
     augment: bool = True
     compile: bool = False
     bf16: bool = False
+    resident_data: bool | None = None
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
@@ -162,11 +178,15 @@ class TrainConfig:
     def resume_key(self) -> dict:
         """The fields that must match for a checkpoint to be resumed.
 
-        Patience, device, threads and compilation may change between runs: they do not change
-        what the finished epochs computed. Epochs do, through the learning-rate schedule.
+        Patience, device, threads, compilation and where the data lie may change between runs:
+        they do not change what the finished epochs computed. Epochs do, through the
+        learning-rate schedule.
         """
         values = self.to_dict()
-        for name in ("patience", "min_delta", "device", "num_threads", "compile"):
+        for name in (
+            "patience", "min_delta", "device", "num_threads", "compile", "resident_data",
+            "cuda_graphs",
+        ):
             values.pop(name)
         return values
 
@@ -442,7 +462,8 @@ def _augment(
     positions = np.searchsorted(np.sort(step.batch), np.sort(step.mine))
     shape = (len(step.batch), *valid.shape[1:])
     visible = hide_pixels(torch.ones(shape, dtype=torch.bool), generator)
-    return x, valid, weight, valid & visible[torch.from_numpy(positions)]
+    mine = visible[torch.from_numpy(positions)].to(valid.device, non_blocking=True)
+    return x, valid, weight, valid & mine
 
 
 def _check_compatible(model_config: ModelConfig, training_set: TrainingSet) -> None:
@@ -619,19 +640,21 @@ def _train(
     identity = _checkpoint_identity(model_config, train_config, training_set)
     progress = _resume(checkpoint_path, identity, model, optimizer, fresh, log)
 
+    _refuse_nonfinite_inputs(training_set)
     training_model = _training_forward(model, train_config, device, ranks)
-    dataset = GalaxyMapsDataset(training_set, "train")
+    dataset = _training_data(training_set, train_config, device, log)
     _log_start(model, training_set, val_split, device, ranks, baseline, log)
+    batch_size = _batch_size(train_config, len(dataset), log)
     run = _EpochRun(
         model=model,
-        training_model=training_model,
+        losses=_training_losses(training_model, train_config, device, ranks, batch_size, log),
         optimizer=optimizer,
         training_set=training_set,
         dataset=dataset,
         train_config=train_config,
         device=device,
         ranks=ranks,
-        batch_size=_batch_size(train_config, len(dataset), log),
+        batch_size=batch_size,
     )
     for epoch in range(progress.start_epoch, train_config.epochs + 1):
         if progress.stopped_early:
@@ -686,6 +709,54 @@ def _new_model(
         parameter_groups(model, train_config.weight_decay), lr=train_config.learning_rate
     )
     return model, optimizer
+
+
+def _refuse_nonfinite_inputs(training_set: TrainingSet) -> None:
+    bad = nonfinite_galaxies(training_set, "train")
+    if bad:
+        raise TrainingError(
+            f"non-finite input values in galaxies {bad} of the training set at "
+            f"{training_set.path}; rebuild the training set"
+        )
+
+
+def _training_data(
+    training_set: TrainingSet,
+    train_config: TrainConfig,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> GalaxyMapsDataset | ResidentSplit:
+    """The training split, read from the memory maps per batch or held on the device."""
+    resident = train_config.resident_data
+    if resident is None:
+        resident = resident_by_default(training_set, "train", device)
+    if not resident:
+        return GalaxyMapsDataset(training_set, "train")
+    started = time.perf_counter()
+    data = ResidentSplit(training_set, "train", device)
+    log(f"training split copied to {device} in {time.perf_counter() - started:.1f} s")
+    return data
+
+
+def _training_losses(
+    training_model: torch.nn.Module,
+    train_config: TrainConfig,
+    device: torch.device,
+    ranks: Ranks,
+    batch_size: int,
+    log: Callable[[str], None],
+) -> Callable[..., dict[str, torch.Tensor]]:
+    """The function from a batch to its losses: the model eagerly, or replayed CUDA graphs."""
+    if train_config.cuda_graphs and device.type == "cuda" and ranks.world_size == 1:
+        return GraphedLosses(training_model, batch_size, train_config.bf16, log)
+    if train_config.cuda_graphs:
+        log("cuda_graphs needs one process on a GPU: training eagerly")
+
+    def eager_losses(*inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_config.bf16):
+            return training_model(*inputs)[1]
+
+    return eager_losses
 
 
 def _validation_split(training_set: TrainingSet, log: Callable[[str], None]) -> str:
@@ -859,10 +930,10 @@ class _EpochRun:
     """What every epoch of one training call works with."""
 
     model: ConvLSTMAutoencoder
-    training_model: torch.nn.Module
+    losses: Callable[..., dict[str, torch.Tensor]]
     optimizer: torch.optim.Optimizer
     training_set: TrainingSet
-    dataset: GalaxyMapsDataset
+    dataset: GalaxyMapsDataset | ResidentSplit
     train_config: TrainConfig
     device: torch.device
     ranks: Ranks
@@ -908,6 +979,34 @@ class _EpochSums:
         return self.kl_sum / max(self.n_galaxies, 1)
 
 
+class _DeviceSums:
+    """The epoch's sums kept on the training device while it trains, so that no step waits for
+    the device to report a number; and the first step whose loss was not finite."""
+
+    def __init__(self, device: torch.device) -> None:
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        self.chi2, self.n_valid, self.kl = zero.clone(), zero.clone(), zero.clone()
+        self.first_nonfinite = torch.full((), -1, dtype=torch.int64, device=device)
+        self.nonfinite_loss = zero.clone()
+        self.n_galaxies = 0
+
+    def add(self, step_index: int, losses: dict[str, torch.Tensor], batch_valid: torch.Tensor,
+            n_galaxies: int) -> None:  # fmt: skip
+        self.chi2 += losses["chi2"].detach().double() * batch_valid
+        self.n_valid += batch_valid
+        self.kl += losses["kl"].detach().double() * n_galaxies
+        self.n_galaxies += n_galaxies
+        total = losses["total"].detach().double()
+        nonfinite = ~torch.isfinite(total) & (self.first_nonfinite < 0)
+        self.first_nonfinite = torch.where(nonfinite, step_index, self.first_nonfinite)
+        self.nonfinite_loss = torch.where(nonfinite, total, self.nonfinite_loss)
+
+    def to_host(self, learning_rate: float) -> _EpochSums:
+        return _EpochSums(
+            learning_rate, float(self.chi2), int(self.n_valid), float(self.kl), self.n_galaxies
+        )
+
+
 def _train_epoch(run: _EpochRun, epoch: int) -> _EpochSums:
     """One pass over this rank's share of the training split, from the (seed, epoch) streams."""
     epoch_seed = _epoch_seed(run.train_config.seed, epoch)
@@ -915,55 +1014,54 @@ def _train_epoch(run: _EpochRun, epoch: int) -> _EpochSums:
     # The same on every rank: augmentation is drawn for the global batch (_augment).
     augment_generator = torch.Generator().manual_seed(epoch_seed + 1)
     run.model.train()
-    sums = _EpochSums()
+    sums = _DeviceSums(run.device)
+    learning_rate = math.nan
     steps = epoch_steps(len(run.dataset), run.batch_size, epoch_seed, run.ranks)
+    batch_rows = []
     for step_in_epoch, step in enumerate(steps):
         batch = run.dataset.__getitems__(step.mine.tolist())
-        sums.learning_rate = run.set_learning_rate(epoch, step_in_epoch)
-        losses, batch_valid = _train_step(run, epoch, batch, step, augment_generator)
-        sums.chi2_sum += float(losses["chi2"].detach()) * batch_valid
-        sums.n_valid += batch_valid
-        sums.kl_sum += float(losses["kl"].detach()) * len(batch.rows)
-        sums.n_galaxies += len(batch.rows)
-    return sums
+        batch_rows.append(batch.rows)
+        learning_rate = run.set_learning_rate(epoch, step_in_epoch)
+        losses, batch_valid = _train_step(run, batch, step, augment_generator)
+        sums.add(step_in_epoch, losses, batch_valid, len(batch.rows))
+        if (step_in_epoch + 1) % STEPS_PER_LOSS_CHECK == 0 or step_in_epoch + 1 == len(steps):
+            _check_loss(run, epoch, sums, batch_rows)
+    return sums.to_host(learning_rate)
+
+
+def _check_loss(
+    run: _EpochRun, epoch: int, sums: _DeviceSums, batch_rows: list[np.ndarray]
+) -> None:
+    """Raise if a step's loss was not finite, naming the galaxies of the first such batch."""
+    first = int(sums.first_nonfinite)
+    if first >= 0:
+        raise TrainingError(
+            f"the loss became {float(sums.nonfinite_loss)} at epoch {epoch} in a batch of galaxies "
+            f"{run.training_set.plateifus(batch_rows[first])}; check these cubes, or lower the "
+            f"learning rate (now {run.train_config.learning_rate})"
+        )
 
 
 def _train_step(
     run: _EpochRun,
-    epoch: int,
     batch: Batch,
     step: Step,
     augment_generator: torch.Generator,
-) -> tuple[dict[str, torch.Tensor], int]:
-    """One optimiser step on a batch; returns its losses and its valid pixels."""
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One optimiser step on a batch; returns its losses and its valid pixels (on the device:
+    nothing here waits for the device)."""
     config, device = run.train_config, run.device
-    x, valid, weight = batch.x, batch.valid, batch.weight
-    finite = torch.isfinite(x).flatten(1).all(dim=1)
-    if not finite.all():
-        bad = batch.rows[~finite.numpy()]
-        raise TrainingError(
-            f"non-finite input values in galaxies {run.training_set.plateifus(bad)} of the "
-            f"training set at {run.training_set.path}; rebuild the training set"
-        )
+    x, valid, weight = (
+        tensor.to(device, non_blocking=True) for tensor in (batch.x, batch.valid, batch.weight)
+    )
     input_valid = valid
     if config.augment:
         x, valid, weight, input_valid = _augment(x, valid, weight, step, augment_generator)
-    x = x.to(device, non_blocking=True)
-    valid = valid.to(device, non_blocking=True)
-    weight = weight.to(device, non_blocking=True)
-    input_valid = input_valid.to(device, non_blocking=True)
-    batch_valid = int(valid.sum())
-    share = run.ranks.loss_weight(len(batch.rows))  # the loss is a mean over galaxies
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-        _, losses = run.training_model(x, valid, weight, input_valid)
-    total = losses["total"]
-    if not torch.isfinite(total):
-        raise TrainingError(
-            f"the loss became {float(total)} at epoch {epoch} in a batch of galaxies "
-            f"{run.training_set.plateifus(batch.rows)}; check these cubes, or lower the "
-            f"learning rate (now {config.learning_rate})"
-        )
+    batch_valid = valid.sum()
+    losses = run.losses(x, valid, weight, input_valid)
     run.optimizer.zero_grad(set_to_none=True)
+    share = run.ranks.loss_weight(len(batch.rows))  # the loss is a mean over galaxies
+    total = losses["total"]
     (total * share if run.ranks.world_size > 1 else total).backward()
     if config.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)

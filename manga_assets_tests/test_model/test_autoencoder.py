@@ -251,3 +251,29 @@ def test_from_dict_refuses_unknown_fields():
     values = tiny_config().to_dict() | {"dropout": 0.1}
     with pytest.raises(ValueError, match=r"unknown ModelConfig fields \['dropout'\]"):
         ModelConfig.from_dict(values)
+
+
+def test_first_decoder_layer_computes_its_input_convolutions_once():
+    """The first decoder ConvLSTM reads the latent map plus line t's embedding at step t; its
+    input convolutions, computed once per galaxy and once per line, are the per-step ones."""
+    torch.manual_seed(6)
+    model = ConvLSTMAutoencoder(tiny_config())
+    with torch.no_grad():
+        model.line_embedding.normal_()
+    lstm = model.decoder_lstm[0]
+    assert lstm.input_kernel_size == lstm.kernel_size == 3  # a 3x3 input costs nothing here
+    channels, side = model.config.encoder_channels[-1], model.config.bottleneck_grid
+    drive = torch.randn(2, channels, side, side)
+    state = (torch.randn(2, channels, side, side), torch.randn(2, channels, side, side))
+
+    expected, _ = lstm(drive[:, None] + model.line_embedding, state)
+    gates = model._first_decoder_input_gates(lstm, drive)
+    got, _ = lstm.forward_gates(gates, state)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_a_configuration_saved_without_input_kernel_size_is_the_earlier_model():
+    saved = ModelConfig().to_dict()
+    del saved["input_kernel_size"]
+    assert ModelConfig.from_dict(saved).input_kernel_size == 3
+    assert ModelConfig().input_kernel_size == 1

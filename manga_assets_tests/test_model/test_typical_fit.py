@@ -59,12 +59,17 @@ def test_one_bright_odd_validation_galaxy_decides_neither_the_epoch_nor_the_gate
         epochs=16, learning_rate=5e-3, batch_size=8, patience=16, seed=0, num_threads=1,
         device=DEVICE,
     )  # fmt: skip
-    results, reports = {}, {}
-    for name, path in with_and_without_odd.items():
-        results[name] = train_model(tiny_config(), config, path, tmp_path / name)
-        reports[name] = assess_model(
-            results[name].model, open_training_set(path), min_galaxies_to_block=1
+    results = {
+        name: train_model(tiny_config(), config, path, tmp_path / name)
+        for name, path in with_and_without_odd.items()
+    }
+    # The gate, for one model, with and without the odd galaxy among those it reads.
+    reports = {
+        name: assess_model(
+            results["without"].model, open_training_set(path), min_galaxies_to_block=1
         )
+        for name, path in with_and_without_odd.items()
+    }
     with_odd = open_training_set(with_and_without_odd["with"])
     odd_row = with_odd.rows("val")[-1]
     assert with_odd.plateifus([odd_row]) == [validation_plateifu()]
@@ -72,9 +77,19 @@ def test_one_bright_odd_validation_galaxy_decides_neither_the_epoch_nor_the_gate
     chi2, _, _, _ = model_chi_square(results["with"].model, with_odd, with_odd.rows("val"))
     assert chi2[-1] > chi2[:-1].sum()
 
-    assert results["with"].best_epoch == results["without"].best_epoch
+    # One more validation galaxy, odd or not, moves the median by at most one order statistic,
+    # so epochs whose typical fits differ by less may swap: the epoch kept with the odd galaxy
+    # must be one that is (nearly) best without it, as close as the gate's FEV.
+    without = results["without"]
+    kept_with_odd = without.history[results["with"].best_epoch - 1]["val_fev"]
+    assert kept_with_odd >= without.history[without.best_epoch - 1]["val_fev"] - 0.05
     assert reports["with"].passed == reports["without"].passed
-    assert reports["with"].fev == pytest.approx(reports["without"].fev, abs=0.05)
+    # However bright and odd, the galaxy moves the gate's statistic no further than one galaxy
+    # fitted worse, or better, than any other could.
+    without_set = open_training_set(with_and_without_odd["without"])
+    others = galaxy_fev(*model_chi_square(without.model, without_set, without_set.rows("val"))[:3])
+    lowest, highest = (typical_fev(np.append(others, extreme)) for extreme in (-1e6, 1e6))
+    assert lowest - 1e-9 <= reports["with"].fev <= highest + 1e-9
 
 
 def test_leaving_out_any_validation_galaxy_moves_the_gate_statistic_little(
