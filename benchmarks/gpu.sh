@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
-# The GPU checks of manga_assets, in one command, on a machine with NVIDIA GPUs:
+# The GPU checks of manga_assets, in one command of under 10 minutes on one H100/H200:
 #   1. python: an interpreter whose torch has CUDA. The model code and its tests need only numpy,
 #      pandas, pyarrow, psutil and pytest beside torch (no dagster, no astropy), so where the
 #      machine's python3 has them the checks run on the checkout as it is (PYTHONPATH), with no
 #      network. Otherwise a virtual environment that sees the machine's packages gets the project
 #      and its dev extras from PyPI (and pip's default torch wheel, which has CUDA, if needed);
-#   2. paper-scale training time: 9,000 synthetic galaxies, each model trained with the default
-#      schedule (TrainConfig's epochs and early stopping) as a run's defaults train on a GPU
-#      (float32, eager): benchmarks/training.py --default-schedule; target under 5 minutes a model;
-#   3. the fast path, bf16 autocast and torch.compile: two epochs, the second timed (the first
-#      includes compilation);
-#   4. the model tests with MANGA_TEST_DEVICE=cuda: the training tests train on the GPU (float32,
-#      deterministic kernels) and an inference test embeds there; the DDP tests stay on the CPU;
-#   5. DDP over all visible GPUs (nccl) against one GPU (benchmarks/ddp.py; skipped with one GPU).
+#   2. before and after, one epoch each on the same galaxies: the training step as it was (eager,
+#      batches read from the memory maps and copied over: --resident no), with the training
+#      split held on the GPU (the default on a GPU), and with CUDA graphs (--cuda-graphs);
+#   3. the default schedule (TrainConfig's epochs and early stopping) for each model with the
+#      fastest step, float32, and the embedding of every galaxy (--embed); target under 60 s a
+#      model on an H200;
+#   4. the model tests with MANGA_TEST_DEVICE=cuda (the CUDA-graph tests run only there);
+#   5. bf16 autocast with compiled ConvLSTM gate kernels (--bf16 --compile), two epochs;
+#   6. DDP over all visible GPUs against one GPU (benchmarks/ddp.py; skipped with one GPU).
 # Each step gets what is left of GPU_SECONDS, the whole script's budget, so a lease of fixed length
 # returns a table even when a step runs long. Then prints a results table. Logs of every step go to
 # $GPU_RESULTS (default gpu-results/).
 #
-# Usage: bash benchmarks/gpu.sh            (from anywhere; about 20 minutes on one H200)
+# Usage: bash benchmarks/gpu.sh            (from anywhere)
 # Settings: PYTHON (default python3), GPU_VENV (default .venv-gpu), GALAXIES (default 9000),
-#           GPU_SECONDS (default 1800), DDP_BATCH (global batch of the DDP run, 32 per GPU).
+#           GPU_SECONDS (default 570), DDP_BATCH (global batch of the DDP run, 32 per GPU).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -41,7 +42,7 @@ fi
 PYTHON=${PYTHON:-python3}
 VENV=${GPU_VENV:-.venv-gpu}
 GALAXIES=${GALAXIES:-9000}
-BUDGET=${GPU_SECONDS:-1800}
+BUDGET=${GPU_SECONDS:-570}
 DDP_BATCH=${DDP_BATCH:-$((32 * GPUS))}
 RESULTS=${GPU_RESULTS:-gpu-results}
 export PYTHONUNBUFFERED=1
@@ -127,29 +128,41 @@ if [ "${STEP_STATUS}" != ok ]; then
     exit 1
 fi
 
-for variant in ae vae; do
-    step "default schedule ${variant}, ${GALAXIES} galaxies, float32" \
-        "${RESULTS}/schedule_${variant}.log" 420 \
-        "${PY}" benchmarks/training.py --device cuda --default-schedule --galaxies "${GALAXIES}" \
-        --variants "${variant}"
-    result=$(training_rows "${RESULTS}/schedule_${variant}.log" | awk '{ printf "%s epochs in %s s (%.1f min; target < 5), %s galaxies/s, val/base %s", $5, $6, $6 / 60, $2, $4 }')
-    record "default schedule ${variant}" "${result:-no figure (see log)}"
+# One epoch each way, AE, on the same galaxies: before (memory maps), resident, CUDA graphs.
+for way in "before:--resident no" "resident:--resident yes" "graphs:--resident yes --cuda-graphs"; do
+    name=${way%%:*}
+    # shellcheck disable=SC2086  # the flags are words
+    step "one epoch, ${name}" "${RESULTS}/epoch_${name}.log" 120 \
+        "${PY}" benchmarks/training.py --data "${RESULTS}/galaxies" --device cuda --epochs 1 --galaxies "${GALAXIES}" \
+        --variants ae --quiet ${way#*:}
+    result=$(training_rows "${RESULTS}/epoch_${name}.log" | awk '{ printf "%s galaxies/s, epoch %s s, val/base %s", $2, $3, $4 }')
+    record "one epoch ae, ${name}" "${result:-no figure (see log)}"
 done
 
-step "bf16 + compile, ${GALAXIES} galaxies, 2 epochs" "${RESULTS}/compiled.log" 420 \
-    "${PY}" benchmarks/training.py --device cuda --bf16 --compile --epochs 2 \
-    --galaxies "${GALAXIES}" --quiet
-rows=$(training_rows "${RESULTS}/compiled.log")
+# The default schedule with CUDA graphs (training falls back to eager, and says so, if recording
+# fails), then every galaxy embedded by the model.
 for variant in ae vae; do
-    result=$(awk -v v="${variant}" '$1 == v { printf "%s galaxies/s in the 2nd epoch (%s s), both epochs with compilation %s s", $2, $3, $6 }' <<<"${rows}")
-    record "bf16 + compile ${variant}" "${result:-no figure (see log)}"
+    step "default schedule ${variant}, ${GALAXIES} galaxies, CUDA graphs" \
+        "${RESULTS}/schedule_${variant}.log" 240 \
+        "${PY}" benchmarks/training.py --data "${RESULTS}/galaxies" --device cuda --default-schedule --galaxies "${GALAXIES}" \
+        --variants "${variant}" --cuda-graphs --embed
+    result=$(training_rows "${RESULTS}/schedule_${variant}.log" | awk '{ printf "%s epochs in %s s (target < 60), %s galaxies/s, val/base %s", $5, $6, $2, $4 }')
+    share=$(awk '/share of this device.s bf16 matmul/ { print $NF }' "${RESULTS}/schedule_${variant}.log")
+    embedded=$(grep -E '^(ae|vae) +embedded' "${RESULTS}/schedule_${variant}.log" | sed 's/^[a-z]* *//')
+    record "default schedule ${variant}" "${result:-no figure (see log)}; bf16 matmul share ${share:-?}; ${embedded:-no embedding figure}"
 done
 
 # -o filterwarnings=: pyproject's filters name dagster's warning classes; dagster need not be here.
-step "model tests on cuda" "${RESULTS}/tests.log" 300 \
+step "model tests on cuda" "${RESULTS}/tests.log" 180 \
     env MANGA_TEST_DEVICE=cuda CUBLAS_WORKSPACE_CONFIG=:4096:8 "${PY}" -m pytest -q \
     -p no:cacheprovider -o filterwarnings= -n 4 manga_assets_tests/test_model
 record "model tests (cuda)" "$(grep -E '[0-9]+ (passed|failed)' "${RESULTS}/tests.log" | tail -n 1)"
+
+step "bf16 + compiled gates, ${GALAXIES} galaxies, 2 epochs" "${RESULTS}/compiled.log" 150 \
+    "${PY}" benchmarks/training.py --data "${RESULTS}/galaxies" --device cuda --bf16 --compile --epochs 2 \
+    --galaxies "${GALAXIES}" --variants ae --quiet
+result=$(training_rows "${RESULTS}/compiled.log" | awk '{ printf "%s galaxies/s in the 2nd epoch (%s s), both epochs with compilation %s s", $2, $3, $6 }')
+record "bf16 + compiled gates ae" "${result:-no figure (see log)}"
 
 if [ "${GPUS}" -ge 2 ]; then
     step "DDP over ${GPUS} GPUs" "${RESULTS}/ddp.log" 300 \

@@ -14,21 +14,29 @@ default schedule instead (TrainConfig's epochs and early-stopping patience): "wa
 time a real run's training takes, compilation and validation included. ``--galaxies`` trades
 fidelity for time.
 
+``--embed`` then times `embed_cubes` (encode, reconstruct, residual statistics: what the latents
+assets run per plate) over every galaxy with each trained model, on the same device.
+
+On a GPU the training split is held on the device by default (TrainConfig.resident_data);
+``--cuda-graphs`` replays each full batch's forward and backward as CUDA graphs.
+
 Usage:
     python benchmarks/training.py                       # CPU, eager, AE and VAE, 9000 galaxies
     python benchmarks/training.py --compile             # CPU with compiled ConvLSTM steps
+    python benchmarks/training.py --device cuda --cuda-graphs --default-schedule
     python benchmarks/training.py --device cuda --bf16 --compile --epochs 2
-    python benchmarks/training.py --device cuda --bf16 --compile --default-schedule
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -41,6 +49,7 @@ from machine_limit import matmul_flops_per_second  # noqa: E402
 
 from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig  # noqa: E402
 from manga_assets.model.dataset import build_training_set  # noqa: E402
+from manga_assets.model.inference import embed_cubes  # noqa: E402
 from manga_assets.model.train import TrainConfig, train_model  # noqa: E402
 from manga_assets_tests.test_model.cubes import write_cubes  # noqa: E402
 
@@ -78,6 +87,27 @@ def flops_per_galaxy(config: ModelConfig, batch: int = 8) -> float:
     return counter.get_total_flops() / batch
 
 
+def training_galaxies(
+    root: Path, n: int, log: Callable[[str], None]
+) -> list[tuple[str, Path]]:
+    """N synthetic cubes and their training set under ``root``, written unless already there."""
+    listing = root / "cubes.json"
+    if listing.exists() and (root / "training_set").exists():
+        print(f"reusing the {n} cubes and the training set in {root}")
+        return [(plateifu, Path(path)) for plateifu, path in json.loads(listing.read_text())]
+    started = time.perf_counter()
+    log(f"writing {n} cubes")
+    cubes = write_cubes(root, n, grid=32, seed=0)
+    written = time.perf_counter()
+    summary = build_training_set(cubes, root / "training_set", grid=32, seed=0, log=log)
+    print(
+        f"wrote {n} cubes in {written - started:.1f} s; training set ({summary.n_train} train / "
+        f"{summary.n_val} val) built in {time.perf_counter() - written:.1f} s"
+    )
+    listing.write_text(json.dumps([(plateifu, str(path)) for plateifu, path in cubes]))
+    return cubes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--galaxies", type=int, default=9000)
@@ -85,6 +115,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA)")
     parser.add_argument("--compile", action="store_true", help="TrainConfig.compile")
+    parser.add_argument("--cuda-graphs", action="store_true", help="TrainConfig.cuda_graphs")
+    parser.add_argument(
+        "--resident",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="TrainConfig.resident_data (auto: on a GPU when it fits)",
+    )
     parser.add_argument("--epochs", type=int, default=1, help="time the last of these epochs")
     parser.add_argument(
         "--default-schedule",
@@ -94,7 +131,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary dir")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="keep the galaxies here and reuse them next time"
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    parser.add_argument("--embed", action="store_true", help="time embedding every galaxy")
     args = parser.parse_args()
 
     def log(message: str) -> None:
@@ -109,23 +150,16 @@ def main() -> None:
     device = torch.device(args.device)
     print(
         f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-        f"bf16 {args.bf16}, compile {args.compile}, {args.galaxies} galaxies, "
+        f"bf16 {args.bf16}, compile {args.compile}, CUDA graphs {args.cuda_graphs}, "
+        f"resident data {args.resident}, {args.galaxies} galaxies, "
         f"batch {args.batch_size}, {epochs} epochs, patience {patience}"
     )
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
-        root = Path(workdir)
-        started = time.perf_counter()
-        log(f"writing {args.galaxies} cubes")
-        cubes = write_cubes(root, args.galaxies, grid=32, seed=0)
-        written = time.perf_counter()
-        summary = build_training_set(cubes, root / "training_set", grid=32, seed=0, log=log)
-        built = time.perf_counter()
-        print(
-            f"wrote {args.galaxies} cubes in {written - started:.1f} s; training set "
-            f"({summary.n_train} train / {summary.n_val} val) built in {built - written:.1f} s"
-        )
-        for path in (root / "cubes").rglob("*.npz"):  # free the disk and page cache
-            path.unlink()
+        root = args.data / str(args.galaxies) if args.data else Path(workdir)
+        cubes = training_galaxies(root, args.galaxies, log)
+        if not (args.embed or args.data):
+            for path in (root / "cubes").rglob("*.npz"):  # free the disk and page cache
+                path.unlink()
 
         dtype = torch.bfloat16 if args.bf16 else torch.float32
         matmul = matmul_flops_per_second(device, dtype)
@@ -145,6 +179,8 @@ def main() -> None:
                 compile=args.compile,
                 bf16=args.bf16,
                 patience=patience,
+                cuda_graphs=args.cuda_graphs,
+                resident_data={"auto": None, "yes": True, "no": False}[args.resident],
             )
             flops = flops_per_galaxy(model_config)
             if device.type == "cuda":
@@ -154,7 +190,7 @@ def main() -> None:
                     model_config,
                     train_config,
                     root / "training_set",
-                    root / f"ck_{variant}",
+                    Path(workdir) / f"ck_{variant}",
                     log=log,
                 )
             last = result.history[-1]
@@ -171,6 +207,17 @@ def main() -> None:
                 f"{gpu_peak} {result.best_val_chi2 / result.baseline_val_chi2:9.3f} "
                 f"{len(result.history):6d} {result.wall_seconds:7.1f}"
             )
+            if device.type == "cuda":
+                share = flops * rate / matmul_flops_per_second(device, torch.bfloat16)
+                print(f"{variant:8s} share of this device's bf16 matmul: {share:.3f}")
+            if args.embed:
+                model = result.model.to(device)
+                started = time.perf_counter()
+                embedded = embed_cubes(model, model_config, cubes, batch_size=256, device=device)
+                seconds = time.perf_counter() - started
+                count = len(embedded.latents)
+                print(f"{variant:8s} embedded {count} galaxies in {seconds:.1f} s: "
+                      f"{count / seconds:.0f} galaxies/s")  # fmt: skip
     print(
         "\ngal/s: training galaxies per second over the timed epoch (memmap reads and augmentation"
         " included, validation excluded); epoch s: the epoch with validation; +RSS: peak RSS"

@@ -65,7 +65,7 @@ class ResidentSplit:
     def _copy(self, array: np.ndarray, chunk: int) -> torch.Tensor:
         resident = torch.empty(
             (len(self.rows), *array.shape[1:]),
-            dtype=torch.from_numpy(array[:0]).dtype,
+            dtype=torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype,
             device=self.device,
         )
         for start in range(0, len(self.rows), chunk):
