@@ -5,9 +5,9 @@
 #      machine's python3 has them the checks run on the checkout as it is (PYTHONPATH), with no
 #      network. Otherwise a virtual environment that sees the machine's packages gets the project
 #      and its dev extras from PyPI (and pip's default torch wheel, which has CUDA, if needed);
-#   2. before and after, one epoch each on the same galaxies: the training step as it was (eager,
-#      batches read from the memory maps and copied over: --resident no), with the training
-#      split held on the GPU (the default on a GPU), and with CUDA graphs (--cuda-graphs);
+#   2. before and after, one epoch each on the same galaxies: the commit BASELINE (default
+#      a9b208f, the code before this work; needs git) against this checkout
+#      (benchmarks/training_versus.py), then this checkout with CUDA graphs (--cuda-graphs);
 #   3. the default schedule (TrainConfig's epochs and early stopping) for each model with the
 #      fastest step, float32, and the embedding of every galaxy (--embed); target under 60 s a
 #      model on an H200;
@@ -20,7 +20,8 @@
 #
 # Usage: bash benchmarks/gpu.sh            (from anywhere)
 # Settings: PYTHON (default python3), GPU_VENV (default .venv-gpu), GALAXIES (default 9000),
-#           GPU_SECONDS (default 570), DDP_BATCH (global batch of the DDP run, 32 per GPU).
+#           GPU_SECONDS (default 570), DDP_BATCH (global batch of the DDP run, 32 per GPU),
+#           BASELINE (default a9b208f).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -44,6 +45,7 @@ VENV=${GPU_VENV:-.venv-gpu}
 GALAXIES=${GALAXIES:-9000}
 BUDGET=${GPU_SECONDS:-570}
 DDP_BATCH=${DDP_BATCH:-$((32 * GPUS))}
+BASELINE=${BASELINE:-a9b208f}
 RESULTS=${GPU_RESULTS:-gpu-results}
 export PYTHONUNBUFFERED=1
 mkdir -p "${RESULTS}"
@@ -128,16 +130,26 @@ if [ "${STEP_STATUS}" != ok ]; then
     exit 1
 fi
 
-# One epoch each way, AE, on the same galaxies: before (memory maps), resident, CUDA graphs.
-for way in "before:--resident no" "resident:--resident yes" "graphs:--resident yes --cuda-graphs"; do
-    name=${way%%:*}
-    # shellcheck disable=SC2086  # the flags are words
-    step "one epoch, ${name}" "${RESULTS}/epoch_${name}.log" 120 \
-        "${PY}" benchmarks/training.py --data "${RESULTS}/galaxies" --device cuda --epochs 1 --galaxies "${GALAXIES}" \
-        --variants ae --quiet ${way#*:}
-    result=$(training_rows "${RESULTS}/epoch_${name}.log" | awk '{ printf "%s galaxies/s, epoch %s s, val/base %s", $2, $3, $4 }')
-    record "one epoch ae, ${name}" "${result:-no figure (see log)}"
-done
+# Before and after on the same galaxies, AE, one epoch each: the commit before this work
+# (BASELINE, checked out into a git worktree) against this checkout's default step (training
+# split resident on the GPU, no per-step waits), then this checkout with CUDA graphs.
+if git rev-parse --verify --quiet "${BASELINE}^{commit}" >/dev/null; then
+    step "one epoch, ${BASELINE} vs this checkout" "${RESULTS}/versus.log" 150 \
+        "${PY}" benchmarks/training_versus.py --baseline "${BASELINE}" --device cuda \
+        --galaxies "${GALAXIES}" --repeats 1 --variants ae
+    record "one epoch ae, ${BASELINE} vs now" "$(grep -E '^ratios' "${RESULTS}/versus.log" | tail -n 1)"
+else
+    step "one epoch, memory maps" "${RESULTS}/epoch_maps.log" 120 \
+        "${PY}" benchmarks/training.py --data "${RESULTS}/galaxies" --device cuda --epochs 1 \
+        --galaxies "${GALAXIES}" --variants ae --quiet --resident no
+    result=$(training_rows "${RESULTS}/epoch_maps.log" | awk '{ printf "%s galaxies/s, epoch %s s", $2, $3 }')
+    record "one epoch ae, memory maps (no ${BASELINE} here)" "${result:-no figure (see log)}"
+fi
+step "one epoch, CUDA graphs" "${RESULTS}/epoch_graphs.log" 120 \
+    "${PY}" benchmarks/training.py --data "${RESULTS}/galaxies" --device cuda --epochs 1 \
+    --galaxies "${GALAXIES}" --variants ae --quiet --cuda-graphs
+result=$(training_rows "${RESULTS}/epoch_graphs.log" | awk '{ printf "%s galaxies/s, epoch %s s, val/base %s", $2, $3, $4 }')
+record "one epoch ae, CUDA graphs" "${result:-no figure (see log)}"
 
 # The default schedule with CUDA graphs (training falls back to eager, and says so, if recording
 # fails), then every galaxy embedded by the model.

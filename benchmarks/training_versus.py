@@ -2,13 +2,14 @@
 
     python benchmarks/training_versus.py --baseline a9b208f [--galaxies 1500] [--variants ae]
                                          [--repeats 3] [--epochs 1] [--threads 2]
+                                         [--device cpu]
 
 Writes N synthetic 32x32 cubes and one training set, checks the baseline commit out into a
 temporary git worktree, then times each code's training on that training set, alternating
 baseline and this checkout ``--repeats`` times so that a machine's drift hits both alike. Each
 timing is a fresh process (the two codes are the same package) running `train_model` with the
 default model and training configuration for ``--epochs`` epochs (the last one timed), and
-measuring a 4096x4096 float32 matmul beside it.
+measuring a 4096x4096 float32 matmul on the same device beside it.
 
 Prints, per code and variant, the median training galaxies/s, FLOPs per galaxy (forward and
 backward, counted by torch.utils.flop_counter), galaxies/s per matmul GFLOP/s, the share of the
@@ -40,10 +41,19 @@ from manga_assets.model.train import TrainConfig, train_model
 
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
-n = 4096
-a, b = torch.randn(n, n), torch.randn(n, n)
+device = torch.device(args["device"])
+sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+n, repeats = 4096, 1 if device.type == "cpu" else 50
+a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
 a @ b
-best = min((lambda t: (a @ b, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(3))
+sync()
+best = float("inf")
+for _ in range(3):
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync()
+    best = min(best, (time.perf_counter() - start) / repeats)
 matmul = 2 * n**3 / best
 
 config = ModelConfig(variant=args["variant"])
@@ -54,7 +64,7 @@ with FlopCounterMode(display=False) as counter:
 flops = counter.get_total_flops() / 8
 
 train_config = TrainConfig(epochs=args["epochs"], patience=args["epochs"] + 1,
-                           num_threads=args["threads"], device="cpu")
+                           num_threads=args["threads"], device=args["device"])
 result = train_model(config, train_config, Path(args["training_set"]), Path(args["checkpoints"]),
                      fresh=True)
 last = result.history[-1]
@@ -73,6 +83,7 @@ def time_training(code: Path, variant: str, args: argparse.Namespace, workdir: P
         "variant": variant,
         "epochs": args.epochs,
         "threads": args.threads,
+        "device": args.device,
         "training_set": str(workdir / "training_set"),
         "checkpoints": str(workdir / f"checkpoints_{variant}"),
     }
@@ -114,6 +125,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as temporary:
@@ -125,7 +137,7 @@ def main() -> None:
             cubes = write_cubes(workdir, args.galaxies, grid=32, seed=0)
             built = build_training_set(cubes, workdir / "training_set", grid=32, seed=0)
             print(f"{args.galaxies} galaxies ({built.n_train} train / {built.n_val} val), "
-                  f"{args.epochs} epoch(s) timed, {args.threads} threads, "
+                  f"{args.epochs} epoch(s) timed, {args.device}, {args.threads} threads, "
                   f"{args.repeats} repeats alternating")  # fmt: skip
             codes = {f"baseline {args.baseline}": baseline, "this checkout": ROOT}
             results: dict[tuple[str, str], list[dict]] = {}
