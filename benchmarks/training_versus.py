@@ -30,10 +30,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Run in a fresh process with one code's package first on sys.path; only APIs both have.
+# Run in a fresh process with one code's package first on sys.path (and checked to be the one
+# imported); only APIs both codes have.
 RUNNER = r"""
 import json, sys, time
 from pathlib import Path
+
+import manga_assets
+code = Path(sys.argv[2]).resolve()
+assert Path(manga_assets.__file__).resolve().is_relative_to(code), manga_assets.__file__
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from manga_assets.model.autoencoder import ConvLSTMAutoencoder, ModelConfig
@@ -89,8 +94,9 @@ def time_training(code: Path, variant: str, args: argparse.Namespace, workdir: P
     }
     environment = {**os.environ, "PYTHONPATH": str(code)}
     finished = subprocess.run(
-        [sys.executable, "-c", RUNNER, json.dumps(settings)],
+        [sys.executable, "-c", RUNNER, json.dumps(settings), str(code)],
         env=environment,
+        cwd=workdir,  # not a checkout: "python -c" puts the working directory first on sys.path
         capture_output=True,
         text=True,
         check=False,
