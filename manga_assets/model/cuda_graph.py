@@ -84,7 +84,9 @@ class GraphedLosses:
         # make_graphed_callables replaces the forward of the module it is given: a module of
         # its own, so that `eager` stays eager for the shorter batches.
         with self._autocast():
-            graphed = torch.cuda.make_graphed_callables(TrainingLosses(self.model), samples)
+            graphed = torch.cuda.make_graphed_callables(
+                TrainingLosses(self.model), samples, allow_unused_input=True
+            )
         # Recording ran warm-up passes whose gradients must not reach the first step.
         for parameter in parameters:
             parameter.grad = None

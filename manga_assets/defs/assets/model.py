@@ -120,6 +120,8 @@ class ModelTrainingConfig(dg.Config):
     seed: int = defaults.SEED
     patience: int = defaults.PATIENCE
     device: str = defaults.DEVICE
+    # On a GPU, replay each batch's forward and backward as CUDA graphs (TrainConfig.cuda_graphs).
+    cuda_graphs: bool = False
     distributed: DistributedTrainingConfig = DistributedTrainingConfig()
     force_retrain: bool = False
     growth_to_retrain: float = 0.25
@@ -165,6 +167,7 @@ def _training_settings(variant: str, config: ModelTrainingConfig):
         seed=config.seed,
         patience=config.patience,
         device=config.device,
+        cuda_graphs=config.cuda_graphs,
         # The step's CPUs are shared out between its training processes.
         num_threads=max(1, step_threads() // distributed.processes),
     )
