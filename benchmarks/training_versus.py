@@ -2,7 +2,7 @@
 
     python benchmarks/training_versus.py --baseline a9b208f [--galaxies 1500] [--variants ae]
                                          [--repeats 3] [--epochs 1] [--threads 2]
-                                         [--device cpu]
+                                         [--device cpu] [--embed]
 
 Writes N synthetic 32x32 cubes and one training set, checks the baseline commit out into a
 temporary git worktree, then times each code's training on that training set, alternating
@@ -10,6 +10,9 @@ baseline and this checkout ``--repeats`` times so that a machine's drift hits bo
 timing is a fresh process (the two codes are the same package) running `train_model` with the
 default model and training configuration for ``--epochs`` epochs (the last one timed), and
 measuring a 4096x4096 float32 matmul on the same device beside it.
+
+With ``--embed`` each timing then embeds every galaxy with the trained model (`embed_cubes`:
+encode, reconstruct and the residual statistics, what the latents assets run per plate).
 
 Prints, per code and variant, the median training galaxies/s, FLOPs per galaxy (forward and
 backward, counted by torch.utils.flop_counter), galaxies/s per matmul GFLOP/s, the share of the
@@ -73,12 +76,20 @@ train_config = TrainConfig(epochs=args["epochs"], patience=args["epochs"] + 1,
 result = train_model(config, train_config, Path(args["training_set"]), Path(args["checkpoints"]),
                      fresh=True)
 last = result.history[-1]
-print(json.dumps({
+timings = {
     "galaxies_per_second": last["galaxies_per_second"],
     "flops_per_galaxy": flops,
     "matmul_flops": matmul,
     "val_over_base": result.best_val_chi2 / result.baseline_val_chi2,
-}))
+}
+if args["cubes"]:
+    from manga_assets.model.inference import embed_cubes
+    listing = json.loads(Path(args["cubes"]).read_text())
+    cubes = [(plateifu, Path(path)) for plateifu, path in listing]
+    start = time.perf_counter()
+    embed_cubes(result.model.to(device), config, cubes, batch_size=64, device=device)
+    timings["embedded_per_second"] = len(cubes) / (time.perf_counter() - start)
+print(json.dumps(timings))
 """
 
 
@@ -91,6 +102,7 @@ def time_training(code: Path, variant: str, args: argparse.Namespace, workdir: P
         "device": args.device,
         "training_set": str(workdir / "training_set"),
         "checkpoints": str(workdir / f"checkpoints_{variant}"),
+        "cubes": str(workdir / "cubes.json") if args.embed else "",
     }
     environment = {**os.environ, "PYTHONPATH": str(code)}
     finished = subprocess.run(
@@ -132,6 +144,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--embed", action="store_true", help="also time embedding every galaxy")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as temporary:
@@ -142,6 +155,8 @@ def main() -> None:
         try:
             cubes = write_cubes(workdir, args.galaxies, grid=32, seed=0)
             built = build_training_set(cubes, workdir / "training_set", grid=32, seed=0)
+            listing = [(plateifu, str(path)) for plateifu, path in cubes]
+            (workdir / "cubes.json").write_text(json.dumps(listing))
             print(f"{args.galaxies} galaxies ({built.n_train} train / {built.n_val} val), "
                   f"{args.epochs} epoch(s) timed, {args.device}, {args.threads} threads, "
                   f"{args.repeats} repeats alternating")  # fmt: skip
@@ -154,7 +169,9 @@ def main() -> None:
                         timing = time_training(code, variant, args, workdir)
                         results.setdefault((name, variant), []).append(timing)
                         rate = timing["galaxies_per_second"]
-                        print(f"  {name:24s} {variant}: {rate:.1f} galaxies/s", flush=True)
+                        embedded = timing.get("embedded_per_second")
+                        also = f", embedded {embedded:.0f} galaxies/s" if embedded else ""
+                        print(f"  {name:24s} {variant}: {rate:.1f} galaxies/s{also}", flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
                             str(baseline)], check=False)  # fmt: skip
@@ -174,6 +191,10 @@ def main() -> None:
               f"{this['galaxies_per_second'] / base['galaxies_per_second']:.2f}, per matmul "
               f"GFLOP/s {this['per_matmul_gflops'] / base['per_matmul_gflops']:.2f}, FLOPs per "
               f"galaxy {this['flops_per_galaxy'] / base['flops_per_galaxy']:.2f}")  # fmt: skip
+        if args.embed:
+            print(f"embedding {variant}: {base['embedded_per_second']:.0f} -> "
+                  f"{this['embedded_per_second']:.0f} galaxies/s, ratio "
+                  f"{this['embedded_per_second'] / base['embedded_per_second']:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
