@@ -18,7 +18,8 @@ from manga_assets.model.policy import RetrainDecision, retraining_decision, sign
 
 # Training settings that define a model; patience, device and threads do not.
 SIGNATURE_FIELDS = (
-    "epochs", "batch_size", "learning_rate", "warmup_fraction", "weight_decay", "seed", "augment",
+    "epochs", "max_steps", "batch_size", "learning_rate", "warmup_fraction", "weight_decay",
+    "seed", "augment",
 )  # fmt: skip
 
 

@@ -93,6 +93,10 @@ class TrainConfig:
     epochs : int
         Most passes over the training split (default 24, from the measured validation curve in
         benchmarks/SCIENCE.md; the learning-rate schedule spans them).
+    max_steps : int or None
+        Most optimisation steps (default 1,500): a larger split trains for fewer epochs, as
+        many whole ones as reach it (`planned_epochs`), and the schedule spans those. None:
+        always `epochs`.
     batch_size : int
         Galaxies per optimisation step (default 32).
     learning_rate : float
@@ -136,6 +140,7 @@ class TrainConfig:
     """
 
     epochs: int = defaults.EPOCHS
+    max_steps: int | None = defaults.MAX_STEPS
     batch_size: int = defaults.BATCH_SIZE
     learning_rate: float = defaults.LEARNING_RATE
     warmup_fraction: float = 0.05
@@ -158,12 +163,20 @@ class TrainConfig:
                 f"epochs, batch_size and patience must be positive, got {self.epochs}, "
                 f"{self.batch_size}, {self.patience}"
             )
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be positive or None, got {self.max_steps}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be positive or None, got {self.num_threads}")
+
+    def planned_epochs(self, steps_per_epoch: int) -> int:
+        """The epochs this schedule trains: `epochs`, fewer where they would pass `max_steps`."""
+        if self.max_steps is None:
+            return self.epochs
+        return max(1, min(self.epochs, math.ceil(self.max_steps / steps_per_epoch)))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -180,8 +193,8 @@ class TrainConfig:
         """The fields that must match for a checkpoint to be resumed.
 
         Patience, device, threads, compilation and where the data lie may change between runs:
-        they do not change what the finished epochs computed. Epochs do, through the
-        learning-rate schedule.
+        they do not change what the finished epochs computed. Epochs and the step budget do,
+        through the learning-rate schedule.
         """
         values = self.to_dict()
         for name in (
@@ -657,7 +670,10 @@ def _train(
         ranks=ranks,
         batch_size=batch_size,
     )
-    for epoch in range(progress.start_epoch, train_config.epochs + 1):
+    if run.epochs < train_config.epochs:
+        log(f"{run.epochs} epochs, not {train_config.epochs}: {run.steps_per_epoch} steps each "
+            f"reach the budget of max_steps={train_config.max_steps}")  # fmt: skip
+    for epoch in range(progress.start_epoch, run.epochs + 1):
         if progress.stopped_early:
             break
         epoch_started = time.perf_counter()
@@ -679,7 +695,7 @@ def _train(
             _save_checkpoint(
                 checkpoint_path, progress.checkpoint(identity, epoch, model, optimizer)
             )
-        log(_epoch_line(epoch, train_config, sums, val, baseline, train_seconds))
+        log(_epoch_line(epoch, run.epochs, sums, val, baseline, train_seconds))
         if ranks.is_writer:
             on_epoch_end(epoch)
         if progress.stopped_early:
@@ -942,9 +958,13 @@ class _EpochRun:
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size)
 
+    @property
+    def epochs(self) -> int:
+        return self.train_config.planned_epochs(self.steps_per_epoch)
+
     def set_learning_rate(self, epoch: int, step_in_epoch: int) -> float:
         """Set the schedule's learning rate for a step (the floor's group at its own scale)."""
-        total_steps = self.steps_per_epoch * self.train_config.epochs
+        total_steps = self.steps_per_epoch * self.epochs
         learning_rate = learning_rate_at(
             (epoch - 1) * self.steps_per_epoch + step_in_epoch, total_steps, self.train_config
         )
@@ -1092,14 +1112,14 @@ def _history_entry(
 
 def _epoch_line(
     epoch: int,
-    train_config: TrainConfig,
+    epochs: int,
     sums: _EpochSums,
     val: dict[str, float],
     baseline: float,
     train_seconds: float,
 ) -> str:
     return (
-        f"epoch {epoch}/{train_config.epochs}: lr {sums.learning_rate:.2e} | train chi2 "
+        f"epoch {epoch}/{epochs}: lr {sums.learning_rate:.2e} | train chi2 "
         f"{sums.train_chi2:.4g} kl {sums.train_kl:.3g} | val: typical galaxy's FEV "
         f"{val['fev']:.3f}, chi2 {val['chi2']:.4g} per pixel (mean map {baseline:.4g}) | "
         f"{sums.n_galaxies / train_seconds:.1f} galaxies/s"

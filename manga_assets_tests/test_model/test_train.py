@@ -230,6 +230,35 @@ def test_train_config_round_trip_and_resume_key():
         TrainConfig.from_dict({"epochs": 2, "optimiser": "sgd"})
 
 
+def test_the_step_budget_ends_the_schedule_of_a_large_split():
+    config = TrainConfig()
+    # The science benchmark's 1,316 training galaxies: every epoch runs.
+    assert config.planned_epochs(steps_per_epoch=42) == config.epochs == 24
+    # A DR17-sized split of 8,519 galaxies: as many whole epochs as reach 1,500 steps.
+    assert config.planned_epochs(steps_per_epoch=267) == 6
+    assert config.planned_epochs(steps_per_epoch=10_000) == 1
+    assert TrainConfig(max_steps=None).planned_epochs(steps_per_epoch=267) == 24
+    assert "max_steps" in config.resume_key()
+    with pytest.raises(ValueError, match="max_steps"):
+        TrainConfig(max_steps=0)
+
+
+def test_a_step_budget_trains_fewer_epochs_to_the_schedule_s_end(small_training_set, tmp_path):
+    train_config = TrainConfig(epochs=6, max_steps=1, patience=10, **FAST)
+    messages: list[str] = []
+    result = train_model(
+        tiny_config(), train_config, small_training_set, tmp_path, log=messages.append
+    )
+    assert [entry["epoch"] for entry in result.history] == [1]
+    assert any("1 epochs, not 6" in m and "max_steps=1" in m for m in messages)
+    assert any(m.startswith("epoch 1/1:") for m in messages)
+    # The schedule spans the epochs that run: the same training as asking for one epoch.
+    one_epoch = TrainConfig(epochs=1, max_steps=None, patience=10, **FAST)
+    same = train_model(tiny_config(), one_epoch, small_training_set, tmp_path / "one")
+    for key in ("learning_rate", "train_chi2", "val_chi2"):
+        assert result.history[0][key] == pytest.approx(same.history[0][key], rel=1e-5)
+
+
 def test_a_small_training_set_gets_smaller_batches():
     assert train_module.effective_batch_size(32, 10_000) == 32
     assert train_module.effective_batch_size(32, 40) == 10

@@ -113,6 +113,9 @@ class ModelTrainingConfig(dg.Config):
     """Hyper-parameters of one autoencoder; every field reaches the model, trainer or gate."""
 
     epochs: int = defaults.EPOCHS
+    # Most optimisation steps: large releases train fewer epochs (TrainConfig.max_steps);
+    # None lets every epoch run.
+    max_steps: int | None = defaults.MAX_STEPS
     batch_size: int = defaults.BATCH_SIZE
     learning_rate: float = defaults.LEARNING_RATE
     latent_dim: int = defaults.LATENT_DIM
@@ -162,6 +165,7 @@ def _training_settings(variant: str, config: ModelTrainingConfig):
     )
     training = TrainConfig(
         epochs=config.epochs,
+        max_steps=config.max_steps,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         seed=config.seed,
