@@ -313,6 +313,9 @@ def run_survey(args: argparse.Namespace) -> tuple[Bench, dict]:
                 "galaxies_per_second": m["galaxies_per_second"],
                 "train_galaxies": m["n_train"],
                 "val_galaxies": m["n_val"],
+                "epochs": len(m["history"]),
+                "best_epoch": m["best_epoch"],
+                "gate": "pass" if m["quality"]["passed"] else "fail",
             }
             for variant, m in models.items()
         },
@@ -469,16 +472,24 @@ def write_results(bench: Bench, counts: dict, args: argparse.Namespace, path: Pa
         f"{overhead / total_wall:.1%}** of the full run (target < 10%).",
         f"- No-change rerun: **{rerun.wall_s:.1f} s = {rerun.wall_s / total_wall:.2%}** of the "
         f"full run (target < 2%).",
+        *(
+            [f"- End to end with the default schedule: **{total_wall / 60:.1f} minutes** on "
+             f"{os.cpu_count()} CPU cores (target < 90 on 2 cores, < 15 on one GPU machine)."]
+            if args.default_schedule
+            else []
+        ),
         "",
         "Models after the run (validation chi-square per valid pixel, 1 = the noise, and the "
         "share of the mean map's excess it removes, FEV):",
         "",
-        "| model | train / val galaxies | training (s) | galaxies/s | val chi2 per pixel (FEV) |",
-        "|---|---:|---:|---:|---:|",
+        "| model | train / val galaxies | epochs (best) | training (s) | galaxies/s "
+        "| val chi2 per pixel (FEV) | gate |",
+        "|---|---:|---:|---:|---:|---:|---|",
         *(
             f"| {variant} | {m['train_galaxies']:,} / {m['val_galaxies']:,} | "
-            f"{m['training_seconds']:.0f} | {m['galaxies_per_second']:.0f} | "
-            f"{m['val_chi2']:.3f} ({m['fev']:.2f}) |"
+            f"{m['epochs']} ({m['best_epoch']}) | {m['training_seconds']:.0f} | "
+            f"{m['galaxies_per_second']:.0f} | {m['val_chi2']:.3f} ({m['fev']:.2f}) | "
+            f"{m['gate']} |"
             for variant, m in counts["models"].items()
         ),
         "",
