@@ -1,8 +1,8 @@
 """The ``manga-assets`` command.
 
 manga-assets run [--release DR17] [--sas-url URL] [--data-dir DIR] [--limit N] [--plates P ...]
-                 [--epochs N] [--min-fev F] [--revalidate-after H] [--strict] [--acquisition-only]
-                 [--wait]
+                 [--epochs N] [--max-steps N] [--min-fev F] [--revalidate-after H] [--strict]
+                 [--acquisition-only] [--wait]
 manga-assets demo [--dir DIR] [--plates N] [--galaxies-per-plate N] [--seed S] [--epochs N]
                   [--world realistic|smooth] [--lean] [--hostile] [--release DR17]
                   [--faults] (the demo always plants broken files; the flag changes nothing)
@@ -77,6 +77,16 @@ def _print_summary(summary) -> None:
             print(f"  {name:<32} {value:.3f}{interval}")
 
 
+def _training_overrides(args: argparse.Namespace) -> dict | None:
+    """The models' settings `manga-assets run` was given (None: the defaults)."""
+    overrides = {}
+    if args.min_fev is not None:
+        overrides["min_fev"] = args.min_fev
+    if args.max_steps is not None:
+        overrides["max_steps"] = args.max_steps or None
+    return overrides or None
+
+
 def command_run(args: argparse.Namespace) -> int:
     from manga_assets.defs.runner import run_pipeline
 
@@ -87,7 +97,7 @@ def command_run(args: argparse.Namespace) -> int:
             plates=args.plates,
             limit=args.limit,
             epochs=args.epochs,
-            training={"min_fev": args.min_fev} if args.min_fev is not None else None,
+            training=_training_overrides(args),
             revalidate_after_hours=args.revalidate_after,
             wait=args.wait,
             acquisition_only=args.acquisition_only,
@@ -299,7 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="data directory (default MANGA_DATA_DIR or ./data)")
     run.add_argument("--limit", type=int, help="at most N galaxies")
     run.add_argument("--plates", type=int, nargs="+", help="only these plates")
-    run.add_argument("--epochs", type=int, help="training epochs per model")
+    run.add_argument(
+        "--epochs", type=int,
+        help="training epochs per model (at most: a large release stops at --max-steps)",
+    )  # fmt: skip
+    run.add_argument(
+        "--max-steps", type=int,
+        help="most optimisation steps per model: a large release trains as many whole epochs "
+        "as reach them (default 1500; 0: every epoch)",
+    )  # fmt: skip
     run.add_argument(
         "--min-fev",
         type=float,
