@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -257,6 +258,30 @@ def test_a_step_budget_trains_fewer_epochs_to_the_schedule_s_end(small_training_
     same = train_model(tiny_config(), one_epoch, small_training_set, tmp_path / "one")
     for key in ("learning_rate", "train_chi2", "val_chi2"):
         assert result.history[0][key] == pytest.approx(same.history[0][key], rel=1e-5)
+
+
+def test_a_run_killed_inside_a_step_budget_resumes_to_the_same_model(
+    small_training_set, tmp_path
+):
+    n_train = int((open_training_set(small_training_set).index["split"] == "train").sum())
+    steps_per_epoch = math.ceil(n_train / train_module.effective_batch_size(8, n_train))
+    # Two epochs' worth of steps out of six asked for.
+    budget = TrainConfig(epochs=6, max_steps=2 * steps_per_epoch, patience=10, seed=3, **FAST)
+    uninterrupted = train_model(tiny_config(), budget, small_training_set, tmp_path / "a")
+    assert [entry["epoch"] for entry in uninterrupted.history] == [1, 2]
+
+    def stop_after_epoch_one(epoch: int) -> None:
+        if epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_model(tiny_config(), budget, small_training_set, tmp_path / "b",
+                    on_epoch_end=stop_after_epoch_one)  # fmt: skip
+    resumed = train_model(tiny_config(), budget, small_training_set, tmp_path / "b")
+    assert resumed.resumed_from_epoch == 1
+    assert [h["val_chi2"] for h in resumed.history] == pytest.approx(
+        [h["val_chi2"] for h in uninterrupted.history], rel=1e-5
+    )
 
 
 def test_a_small_training_set_gets_smaller_batches():
