@@ -31,6 +31,16 @@ class Interrupt(Exception):
     pass
 
 
+def interrupt_after_epoch(last: int):
+    """An ``on_epoch_end`` that stops training, as a kill would, once epoch ``last`` is saved."""
+
+    def on_epoch_end(epoch: int) -> None:
+        if epoch == last:
+            raise Interrupt
+
+    return on_epoch_end
+
+
 @pytest.mark.parametrize("variant", ["ae", "vae"])
 def test_chi_square_falls_well_below_the_mean_map(variant, easy_training_set, tmp_path, request):
     if variant == "ae":
@@ -110,13 +120,9 @@ def test_resume_after_interruption_continues_from_the_checkpoint(small_training_
     train_config = TrainConfig(epochs=4, patience=10, seed=3, **FAST)
     uninterrupted = train_model(model_config, train_config, small_training_set, tmp_path / "a")
 
-    def stop_after_epoch_two(epoch: int) -> None:
-        if epoch == 2:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
         train_model(model_config, train_config, small_training_set, tmp_path / "b",
-                    on_epoch_end=stop_after_epoch_two)  # fmt: skip
+                    on_epoch_end=interrupt_after_epoch(2))  # fmt: skip
     saved = torch.load(tmp_path / "b" / CHECKPOINT_FILE, weights_only=True)
     assert saved["epoch"] == 2
 
@@ -270,13 +276,9 @@ def test_a_run_killed_inside_a_step_budget_resumes_to_the_same_model(
     uninterrupted = train_model(tiny_config(), budget, small_training_set, tmp_path / "a")
     assert [entry["epoch"] for entry in uninterrupted.history] == [1, 2]
 
-    def stop_after_epoch_one(epoch: int) -> None:
-        if epoch == 1:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
         train_model(tiny_config(), budget, small_training_set, tmp_path / "b",
-                    on_epoch_end=stop_after_epoch_one)  # fmt: skip
+                    on_epoch_end=interrupt_after_epoch(1))  # fmt: skip
     resumed = train_model(tiny_config(), budget, small_training_set, tmp_path / "b")
     assert resumed.resumed_from_epoch == 1
     assert [h["val_chi2"] for h in resumed.history] == pytest.approx(
